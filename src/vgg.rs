@@ -1,0 +1,468 @@
+//! The VGG conv stack (Simonyan and Zisserman, 2014) as a fixed feature extractor, with the
+//! paper's layer names, its forward pass and the gradient of a loss with respect to its input.
+//!
+//! Layers are `convB_K` (3x3 conv, stride 1, zero padding 1), `reluB_K` and `poolB` (2x2,
+//! stride 2, max or average, odd rows or columns dropped as in PyTorch). Only the stages up to the
+//! deepest requested layer run. No weight gradients are computed: the backward pass goes through
+//! the ReLU masks, the pooling switches and, for each conv, a conv with flipped and transposed
+//! weights (see [`crate::kernels`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::kernels::{Conv3x3, ConvShape, Im2colGemm, flip_transpose};
+use crate::weights::{Preprocess, VggWeights};
+
+/// The pooling layers' operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pooling {
+    /// Max pooling, as VGG was trained and Gatys et al. used.
+    #[default]
+    Max,
+    /// Average pooling (Gatys et al. 2015 suggest it gives smoother results).
+    Avg,
+}
+
+/// What a named layer outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LayerKind {
+    /// A convolution's output before the ReLU.
+    Conv,
+    /// A convolution's output after the ReLU.
+    Relu,
+    /// A pooling layer's output.
+    Pool,
+}
+
+/// A layer named as in the paper: `conv4_2`, `relu4_2`, `pool4`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LayerId {
+    pub block: usize,
+    /// 1-based index of the conv in its block; 0 for a pooling layer.
+    pub index: usize,
+    pub kind: LayerKind,
+}
+
+impl LayerId {
+    pub const fn relu(block: usize, index: usize) -> Self {
+        LayerId { block, index, kind: LayerKind::Relu }
+    }
+}
+
+impl fmt::Display for LayerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            LayerKind::Conv => write!(f, "conv{}_{}", self.block, self.index),
+            LayerKind::Relu => write!(f, "relu{}_{}", self.block, self.index),
+            LayerKind::Pool => write!(f, "pool{}", self.block),
+        }
+    }
+}
+
+impl FromStr for LayerId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::config(format!(
+                "unknown layer name '{s}': layers are named like conv4_2, relu4_2 or pool4"
+            ))
+        };
+        let s_trim = s.trim();
+        let (kind, rest) = if let Some(r) = s_trim.strip_prefix("conv") {
+            (LayerKind::Conv, r)
+        } else if let Some(r) = s_trim.strip_prefix("relu") {
+            (LayerKind::Relu, r)
+        } else if let Some(r) = s_trim.strip_prefix("pool") {
+            (LayerKind::Pool, r)
+        } else {
+            return Err(bad());
+        };
+        let num = |t: &str| t.parse::<usize>().ok().filter(|&n| n >= 1);
+        match kind {
+            LayerKind::Pool => Ok(LayerId { block: num(rest).ok_or_else(bad)?, index: 0, kind }),
+            _ => {
+                let (b, k) = rest.split_once('_').ok_or_else(bad)?;
+                Ok(LayerId { block: num(b).ok_or_else(bad)?, index: num(k).ok_or_else(bad)?, kind })
+            }
+        }
+    }
+}
+
+enum Stage {
+    Conv {
+        id: LayerId,
+        shape_in: usize,
+        c_out: usize,
+        weight: Vec<f32>,
+        /// The input-gradient conv's weights, flipped and transposed once at load.
+        weight_t: Vec<f32>,
+        bias: Vec<f32>,
+    },
+    Pool {
+        block: usize,
+    },
+}
+
+/// A VGG network ready to run: weights, pooling, preprocessing and the conv kernel.
+pub struct Vgg {
+    stages: Vec<Stage>,
+    preprocess: Preprocess,
+    pooling: Pooling,
+    kernel: Box<dyn Conv3x3>,
+}
+
+/// A tensor's shape: channels, height, width.
+pub type Chw = (usize, usize, usize);
+
+/// What the forward pass keeps for the losses and the backward pass.
+pub struct Forward {
+    height: usize,
+    width: usize,
+    /// Each stage's output (post-ReLU for convs) and its shape, up to the deepest stage run.
+    outputs: Vec<(Vec<f32>, Chw)>,
+    /// Pre-ReLU outputs, kept only for the conv layers that were asked for.
+    pre_relu: Vec<Option<Vec<f32>>>,
+    /// For max pooling: which of the four inputs each output came from (0..4, row-major).
+    switches: Vec<Vec<u8>>,
+}
+
+impl Forward {
+    /// The input's height and width.
+    pub fn input_size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+}
+
+impl Vgg {
+    /// Builds the network with the default CPU kernel.
+    pub fn new(weights: VggWeights, pooling: Pooling) -> Self {
+        Self::with_kernel(weights, pooling, Box::new(Im2colGemm::new()))
+    }
+
+    /// Builds the network on a given conv kernel.
+    pub fn with_kernel(weights: VggWeights, pooling: Pooling, kernel: Box<dyn Conv3x3>) -> Self {
+        let mut stages = Vec::new();
+        for (b, block) in weights.blocks.into_iter().enumerate() {
+            for (k, p) in block.into_iter().enumerate() {
+                let weight_t = flip_transpose(&p.weight, p.c_out, p.c_in);
+                stages.push(Stage::Conv {
+                    id: LayerId::relu(b + 1, k + 1),
+                    shape_in: p.c_in,
+                    c_out: p.c_out,
+                    weight: p.weight,
+                    weight_t,
+                    bias: p.bias,
+                });
+            }
+            stages.push(Stage::Pool { block: b + 1 });
+        }
+        Vgg { stages, preprocess: weights.preprocess, pooling, kernel }
+    }
+
+    /// The preprocessing the weights expect.
+    pub fn preprocess(&self) -> Preprocess {
+        self.preprocess
+    }
+
+    /// The pooling in use.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Replaces the pooling operation.
+    pub fn set_pooling(&mut self, pooling: Pooling) {
+        self.pooling = pooling;
+    }
+
+    /// The conv kernel's name.
+    pub fn kernel_name(&self) -> &'static str {
+        self.kernel.name()
+    }
+
+    /// Every layer name this network has, in order.
+    pub fn layer_names(&self) -> Vec<LayerId> {
+        let mut names = Vec::new();
+        for s in &self.stages {
+            match s {
+                Stage::Conv { id, .. } => {
+                    names.push(LayerId { kind: LayerKind::Conv, ..*id });
+                    names.push(*id);
+                }
+                Stage::Pool { block } => names.push(LayerId { block: *block, index: 0, kind: LayerKind::Pool }),
+            }
+        }
+        names
+    }
+
+    /// The stage that produces `layer`, or an error listing the layers there are.
+    fn stage_of(&self, layer: LayerId) -> Result<usize> {
+        self.stages
+            .iter()
+            .position(|s| match s {
+                Stage::Conv { id, .. } => id.block == layer.block && id.index == layer.index && layer.kind != LayerKind::Pool,
+                Stage::Pool { block } => layer.kind == LayerKind::Pool && *block == layer.block,
+            })
+            .ok_or_else(|| {
+                let names: Vec<String> = self.layer_names().iter().filter(|l| l.kind != LayerKind::Conv).map(|l| l.to_string()).collect();
+                Error::config(format!("unknown layer '{layer}': this network has {}", names.join(", ")))
+            })
+    }
+
+    /// Checks that every layer exists.
+    pub fn check_layers(&self, layers: &[LayerId]) -> Result<()> {
+        layers.iter().try_for_each(|&l| self.stage_of(l).map(|_| ()))
+    }
+
+    /// The smallest input side that reaches all of `layers` (2^pools before the deepest).
+    pub fn min_input_side(&self, layers: &[LayerId]) -> Result<usize> {
+        let last = self.deepest(layers)?;
+        let pools = self.stages[..last].iter().filter(|s| matches!(s, Stage::Pool { .. })).count();
+        Ok(1 << pools)
+    }
+
+    fn deepest(&self, layers: &[LayerId]) -> Result<usize> {
+        let mut last = 0;
+        for &l in layers {
+            last = last.max(self.stage_of(l)?);
+        }
+        Ok(last)
+    }
+
+    /// Bytes the forward and backward passes need at `height` x `width` for `layers`
+    /// (activations, switches, gradient buffers, the conv kernel's scratch).
+    pub fn memory_estimate(&self, height: usize, width: usize, layers: &[LayerId]) -> Result<u64> {
+        let last = self.deepest(layers)?;
+        let (mut h, mut w, mut c) = (height as u64, width as u64, 3u64);
+        let (mut total, mut largest) = (3 * h * w * 4, 3 * h * w * 4);
+        for s in &self.stages[..=last] {
+            match s {
+                Stage::Conv { c_out, .. } => {
+                    c = *c_out as u64;
+                    total += c * h * w * 4;
+                }
+                Stage::Pool { .. } => {
+                    total += c * h * w; // switches
+                    h /= 2;
+                    w /= 2;
+                    total += c * h * w * 4;
+                }
+            }
+            largest = largest.max(c * h * w * 4);
+        }
+        Ok(total + 3 * largest + (32 << 20))
+    }
+
+    /// Runs the network on `image` (RGB 0..255 planes, `height` x `width`) up to the deepest of
+    /// `layers`. Pre-ReLU outputs are kept for the `convB_K` layers among them.
+    pub fn forward(&self, image: &[f32], height: usize, width: usize, layers: &[LayerId]) -> Result<Forward> {
+        let last = self.deepest(layers)?;
+        let min = self.min_input_side(layers)?;
+        if height < min || width < min {
+            let deepest = layers.iter().max_by_key(|l| self.stage_of(**l).unwrap_or(0)).unwrap();
+            return Err(Error::config(format!(
+                "the image is {width}x{height} pixels, but layer {deepest} needs at least {min}x{min}"
+            )));
+        }
+        let mut x = self.preprocess.apply(image);
+        let (mut c, mut h, mut w) = (3, height, width);
+        let mut fwd = Forward { height, width, outputs: Vec::new(), pre_relu: Vec::new(), switches: Vec::new() };
+        for (si, stage) in self.stages[..=last].iter().enumerate() {
+            let input = if si == 0 { &x } else { &fwd.outputs[si - 1].0 };
+            match stage {
+                Stage::Conv { id, shape_in, c_out, weight, bias, .. } => {
+                    let shape = ConvShape { c_in: *shape_in, c_out: *c_out, height: h, width: w };
+                    let mut out = vec![0.0; c_out * h * w];
+                    let keep_pre = layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
+                    self.kernel.conv(shape, input, weight, Some(bias), !keep_pre, &mut out);
+                    let pre = keep_pre.then(|| {
+                        let pre = out.clone();
+                        out.par_iter_mut().for_each(|v| *v = v.max(0.0));
+                        pre
+                    });
+                    c = *c_out;
+                    fwd.outputs.push((out, (c, h, w)));
+                    fwd.pre_relu.push(pre);
+                    fwd.switches.push(Vec::new());
+                }
+                Stage::Pool { .. } => {
+                    let (out, sw) = pool_forward(self.pooling, input, c, h, w);
+                    h /= 2;
+                    w /= 2;
+                    fwd.outputs.push((out, (c, h, w)));
+                    fwd.pre_relu.push(None);
+                    fwd.switches.push(sw);
+                }
+            }
+            if si == 0 {
+                x = Vec::new(); // the preprocessed input is not needed any more
+            }
+        }
+        Ok(fwd)
+    }
+
+    /// The output of `layer` from a forward pass that reached it, with its shape.
+    pub fn activation<'f>(&self, fwd: &'f Forward, layer: LayerId) -> Result<(&'f [f32], Chw)> {
+        let si = self.stage_of(layer)?;
+        let (out, shape) = fwd.outputs.get(si).ok_or_else(|| Error::config(format!("layer {layer} was not computed")))?;
+        if layer.kind == LayerKind::Conv {
+            let pre = fwd.pre_relu[si].as_deref().ok_or_else(|| Error::config(format!("layer {layer} was not kept")))?;
+            return Ok((pre, *shape));
+        }
+        Ok((out, *shape))
+    }
+
+    /// The gradient with respect to the RGB pixels of a loss whose gradients with respect to
+    /// layer outputs are `grads` (each the size of its layer).
+    pub fn backward(&self, fwd: &Forward, grads: &[(LayerId, Vec<f32>)]) -> Result<Vec<f32>> {
+        let mut at_stage: Vec<Vec<(LayerKind, &[f32])>> = vec![Vec::new(); fwd.outputs.len()];
+        for (l, g) in grads {
+            let si = self.stage_of(*l)?;
+            let expected = fwd.outputs.get(si).map(|o| o.0.len());
+            if expected != Some(g.len()) {
+                return Err(Error::config(format!("gradient for {l} has the wrong size")));
+            }
+            at_stage[si].push((l.kind, g));
+        }
+        let add = |g: &mut Option<Vec<f32>>, src: &[f32]| match g {
+            Some(g) => g.par_iter_mut().zip(src.par_iter()).for_each(|(a, b)| *a += b),
+            None => *g = Some(src.to_vec()),
+        };
+        let mut g: Option<Vec<f32>> = None;
+        for si in (0..fwd.outputs.len()).rev() {
+            for (kind, src) in &at_stage[si] {
+                if *kind != LayerKind::Conv {
+                    add(&mut g, src);
+                }
+            }
+            let (in_c, in_h, in_w) = if si == 0 { (3, fwd.height, fwd.width) } else { fwd.outputs[si - 1].1 };
+            match &self.stages[si] {
+                Stage::Conv { shape_in, c_out, weight_t, .. } => {
+                    let out = &fwd.outputs[si].0;
+                    if let Some(g) = g.as_mut() {
+                        g.par_iter_mut().zip(out.par_iter()).for_each(|(g, &a)| {
+                            if a <= 0.0 {
+                                *g = 0.0
+                            }
+                        });
+                    }
+                    for (kind, src) in &at_stage[si] {
+                        if *kind == LayerKind::Conv {
+                            add(&mut g, src);
+                        }
+                    }
+                    if let Some(gv) = g.take() {
+                        let shape = ConvShape { c_in: *c_out, c_out: *shape_in, height: in_h, width: in_w };
+                        let mut gin = vec![0.0; shape_in * in_h * in_w];
+                        self.kernel.conv(shape, &gv, weight_t, None, false, &mut gin);
+                        g = Some(gin);
+                    }
+                }
+                Stage::Pool { .. } => {
+                    if let Some(gv) = g.take() {
+                        g = Some(pool_backward(self.pooling, &gv, &fwd.switches[si], in_c, in_h, in_w));
+                    }
+                }
+            }
+        }
+        let g = g.unwrap_or_else(|| vec![0.0; 3 * fwd.height * fwd.width]);
+        Ok(self.preprocess.backward(&g))
+    }
+}
+
+/// 2x2, stride-2 pooling of `c` planes of `h` x `w`; returns the output and, for max pooling,
+/// the position of each maximum in its window (the first one, row-major, on ties).
+fn pool_forward(pooling: Pooling, x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0.0; c * oh * ow];
+    let mut sw = if pooling == Pooling::Max { vec![0u8; c * oh * ow] } else { Vec::new() };
+    let plane = oh * ow;
+    if plane == 0 {
+        return (out, sw);
+    }
+    match pooling {
+        Pooling::Max => out.par_chunks_mut(plane).zip(sw.par_chunks_mut(plane)).enumerate().for_each(|(ch, (o, s))| {
+            let xin = &x[ch * h * w..(ch + 1) * h * w];
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let base = 2 * y * w + 2 * xx;
+                    let cand = [xin[base], xin[base + 1], xin[base + w], xin[base + w + 1]];
+                    let mut best = 0;
+                    for k in 1..4 {
+                        if cand[k] > cand[best] {
+                            best = k;
+                        }
+                    }
+                    o[y * ow + xx] = cand[best];
+                    s[y * ow + xx] = best as u8;
+                }
+            }
+        }),
+        Pooling::Avg => out.par_chunks_mut(plane).enumerate().for_each(|(ch, o)| {
+            let xin = &x[ch * h * w..(ch + 1) * h * w];
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let base = 2 * y * w + 2 * xx;
+                    o[y * ow + xx] = 0.25 * (xin[base] + xin[base + 1] + xin[base + w] + xin[base + w + 1]);
+                }
+            }
+        }),
+    }
+    (out, sw)
+}
+
+/// The gradient through [`pool_forward`]: to the maximum (max) or spread evenly (avg).
+fn pool_backward(pooling: Pooling, g: &[f32], sw: &[u8], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0.0; c * h * w];
+    if oh * ow == 0 {
+        return out;
+    }
+    out.par_chunks_mut(h * w).enumerate().for_each(|(ch, o)| {
+        let gp = &g[ch * oh * ow..(ch + 1) * oh * ow];
+        for y in 0..oh {
+            for xx in 0..ow {
+                let base = 2 * y * w + 2 * xx;
+                let v = gp[y * ow + xx];
+                let offs = [base, base + 1, base + w, base + w + 1];
+                match pooling {
+                    Pooling::Max => o[offs[sw[ch * oh * ow + y * ow + xx] as usize]] = v,
+                    Pooling::Avg => offs.iter().for_each(|&i| o[i] = 0.25 * v),
+                }
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_names_round_trip() {
+        for s in ["conv1_1", "relu4_2", "pool5", "relu5_4"] {
+            assert_eq!(s.parse::<LayerId>().unwrap().to_string(), s);
+        }
+        for s in ["relu4", "foo1_1", "relu0_1", "conv1_x", "pool", ""] {
+            assert!(s.parse::<LayerId>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn max_pool_routes_gradient_to_the_maximum() {
+        // One 2x3 plane: the last column is dropped (floor), as in PyTorch.
+        let x = [1.0, 5.0, 9.0, 3.0, 2.0, 9.0];
+        let (out, sw) = pool_forward(Pooling::Max, &x, 1, 2, 3);
+        assert_eq!(out, vec![5.0]);
+        let g = pool_backward(Pooling::Max, &[2.0], &sw, 1, 2, 3);
+        assert_eq!(g, vec![0.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
+        let (out, _) = pool_forward(Pooling::Avg, &x, 1, 2, 3);
+        assert_eq!(out, vec![2.75]);
+        let g = pool_backward(Pooling::Avg, &[2.0], &[], 1, 2, 3);
+        assert_eq!(g, vec![0.5, 0.5, 0.0, 0.5, 0.5, 0.0]);
+    }
+}

