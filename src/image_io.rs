@@ -63,12 +63,13 @@ impl Image {
         Image { width: w, height: h, data }
     }
 
+    /// Interleaved RGB in 0..1, the range the `image` crate's float operations clamp to.
     fn to_interleaved(&self) -> Rgb32FImage {
         let n = self.pixels();
         let mut out = Rgb32FImage::new(self.width as u32, self.height as u32);
         for (i, px) in out.pixels_mut().enumerate() {
             for c in 0..3 {
-                px.0[c] = self.data[c * n + i];
+                px.0[c] = self.data[c * n + i] / 255.0;
             }
         }
         out
@@ -159,9 +160,7 @@ pub fn resize(img: &Image, width: usize, height: usize) -> Image {
         height as u32,
         image::imageops::FilterType::Lanczos3,
     );
-    let mut res = Image::from_interleaved(&out, 1.0);
-    res.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0));
-    res
+    Image::from_interleaved(&out, 255.0)
 }
 
 /// The size whose long side is `long_side`, keeping the aspect ratio (each side at least 1).
@@ -333,9 +332,15 @@ mod tests {
     }
 
     #[test]
-    fn resize_same_size_is_identity() {
-        let img = Image { width: 2, height: 1, data: vec![1.5, 2.5, 3.0, 4.0, 5.0, 6.0] };
+    fn resize_keeps_the_pixel_range() {
+        let img = Image { width: 2, height: 1, data: vec![1.5, 2.5, 30.0, 40.0, 250.0, 200.0] };
         assert_eq!(resize(&img, 2, 1), img);
-        assert_eq!(resize(&img, 4, 2).data.len(), 24);
+        // A flat image stays flat at any size, at its own level (not clamped to 1).
+        let flat = Image::filled(10, 6, 200.0);
+        let big = resize(&flat, 17, 9);
+        assert_eq!((big.width, big.height), (17, 9));
+        assert!(big.data.iter().all(|v| (v - 200.0).abs() < 1e-3), "{:?}", &big.data[..5]);
+        let small = resize(&flat, 3, 2);
+        assert!(small.data.iter().all(|v| (v - 200.0).abs() < 1e-3));
     }
 }

@@ -57,7 +57,7 @@ impl Default for StyleConfig {
             size: 512,
             iterations: 500,
             optimizer: OptimizerKind::Lbfgs,
-            lr: 2.0,
+            lr: 10.0,
             lbfgs_history: 100,
             loss: LossConfig::default(),
             style_scale: 1.0,
@@ -271,7 +271,7 @@ pub fn optimize(
             }
             None => last_good = Some((x.clone(), terms)),
         }
-        optimizer.step(&mut x.data, &grad);
+        optimizer.step(&mut x.data, terms.total, &grad);
     }
     unreachable!("iterations is at least 1")
 }

@@ -1,0 +1,354 @@
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use impasto::image_io;
+use serde_json::Value;
+
+use crate::util::*;
+
+fn fixture_str(name: &str) -> &'static str {
+    Box::leak(fixture(name).to_str().unwrap().to_string().into_boxed_str())
+}
+
+fn content() -> &'static str {
+    fixture_str("content.png")
+}
+
+fn style() -> &'static str {
+    fixture_str("style.png")
+}
+
+fn weights_arg() -> String {
+    real_weights_path().to_str().unwrap().to_string()
+}
+
+fn read_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The files in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// The README's promise: on real weights, with the defaults, the loss falls at least 10x in 30
+/// iterations, the log has one JSON object per evaluation, and the output is the content's size.
+#[test]
+fn stylize_end_to_end_loss_falls_tenfold() {
+    let dir = tempdir();
+    let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
+    real_weights_path(); // the default weights, fetched if needed, as a user's first run does
+    let args = ["stylize", content(), style(), "-o", s(&out), "--size", "256", "--iterations", "30", "--log", s(&log)];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let log = read_log(&log);
+    assert_eq!(log.len(), 30);
+    for (i, l) in log.iter().enumerate() {
+        assert_eq!(l["iteration"].as_u64(), Some(i as u64 + 1));
+        for k in ["total", "content", "style", "tv", "seconds"] {
+            assert!(l[k].is_f64(), "{k} missing in {l}");
+        }
+        let sum = l["content"].as_f64().unwrap() + l["style"].as_f64().unwrap() + l["tv"].as_f64().unwrap();
+        assert!((sum - l["total"].as_f64().unwrap()).abs() < 1e-6 * sum);
+    }
+    let (first, last) = (log[0]["total"].as_f64().unwrap(), log[29]["total"].as_f64().unwrap());
+    assert!(first / last >= 10.0, "loss {first} -> {last}");
+    assert!(log[29]["seconds"].as_f64() > log[0]["seconds"].as_f64());
+    let img = image_io::load(&out).unwrap();
+    assert_eq!((img.width, img.height), (256, 192));
+    let c = image_io::load(Path::new(content())).unwrap();
+    let moved = img.data.iter().zip(&c.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / img.data.len() as f32;
+    assert!(moved > 5.0, "the output is barely changed from the content (mean |diff| {moved})");
+    assert_eq!(listing(dir.path()), ["log.jsonl", "out.png"]);
+}
+
+#[test]
+fn quiet_save_every_and_formats() {
+    let dir = tempdir();
+    let out = dir.path().join("out.png");
+    let w = weights_arg();
+    let args = ["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "6", "--save-every", "2", "--quiet", "--weights", &w];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    assert!(o.stderr.is_empty() && o.stdout.is_empty(), "{}", describe(&args, &o));
+    assert_eq!(listing(dir.path()), ["out.0002.png", "out.0004.png", "out.png"]);
+    for ext in ["jpg", "tif"] {
+        let out = dir.path().join(format!("out.{ext}"));
+        let args = ["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "2", "--quiet", "--weights", &w];
+        let o = impasto(&args);
+        assert!(o.status.success(), "{}", describe(&args, &o));
+        let img = image_io::load(&out).unwrap();
+        assert_eq!((img.width, img.height), (64, 48), "{ext}");
+    }
+}
+
+/// Same seed, same output; another seed, another output. Also Adam and an init file.
+#[test]
+fn seeds_are_reproducible() {
+    let dir = tempdir();
+    let w = weights_arg();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["stylize", content(), style(), "-o", s(&out), "--size", "48", "--iterations", "4", "--quiet", "--weights", &w];
+        args.extend_from_slice(extra);
+        let o = impasto(&args);
+        assert!(o.status.success(), "{}", describe(&args, &o));
+        std::fs::read(&out).unwrap()
+    };
+    let a = run("a.png", &["--init", "random", "--seed", "3"]);
+    assert_eq!(a, run("b.png", &["--init", "random", "--seed", "3"]));
+    assert_ne!(a, run("c.png", &["--init", "random", "--seed", "4"]));
+    let cand = fixture("candidate.png");
+    let d = run("d.png", &["--init", s(&cand), "--optimizer", "adam", "--lr", "4"]);
+    assert_ne!(d, run("e.png", &["--optimizer", "adam", "--lr", "4"]));
+}
+
+#[test]
+fn adam_lowers_the_loss() {
+    let dir = tempdir();
+    let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
+    let w = weights_arg();
+    let args = ["stylize", content(), style(), "-o", s(&out), "--size", "96", "--iterations", "15", "--optimizer", "adam", "--log", s(&log), "--quiet", "--weights", &w];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let log = read_log(&log);
+    let (first, last) = (log[0]["total"].as_f64().unwrap(), log[14]["total"].as_f64().unwrap());
+    assert!(last < 0.7 * first, "{first} -> {last}");
+}
+
+/// A loss that overflows stops the run with a message, exit code 1, and the last good image
+/// (here the initial one: the content) written.
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_image() {
+    let dir = tempdir();
+    let out = dir.path().join("out.png");
+    let w = weights_arg();
+    let args = ["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "5", "--style-weight", "1e300", "--weights", &w];
+    let o = impasto(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&args, &o));
+    assert!(stderr(&o).contains("NaN or infinite at iteration 1"), "{}", stderr(&o));
+    let got = image_io::load(&out).unwrap();
+    let c = image_io::load(Path::new(content())).unwrap();
+    let want = image_io::resize(&c, 64, 48).to_rgb8();
+    assert_eq!(got.to_rgb8(), want);
+}
+
+/// Ctrl-C stops the run and still writes the current image.
+#[test]
+fn interrupt_writes_the_current_image() {
+    let dir = tempdir();
+    let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
+    let w = weights_arg();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args(["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "100000", "--log", s(&log), "--weights", &w])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(&log).map(|l| l.lines().count()).unwrap_or(0) < 3 {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!out.exists());
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted at iteration"));
+    assert_eq!(image_io::load(&out).unwrap().width, 64);
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb88320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A PNG that declares `width` x `height` and holds one tiny, meaningless IDAT chunk.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Every kind of bad input: exit code 2, one line naming the culprit, no output file.
+#[test]
+fn bad_input_is_one_clear_line_and_no_output() {
+    let dir = tempdir();
+    let d = dir.path();
+    let out = d.join("out").join("result.png");
+    std::fs::create_dir(d.join("out")).unwrap();
+    std::fs::write(d.join("notes.txt"), "not an image").unwrap();
+    std::fs::write(d.join("empty.png"), b"").unwrap();
+    let png = std::fs::read(content()).unwrap();
+    std::fs::write(d.join("cut.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(d.join("zero.png"), png_header_only(0, 0)).unwrap();
+    std::fs::write(d.join("huge.png"), png_header_only(200_000, 150_000)).unwrap();
+    std::fs::write(d.join("junk.pth"), b"not weights").unwrap();
+    std::fs::write(d.join("a_file"), b"x").unwrap();
+    let mut wrong = tiny_weights(1, [4; 5]);
+    let conv = &mut wrong.blocks[1][0];
+    conv.c_in = 3;
+    conv.weight.truncate(conv.c_out * 27);
+    write_safetensors(&wrong, &d.join("wrong.safetensors"), Some("caffe"));
+    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let (c, st, o) = (content().to_string(), style().to_string(), s(&out).to_string());
+    let w = weights_arg();
+    let cases: Vec<(Vec<String>, Vec<String>)> = vec![
+        (vec![p("missing.jpg"), st.clone()], vec![p("missing.jpg"), "no such file".into()]),
+        (vec![c.clone(), p("out")], vec![p("out"), "directory".into()]),
+        (vec![c.clone(), p("notes.txt")], vec![p("notes.txt"), "not a recognised image".into()]),
+        (vec![p("empty.png"), st.clone()], vec![p("empty.png"), "empty".into()]),
+        (vec![p("cut.png"), st.clone()], vec![p("cut.png"), "cannot decode".into()]),
+        (vec![p("zero.png"), st.clone()], vec![p("zero.png")]),
+        (vec![p("huge.png"), st.clone()], vec![p("huge.png"), "200000x150000".into(), "GiB".into()]),
+        (vec![c.clone(), st.clone(), "--style-layers".into(), "relu1_1,relu9_1".into()], vec!["relu9_1".into()]),
+        (vec![c.clone(), st.clone(), "--content-layers".into(), "banana".into()], vec!["banana".into()]),
+        (vec![c.clone(), st.clone(), "--style-weight".into(), "-5".into()], vec!["--style-weight".into()]),
+        (vec![c.clone(), st.clone(), "--content-weight".into(), "NaN".into()], vec!["--content-weight".into()]),
+        (vec![c.clone(), st.clone(), "--tv-weight".into(), "inf".into()], vec!["--tv-weight".into()]),
+        (vec![c.clone(), st.clone(), "--size".into(), "0".into()], vec!["--size".into()]),
+        (vec![c.clone(), st.clone(), "--size".into(), "8".into()], vec!["--size".into(), "16x16".into()]),
+        (vec![c.clone(), st.clone(), "--weights".into(), p("junk.pth")], vec![p("junk.pth"), "not a weights file".into()]),
+        (vec![c.clone(), st.clone(), "--weights".into(), p("wrong.safetensors")], vec![p("wrong.safetensors"), "conv2_1".into()]),
+        (vec![c.clone(), st.clone(), "--weights".into(), p("nothere.pth")], vec![p("nothere.pth"), "no such file".into()]),
+        (vec![c.clone(), st.clone(), "--init".into(), p("missing.png")], vec![p("missing.png")]),
+    ];
+    for (inputs, needles) in cases {
+        let mut args: Vec<String> = vec!["stylize".into()];
+        args.extend(inputs);
+        args.extend(["-o".into(), o.clone(), "--iterations".into(), "2".into()]);
+        if !args.iter().any(|a| a == "--size") {
+            args.extend(["--size".into(), "64".into()]);
+        }
+        if !args.iter().any(|a| a == "--weights") {
+            args.extend(["--weights".into(), w.clone()]);
+        }
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let r = impasto(&argv);
+        let e = stderr(&r);
+        assert_eq!(r.status.code(), Some(2), "{}", describe(&argv, &r));
+        assert_eq!(e.trim().lines().count(), 1, "{}", describe(&argv, &r));
+        assert!(e.starts_with("impasto: ") || e.starts_with("error: "), "{e}");
+        for n in &needles {
+            assert!(e.contains(n.as_str()), "expected {n:?} in: {e}");
+        }
+        assert!(listing(&d.join("out")).is_empty(), "output left behind by {argv:?}");
+    }
+    // Output paths: a missing directory, a parent that is a file, an unknown extension.
+    for (target, needle) in [
+        (d.join("nodir").join("x.png"), "does not exist"),
+        (d.join("a_file").join("x.png"), "not a directory"),
+        (d.join("out").join("x.gif"), "unknown output format"),
+    ] {
+        let args = ["stylize", &c, &st, "-o", s(&target), "--iterations", "1", "--size", "32", "--weights", &w];
+        let r = impasto(&args);
+        assert_eq!(r.status.code(), Some(2), "{}", describe(&args, &r));
+        assert!(stderr(&r).contains(needle), "{}", describe(&args, &r));
+        assert!(!target.exists());
+    }
+}
+
+/// Inputs in every format and pixel layout the issue names decode to the right picture.
+#[test]
+fn input_formats_and_layouts() {
+    let dir = tempdir();
+    let d = dir.path();
+    let base = image_io::load(Path::new(content())).unwrap().to_rgb8();
+    let gray = image::DynamicImage::ImageRgb8(base.clone()).to_luma8();
+    let cases: Vec<(&str, image::DynamicImage)> = vec![
+        ("rgb.jpg", image::DynamicImage::ImageRgb8(base.clone())),
+        ("rgb.webp", image::DynamicImage::ImageRgb8(base.clone())),
+        ("rgb.bmp", image::DynamicImage::ImageRgb8(base.clone())),
+        ("rgb.tif", image::DynamicImage::ImageRgb8(base.clone())),
+        ("gray.png", image::DynamicImage::ImageLuma8(gray.clone())),
+        ("rgba.png", image::DynamicImage::ImageRgba8(image::DynamicImage::ImageRgb8(base.clone()).to_rgba8())),
+        ("rgb16.png", image::DynamicImage::ImageRgb16(image::DynamicImage::ImageRgb8(base.clone()).to_rgb16())),
+    ];
+    for (name, img) in cases {
+        let path = d.join(name);
+        img.save(&path).unwrap();
+        let got = image_io::load(&path).unwrap();
+        assert_eq!((got.width, got.height), (256, 192), "{name}");
+        let want = if name.starts_with("gray") { image_io::from_dynamic(&image::DynamicImage::ImageLuma8(gray.clone())) } else { image_io::from_dynamic(&image::DynamicImage::ImageRgb8(base.clone())) };
+        let tol = if name.ends_with(".jpg") { 8.0 } else { 0.01 };
+        let err = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.data.len() as f32;
+        assert!(err < tol, "{name}: mean error {err}");
+    }
+    // A palette PNG: two colours.
+    let path = d.join("palette.png");
+    {
+        let f = std::fs::File::create(&path).unwrap();
+        let mut enc = png::Encoder::new(f, 2, 1);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(vec![255, 0, 0, 0, 0, 255]);
+        enc.write_header().unwrap().write_image_data(&[0, 1]).unwrap();
+    }
+    let got = image_io::load(&path).unwrap();
+    assert_eq!(got.data, vec![255.0, 0.0, 0.0, 0.0, 0.0, 255.0]);
+    // EXIF orientation 6 (rotate 90 degrees clockwise) turns a 4x2 JPEG into 2x4.
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(4, 2, |x, _| image::Rgb([x as u8 * 60, 0, 0])))
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let tiff: Vec<u8> = [
+        &b"II*\x00\x08\x00\x00\x00"[..],
+        &[1, 0],                                     // one IFD entry
+        &[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0], // Orientation (SHORT, 1) = 6
+        &[0, 0, 0, 0],                               // no next IFD
+    ]
+    .concat();
+    let mut app1 = vec![0xff, 0xe1];
+    app1.extend_from_slice(&((tiff.len() + 8) as u16).to_be_bytes());
+    app1.extend_from_slice(b"Exif\x00\x00");
+    app1.extend_from_slice(&tiff);
+    let rotated = [&jpeg[..2], &app1[..], &jpeg[2..]].concat();
+    let path = d.join("rotated.jpg");
+    std::fs::write(&path, rotated).unwrap();
+    let got = image_io::load(&path).unwrap();
+    assert_eq!((got.width, got.height), (2, 4));
+    // After a clockwise turn the left column (x = 0, dark) is at the top.
+    assert!(got.plane(0)[0] < got.plane(0)[got.width * 3], "{:?}", got.plane(0));
+}
+
+/// `score` prints one JSON line; its numbers are those of the library.
+#[test]
+fn score_prints_json() {
+    let w = weights_arg();
+    let cand = fixture("candidate.png");
+    let args = ["score", content(), style(), "--image", s(&cand), "--size", "128", "--tv-weight", "0.5", "--weights", &w];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (c, st, t) = (v["content"].as_f64().unwrap(), v["style"].as_f64().unwrap(), v["tv"].as_f64().unwrap());
+    assert!(c > 0.0 && st > 0.0 && t > 0.0);
+    assert!((c + st + t - v["total"].as_f64().unwrap()).abs() < 1e-6 * (c + st + t));
+    let net = real_net();
+    let cfg = impasto::transfer::StyleConfig { size: 128, loss: impasto::loss::LossConfig { tv_weight: 0.5, ..Default::default() }, ..Default::default() };
+    let lib = impasto::transfer::Stylizer::new(net, cfg)
+        .unwrap()
+        .score(&image_io::load(Path::new(content())).unwrap(), &[image_io::load(Path::new(style())).unwrap()], &image_io::load(&cand).unwrap())
+        .unwrap();
+    assert!((lib.total - v["total"].as_f64().unwrap()).abs() < 1e-9 * lib.total);
+}

@@ -34,7 +34,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn step(&mut self, x: &mut [f32], g: &[f32]) {
+    fn step(&mut self, x: &mut [f32], _loss: f64, g: &[f32]) {
         if self.m.len() != x.len() {
             self.m = vec![0.0; x.len()];
             self.v = vec![0.0; x.len()];
@@ -72,14 +72,14 @@ mod tests {
     #[test]
     fn first_step_moves_each_coordinate_by_lr() {
         let mut x = vec![0.0f32, 5.0, 1.0];
-        Adam::new(AdamConfig { lr: 0.5, ..Default::default() }).step(&mut x, &[3.0, -0.001, 0.0]);
+        Adam::new(AdamConfig { lr: 0.5, ..Default::default() }).step(&mut x, 0.0, &[3.0, -0.001, 0.0]);
         assert!((x[0] + 0.5).abs() < 1e-5 && (x[1] - 5.5).abs() < 1e-3 && x[2] == 1.0, "{x:?}");
     }
 
     #[test]
     fn clamps_to_the_range() {
         let mut x = vec![0.2f32, 254.9];
-        Adam::new(AdamConfig { lr: 1.0, clamp: Some((0.0, 255.0)), ..Default::default() }).step(&mut x, &[1.0, -1.0]);
+        Adam::new(AdamConfig { lr: 1.0, clamp: Some((0.0, 255.0)), ..Default::default() }).step(&mut x, 0.0, &[1.0, -1.0]);
         assert_eq!(x, vec![0.0, 255.0]);
     }
 }

@@ -2,25 +2,56 @@
 //! max_iter=1)` called once per evaluation: the direction comes from the two-loop recursion over
 //! the last `history` pairs (s, y), scaled by `H = y.s / y.y`; pairs with `y.s <= 1e-10` are
 //! skipped; the first step is `-g * min(1, 1/|g|_1)`.
+//!
+//! One safeguard differs from PyTorch (and is off in [`Lbfgs::pytorch`]): when an evaluation
+//! finds the loss more than [`BACKTRACK_FACTOR`] times the previous one, the step is taken back
+//! and shortened to the minimum of a quadratic fitted along it. Without it, a curvature pair
+//! rejected on the second step (ReLU and max-pool kinks can make `y.s` negative over the tiny
+//! first step) leaves `H = 1`, and the next step, `-g` in full, multiplies a style loss by 10^6.
 
 use super::{Optimizer, dot};
+
+/// A loss that grows by more than this factor in one step triggers a backtrack.
+pub const BACKTRACK_FACTOR: f64 = 2.0;
 
 /// The L-BFGS state.
 pub struct Lbfgs {
     history: usize,
     lr: f32,
+    backtrack: bool,
     /// (s, y, 1/(y.s)) pairs, oldest first.
     pairs: std::collections::VecDeque<(Vec<f32>, Vec<f32>, f64)>,
-    prev_grad: Option<Vec<f32>>,
+    /// The gradient and loss at the point the last step started from.
+    prev: Option<(Vec<f32>, f64)>,
     /// The last step taken (t * d).
     prev_step: Vec<f32>,
     h_diag: f64,
+    /// Steps taken (not counting backtracks).
+    steps: usize,
+    /// The step length used while there is no curvature pair.
+    first_t: f64,
 }
 
 impl Lbfgs {
-    /// `history` pairs (PyTorch's `history_size`, default 100), step length `lr` (1).
+    /// `history` pairs (PyTorch's `history_size`, default 100), step length `lr` (1), with the
+    /// backtracking safeguard.
     pub fn new(history: usize, lr: f32) -> Self {
-        Lbfgs { history: history.max(1), lr, pairs: Default::default(), prev_grad: None, prev_step: Vec::new(), h_diag: 1.0 }
+        Lbfgs {
+            history: history.max(1),
+            lr,
+            backtrack: true,
+            pairs: Default::default(),
+            prev: None,
+            prev_step: Vec::new(),
+            h_diag: 1.0,
+            steps: 0,
+            first_t: 1.0,
+        }
+    }
+
+    /// Exactly PyTorch's algorithm, without the safeguard.
+    pub fn pytorch(history: usize, lr: f32) -> Self {
+        Lbfgs { backtrack: false, ..Self::new(history, lr) }
     }
 
     /// The search direction `-H g` from the two-loop recursion.
@@ -41,26 +72,41 @@ impl Lbfgs {
         }
         q
     }
+
+    /// Takes back the last step and retries a fraction of it: the minimum of the quadratic
+    /// through the previous loss, its slope along the step and the loss just found.
+    fn backtrack(&mut self, x: &mut [f32], loss: f64, prev_grad: &[f32], prev_loss: f64) {
+        let slope = dot(prev_grad, &self.prev_step);
+        let curvature = loss - prev_loss - slope;
+        let a = if slope < 0.0 && curvature > 0.0 { (-slope / (2.0 * curvature)).clamp(1e-6, 0.5) } else { 0.1 };
+        let back = (1.0 - a) as f32;
+        x.iter_mut().zip(&self.prev_step).for_each(|(x, s)| *x -= back * s);
+        self.prev_step.iter_mut().for_each(|s| *s *= a as f32);
+        self.first_t *= a;
+    }
 }
 
 impl Optimizer for Lbfgs {
-    fn step(&mut self, x: &mut [f32], g: &[f32]) {
-        let first = match &self.prev_grad {
-            None => true,
-            Some(pg) => {
-                let y: Vec<f32> = g.iter().zip(pg).map(|(a, b)| a - b).collect();
-                let s = std::mem::take(&mut self.prev_step);
-                let ys = dot(&y, &s);
-                if ys > 1e-10 {
-                    if self.pairs.len() == self.history {
-                        self.pairs.pop_front();
-                    }
-                    self.h_diag = ys / dot(&y, &y);
-                    self.pairs.push_back((s, y, 1.0 / ys));
-                }
-                false
+    fn step(&mut self, x: &mut [f32], loss: f64, g: &[f32]) {
+        if let Some((pg, pl)) = self.prev.take() {
+            if self.backtrack && loss > BACKTRACK_FACTOR * pl {
+                self.backtrack(x, loss, &pg, pl);
+                self.prev = Some((pg, pl));
+                return;
             }
-        };
+            let y: Vec<f32> = g.iter().zip(&pg).map(|(a, b)| a - b).collect();
+            let s = std::mem::take(&mut self.prev_step);
+            let ys = dot(&y, &s);
+            if ys > 1e-10 {
+                if self.pairs.len() == self.history {
+                    self.pairs.pop_front();
+                }
+                self.h_diag = ys / dot(&y, &y);
+                self.pairs.push_back((s, y, 1.0 / ys));
+            }
+        }
+        let first = self.steps == 0;
+        self.steps += 1;
         let mut d = self.direction(g);
         if dot(g, &d) > -1e-9 {
             // Not a descent direction (a degenerate history): restart from steepest descent.
@@ -70,14 +116,20 @@ impl Optimizer for Lbfgs {
         }
         let t = if first {
             let l1: f64 = g.iter().map(|v| v.abs() as f64).sum();
-            (1.0f64).min(1.0 / l1.max(f64::MIN_POSITIVE)) as f32 * self.lr
+            self.first_t = (1.0f64).min(1.0 / l1.max(f64::MIN_POSITIVE));
+            self.first_t as f32 * self.lr
+        } else if self.backtrack && self.pairs.is_empty() {
+            // No curvature yet: H = 1 would make the step as long as the gradient, whatever the
+            // loss's scale. Grow the first step's length instead, doubling while the loss falls.
+            self.first_t *= 2.0;
+            (self.first_t.min(1.0)) as f32 * self.lr
         } else {
             self.lr
         };
         d.iter_mut().for_each(|v| *v *= t);
         x.iter_mut().zip(&d).for_each(|(x, s)| *x += s);
         self.prev_step = d;
-        self.prev_grad = Some(g.to_vec());
+        self.prev = Some((g.to_vec(), loss));
     }
 }
 
@@ -88,31 +140,53 @@ mod tests {
 
     #[test]
     fn minimises_rosenbrock() {
-        let mut x = vec![-1.2f32, 1.0, -0.5, 0.8];
-        let start = rosenbrock(&x).0;
-        let end = minimise(&mut Lbfgs::new(100, 1.0), &mut x, 300);
-        assert!(end < 1e-6 * start, "{start} -> {end}");
-        assert!(x.iter().all(|v| (v - 1.0).abs() < 1e-2), "{x:?}");
+        for mut opt in [Lbfgs::new(100, 1.0), Lbfgs::pytorch(100, 1.0)] {
+            let mut x = vec![-1.2f32, 1.0, -0.5, 0.8];
+            let start = rosenbrock(&x).0;
+            let end = minimise(&mut opt, &mut x, 300);
+            assert!(end < 1e-6 * start, "{start} -> {end}");
+            assert!(x.iter().all(|v| (v - 1.0).abs() < 1e-2), "{x:?}");
+        }
     }
 
     #[test]
     fn first_step_is_scaled_gradient_descent() {
         let mut x = vec![0.0f32, 0.0];
         let g = vec![2.0f32, -6.0];
-        Lbfgs::new(10, 1.0).step(&mut x, &g);
+        Lbfgs::new(10, 1.0).step(&mut x, 1.0, &g);
         assert_eq!(x, vec![-2.0 / 8.0, 6.0 / 8.0]);
     }
 
     #[test]
     fn exact_on_a_quadratic_after_enough_pairs() {
         // f = 0.5 x^T diag(1, 10) x: with two pairs the BFGS direction is the Newton step.
-        let grad = |x: &[f32]| vec![x[0], 10.0 * x[1]];
+        let f = |x: &[f32]| (0.5 * (x[0] * x[0] + 10.0 * x[1] * x[1]) as f64, vec![x[0], 10.0 * x[1]]);
         let mut x = vec![1.0f32, 1.0];
         let mut opt = Lbfgs::new(10, 1.0);
         for _ in 0..6 {
-            let g = grad(&x);
-            opt.step(&mut x, &g);
+            let (l, g) = f(&x);
+            opt.step(&mut x, l, &g);
         }
         assert!(x.iter().all(|v| v.abs() < 1e-4), "{x:?}");
+    }
+
+    /// After a loss blow-up the safeguard returns to the previous point along the same step,
+    /// at the quadratic model's minimum.
+    #[test]
+    fn backtracks_after_a_blow_up() {
+        let mut opt = Lbfgs::new(10, 1.0);
+        let mut x = vec![0.0f32];
+        opt.step(&mut x, 1.0, &[-1.0]); // first step: t = 1/|g|_1 = 1, to x = 1
+        assert_eq!(x, vec![1.0]);
+        // Suppose f(1) = 100: quadratic through f(0) = 1, f'(0) = -1, f(1) = 100 has its
+        // minimum at a = 1 / (2 * 100) = 0.005.
+        opt.step(&mut x, 100.0, &[50.0]);
+        assert!((x[0] - 0.005).abs() < 1e-6, "{x:?}");
+        // PyTorch's version keeps going from the bad point instead.
+        let mut opt = Lbfgs::pytorch(10, 1.0);
+        let mut x = vec![0.0f32];
+        opt.step(&mut x, 1.0, &[-1.0]);
+        opt.step(&mut x, 100.0, &[50.0]);
+        assert!(x[0] < 0.995, "{x:?}");
     }
 }

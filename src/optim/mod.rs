@@ -14,8 +14,8 @@ pub use lbfgs::Lbfgs;
 
 /// One step from the current point and its gradient.
 pub trait Optimizer {
-    /// Moves `x` given the gradient of the loss at `x`.
-    fn step(&mut self, x: &mut [f32], grad: &[f32]);
+    /// Moves `x` given the loss and its gradient at `x`.
+    fn step(&mut self, x: &mut [f32], loss: f64, grad: &[f32]);
 }
 
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -46,7 +46,7 @@ pub(crate) mod tests {
         for _ in 0..iters {
             let (f, g) = rosenbrock(x);
             last = f;
-            opt.step(x, &g);
+            opt.step(x, f, &g);
         }
         last.min(rosenbrock(x).0)
     }
