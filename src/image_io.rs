@@ -91,34 +91,29 @@ pub fn load(path: &Path) -> Result<Image> {
     if meta.len() == 0 {
         return Err(Error::image(path, "the file is empty (0 bytes), not an image"));
     }
-    let mut reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::image(path, io_reason(&e)))?;
+    let mut reader =
+        ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| Error::image(path, io_reason(&e)))?;
     if reader.format().is_none() {
-        return Err(Error::image(
-            path,
-            "not a recognised image file (expected JPEG, PNG, WebP, TIFF, BMP or GIF)",
-        ));
+        return Err(Error::image(path, "not a recognised image file (expected JPEG, PNG, WebP, TIFF, BMP or GIF)"));
     }
     reader.no_limits();
-    let mut decoder =
-        reader.into_decoder().map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(Error::image(path, format!("the image has zero size ({w}x{h})")));
     }
     let need = decode_bytes_estimate(w as u64, h as u64);
-    if let Some(avail) = available_memory() {
-        if need > avail {
-            return Err(Error::image(
-                path,
-                format!(
-                    "the image is {w}x{h} pixels; decoding it needs about {} but only {} of memory is available",
-                    gib(need),
-                    gib(avail)
-                ),
-            ));
-        }
+    if let Some(avail) = available_memory()
+        && need > avail
+    {
+        return Err(Error::image(
+            path,
+            format!(
+                "the image is {w}x{h} pixels; decoding it needs about {} but only {} of memory is available",
+                gib(need),
+                gib(avail)
+            ),
+        ));
     }
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder)
@@ -154,12 +149,7 @@ pub fn resize(img: &Image, width: usize, height: usize) -> Image {
         return img.clone();
     }
     let src = img.to_interleaved();
-    let out = image::imageops::resize(
-        &src,
-        width as u32,
-        height as u32,
-        image::imageops::FilterType::Lanczos3,
-    );
+    let out = image::imageops::resize(&src, width as u32, height as u32, image::imageops::FilterType::Lanczos3);
     Image::from_interleaved(&out, 255.0)
 }
 
@@ -175,10 +165,7 @@ pub fn fit_long_side(width: usize, height: usize, long_side: usize) -> (usize, u
 /// The size with about `pixels` pixels and the aspect ratio of `width` x `height`.
 pub fn fit_pixels(width: usize, height: usize, pixels: f64) -> (usize, usize) {
     let scale = (pixels / (width * height) as f64).sqrt();
-    (
-        ((width as f64 * scale).round() as usize).max(1),
-        ((height as f64 * scale).round() as usize).max(1),
-    )
+    (((width as f64 * scale).round() as usize).max(1), ((height as f64 * scale).round() as usize).max(1))
 }
 
 /// The output formats impasto writes.
@@ -197,10 +184,7 @@ impl OutputFormat {
             Some("png") => Ok(OutputFormat::Png),
             Some("jpg" | "jpeg") => Ok(OutputFormat::Jpeg),
             Some("tif" | "tiff") => Ok(OutputFormat::Tiff),
-            _ => Err(Error::output(
-                path,
-                "unknown output format: use a .png, .jpg/.jpeg or .tif/.tiff file name",
-            )),
+            _ => Err(Error::output(path, "unknown output format: use a .png, .jpg/.jpeg or .tif/.tiff file name")),
         }
     }
 }
@@ -216,10 +200,7 @@ pub fn check_output(path: &Path) -> Result<OutputFormat> {
             return Err(Error::output(path, format!("{} is not a directory", dir.display())));
         }
         Err(_) => {
-            return Err(Error::output(
-                path,
-                format!("the output directory {} does not exist", dir.display()),
-            ));
+            return Err(Error::output(path, format!("the output directory {} does not exist", dir.display())));
         }
     }
     let probe = temp_path(path);
@@ -228,10 +209,7 @@ pub fn check_output(path: &Path) -> Result<OutputFormat> {
             let _ = fs::remove_file(&probe);
             Ok(format)
         }
-        Err(e) => Err(Error::output(
-            path,
-            format!("cannot write in {}: {}", dir.display(), io_reason(&e)),
-        )),
+        Err(e) => Err(Error::output(path, format!("cannot write in {}: {}", dir.display(), io_reason(&e)))),
     }
 }
 
@@ -241,9 +219,8 @@ pub fn check_output(path: &Path) -> Result<OutputFormat> {
 pub fn save(img: &Image, path: &Path) -> Result<()> {
     let format = OutputFormat::from_path(path)?;
     let tmp = temp_path(path);
-    let result = write_file(img, &tmp, format).and_then(|()| {
-        fs::rename(&tmp, path).map_err(|e| Error::output(path, io_reason(&e)))
-    });
+    let result = write_file(img, &tmp, format)
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::output(path, io_reason(&e))));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -257,9 +234,7 @@ fn write_file(img: &Image, tmp: &Path, format: OutputFormat) -> Result<()> {
     let res = match format {
         OutputFormat::Png => rgb.write_to(&mut w, ImageFormat::Png),
         OutputFormat::Tiff => rgb.write_to(&mut w, ImageFormat::Tiff),
-        OutputFormat::Jpeg => {
-            rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 95))
-        }
+        OutputFormat::Jpeg => rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 95)),
     };
     res.map_err(|e| Error::output(tmp, format!("cannot encode: {e}")))?;
     let file = w.into_inner().map_err(|e| Error::output(tmp, io_reason(e.error())))?;

@@ -115,12 +115,24 @@ pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
     // element (k, j) = f[j*m + k], so row stride 1 and column stride m. All inside their slices.
     unsafe {
         gemm::gemm(
-            c, c, m,
-            g.as_mut_ptr(), 1, c as isize, false,
-            f.as_ptr(), 1, m as isize,
-            f.as_ptr(), m as isize, 1,
-            0.0, 1.0 / m as f32,
-            false, false, false,
+            c,
+            c,
+            m,
+            g.as_mut_ptr(),
+            1,
+            c as isize,
+            false,
+            f.as_ptr(),
+            1,
+            m as isize,
+            f.as_ptr(),
+            m as isize,
+            1,
+            0.0,
+            1.0 / m as f32,
+            false,
+            false,
+            false,
             parallelism(),
         );
     }
@@ -133,12 +145,24 @@ fn gram_backward(d: &[f32], f: &[f32], c: usize, m: usize, alpha: f32) -> Vec<f3
     // SAFETY: out is c x m (row stride m), d is c x c (row stride c), f is c x m (row stride m).
     unsafe {
         gemm::gemm(
-            c, m, c,
-            out.as_mut_ptr(), 1, m as isize, false,
-            d.as_ptr(), 1, c as isize,
-            f.as_ptr(), 1, m as isize,
-            0.0, alpha,
-            false, false, false,
+            c,
+            m,
+            c,
+            out.as_mut_ptr(),
+            1,
+            m as isize,
+            false,
+            d.as_ptr(),
+            1,
+            c as isize,
+            f.as_ptr(),
+            1,
+            m as isize,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
             parallelism(),
         );
     }
@@ -266,7 +290,13 @@ impl<'n> Objective<'n> {
                         Some(w) => w[li],
                         None => 1.0 / (c * c) as f64,
                     };
-                    style_terms.push(StyleTerm { layer, weight, channels: c, targets: Vec::new(), blended: vec![0.0; c * c] });
+                    style_terms.push(StyleTerm {
+                        layer,
+                        weight,
+                        channels: c,
+                        targets: Vec::new(),
+                        blended: vec![0.0; c * c],
+                    });
                 }
                 let term = &mut style_terms[li];
                 term.blended.iter_mut().zip(&g).for_each(|(b, v)| *b += blend[s] as f32 * v);

@@ -209,17 +209,17 @@ impl<'n> Stylizer<'n> {
         cfg.validate(styles.len())?;
         let (content, styles) = cfg.prepare(self.net, content, styles)?;
         let need = cfg.memory_estimate(self.net, content.width, content.height)?;
-        if let Some(avail) = available_memory() {
-            if need > avail {
-                return Err(Error::Memory(format!(
-                    "a {}x{} run needs about {} of memory but only {} is available; lower --size{}",
-                    content.width,
-                    content.height,
-                    gib(need),
-                    gib(avail),
-                    if cfg.optimizer == OptimizerKind::Lbfgs { " or --lbfgs-history, or use --optimizer adam" } else { "" }
-                )));
-            }
+        if let Some(avail) = available_memory()
+            && need > avail
+        {
+            return Err(Error::Memory(format!(
+                "a {}x{} run needs about {} of memory but only {} is available; lower --size{}",
+                content.width,
+                content.height,
+                gib(need),
+                gib(avail),
+                if cfg.optimizer == OptimizerKind::Lbfgs { " or --lbfgs-history, or use --optimizer adam" } else { "" }
+            )));
         }
         let objective = Objective::new(self.net, &cfg.loss, &content, &styles)?;
         let x = match &cfg.init {
@@ -235,15 +235,24 @@ impl<'n> Stylizer<'n> {
                 ..AdamConfig::default()
             })),
         };
-        optimize(&mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())), x, optimizer, cfg.iterations, observer)
+        optimize(
+            &mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())),
+            x,
+            optimizer,
+            cfg.iterations,
+            observer,
+        )
     }
 }
+
+/// An objective as the loop sees it: an image in, its loss terms and pixel gradient out.
+pub type Evaluate<'a> = dyn FnMut(&Image) -> Result<(LossTerms, Vec<f32>)> + 'a;
 
 /// The optimisation loop over any objective: `evaluate` gives the loss and gradient of an image.
 /// Each iteration is one evaluation; the returned image is the last one evaluated with a finite
 /// loss.
 pub fn optimize(
-    evaluate: &mut dyn FnMut(&Image) -> Result<(LossTerms, Vec<f32>)>,
+    evaluate: &mut Evaluate<'_>,
     mut x: Image,
     mut optimizer: Box<dyn Optimizer>,
     iterations: usize,
@@ -257,7 +266,8 @@ pub fn optimize(
             let (image, terms) = last_good.unwrap_or((x, LossTerms::default()));
             return Ok(Outcome { image, terms, iterations: i - 1, stop: Stop::NonFinite { iteration: i } });
         }
-        let flow = observer.on_iteration(&Progress { iteration: i, iterations, terms, elapsed: start.elapsed(), image: &x });
+        let flow =
+            observer.on_iteration(&Progress { iteration: i, iterations, terms, elapsed: start.elapsed(), image: &x });
         if flow.is_break() {
             return Ok(Outcome { image: x, terms, iterations: i, stop: Stop::Interrupted });
         }

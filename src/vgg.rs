@@ -66,11 +66,8 @@ impl FromStr for LayerId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::config(format!(
-                "unknown layer name '{s}': layers are named like conv4_2, relu4_2 or pool4"
-            ))
-        };
+        let bad =
+            || Error::config(format!("unknown layer name '{s}': layers are named like conv4_2, relu4_2 or pool4"));
         let s_trim = s.trim();
         let (kind, rest) = if let Some(r) = s_trim.strip_prefix("conv") {
             (LayerKind::Conv, r)
@@ -203,11 +200,14 @@ impl Vgg {
         self.stages
             .iter()
             .position(|s| match s {
-                Stage::Conv { id, .. } => id.block == layer.block && id.index == layer.index && layer.kind != LayerKind::Pool,
+                Stage::Conv { id, .. } => {
+                    id.block == layer.block && id.index == layer.index && layer.kind != LayerKind::Pool
+                }
                 Stage::Pool { block } => layer.kind == LayerKind::Pool && *block == layer.block,
             })
             .ok_or_else(|| {
-                let names: Vec<String> = self.layer_names().iter().filter(|l| l.kind != LayerKind::Conv).map(|l| l.to_string()).collect();
+                let names: Vec<String> =
+                    self.layer_names().iter().filter(|l| l.kind != LayerKind::Conv).map(|l| l.to_string()).collect();
                 Error::config(format!("unknown layer '{layer}': this network has {}", names.join(", ")))
             })
     }
@@ -276,7 +276,8 @@ impl Vgg {
                 Stage::Conv { id, shape_in, c_out, weight, bias, .. } => {
                     let shape = ConvShape { c_in: *shape_in, c_out: *c_out, height: h, width: w };
                     let mut out = vec![0.0; c_out * h * w];
-                    let keep_pre = layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
+                    let keep_pre =
+                        layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
                     self.kernel.conv(shape, input, weight, Some(bias), !keep_pre, &mut out);
                     let pre = keep_pre.then(|| {
                         let pre = out.clone();
@@ -307,9 +308,11 @@ impl Vgg {
     /// The output of `layer` from a forward pass that reached it, with its shape.
     pub fn activation<'f>(&self, fwd: &'f Forward, layer: LayerId) -> Result<(&'f [f32], Chw)> {
         let si = self.stage_of(layer)?;
-        let (out, shape) = fwd.outputs.get(si).ok_or_else(|| Error::config(format!("layer {layer} was not computed")))?;
+        let (out, shape) =
+            fwd.outputs.get(si).ok_or_else(|| Error::config(format!("layer {layer} was not computed")))?;
         if layer.kind == LayerKind::Conv {
-            let pre = fwd.pre_relu[si].as_deref().ok_or_else(|| Error::config(format!("layer {layer} was not kept")))?;
+            let pre =
+                fwd.pre_relu[si].as_deref().ok_or_else(|| Error::config(format!("layer {layer} was not kept")))?;
             return Ok((pre, *shape));
         }
         Ok((out, *shape))

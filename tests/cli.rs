@@ -1,5 +1,5 @@
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use impasto::image_io;
@@ -23,13 +23,32 @@ fn weights_arg() -> String {
     real_weights_path().to_str().unwrap().to_string()
 }
 
+/// `impasto stylize CONTENT STYLE -o OUT EXTRA... --weights W` on the fixture pair and the real
+/// weights; returns the arguments (for messages) and the output.
+fn stylize(out: &Path, extra: &[&str]) -> (Vec<String>, Output) {
+    let mut args: Vec<String> = ["stylize", content(), style(), "-o", s(out)].iter().map(|a| a.to_string()).collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(["--weights".to_string(), weights_arg()]);
+    let argv: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+    let o = impasto(&argv);
+    (args, o)
+}
+
+/// Like [`stylize`], and the run must succeed.
+fn stylize_ok(out: &Path, extra: &[&str]) -> Output {
+    let (args, o) = stylize(out, extra);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    o
+}
+
 fn read_log(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// The files in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -69,17 +88,12 @@ fn stylize_end_to_end_loss_falls_tenfold() {
 fn quiet_save_every_and_formats() {
     let dir = tempdir();
     let out = dir.path().join("out.png");
-    let w = weights_arg();
-    let args = ["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "6", "--save-every", "2", "--quiet", "--weights", &w];
-    let o = impasto(&args);
-    assert!(o.status.success(), "{}", describe(&args, &o));
-    assert!(o.stderr.is_empty() && o.stdout.is_empty(), "{}", describe(&args, &o));
+    let o = stylize_ok(&out, &["--size", "64", "--iterations", "6", "--save-every", "2", "--quiet"]);
+    assert!(o.stderr.is_empty() && o.stdout.is_empty(), "{}", stderr(&o));
     assert_eq!(listing(dir.path()), ["out.0002.png", "out.0004.png", "out.png"]);
     for ext in ["jpg", "tif"] {
         let out = dir.path().join(format!("out.{ext}"));
-        let args = ["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "2", "--quiet", "--weights", &w];
-        let o = impasto(&args);
-        assert!(o.status.success(), "{}", describe(&args, &o));
+        stylize_ok(&out, &["--size", "64", "--iterations", "2", "--quiet"]);
         let img = image_io::load(&out).unwrap();
         assert_eq!((img.width, img.height), (64, 48), "{ext}");
     }
@@ -89,13 +103,11 @@ fn quiet_save_every_and_formats() {
 #[test]
 fn seeds_are_reproducible() {
     let dir = tempdir();
-    let w = weights_arg();
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
-        let mut args = vec!["stylize", content(), style(), "-o", s(&out), "--size", "48", "--iterations", "4", "--quiet", "--weights", &w];
+        let mut args = vec!["--size", "48", "--iterations", "4", "--quiet"];
         args.extend_from_slice(extra);
-        let o = impasto(&args);
-        assert!(o.status.success(), "{}", describe(&args, &o));
+        stylize_ok(&out, &args);
         std::fs::read(&out).unwrap()
     };
     let a = run("a.png", &["--init", "random", "--seed", "3"]);
@@ -110,10 +122,7 @@ fn seeds_are_reproducible() {
 fn adam_lowers_the_loss() {
     let dir = tempdir();
     let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
-    let w = weights_arg();
-    let args = ["stylize", content(), style(), "-o", s(&out), "--size", "96", "--iterations", "15", "--optimizer", "adam", "--log", s(&log), "--quiet", "--weights", &w];
-    let o = impasto(&args);
-    assert!(o.status.success(), "{}", describe(&args, &o));
+    stylize_ok(&out, &["--size", "96", "--iterations", "15", "--optimizer", "adam", "--log", s(&log), "--quiet"]);
     let log = read_log(&log);
     let (first, last) = (log[0]["total"].as_f64().unwrap(), log[14]["total"].as_f64().unwrap());
     assert!(last < 0.7 * first, "{first} -> {last}");
@@ -125,9 +134,7 @@ fn adam_lowers_the_loss() {
 fn non_finite_loss_stops_and_keeps_the_last_good_image() {
     let dir = tempdir();
     let out = dir.path().join("out.png");
-    let w = weights_arg();
-    let args = ["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "5", "--style-weight", "1e300", "--weights", &w];
-    let o = impasto(&args);
+    let (args, o) = stylize(&out, &["--size", "64", "--iterations", "5", "--style-weight", "1e300"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&args, &o));
     assert!(stderr(&o).contains("NaN or infinite at iteration 1"), "{}", stderr(&o));
     let got = image_io::load(&out).unwrap();
@@ -142,8 +149,22 @@ fn interrupt_writes_the_current_image() {
     let dir = tempdir();
     let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
     let w = weights_arg();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_impasto"))
-        .args(["stylize", content(), style(), "-o", s(&out), "--size", "64", "--iterations", "100000", "--log", s(&log), "--weights", &w])
+    let child = Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args([
+            "stylize",
+            content(),
+            style(),
+            "-o",
+            s(&out),
+            "--size",
+            "64",
+            "--iterations",
+            "100000",
+            "--log",
+            s(&log),
+            "--weights",
+            &w,
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -229,9 +250,18 @@ fn bad_input_is_one_clear_line_and_no_output() {
         (vec![c.clone(), st.clone(), "--tv-weight".into(), "inf".into()], vec!["--tv-weight".into()]),
         (vec![c.clone(), st.clone(), "--size".into(), "0".into()], vec!["--size".into()]),
         (vec![c.clone(), st.clone(), "--size".into(), "8".into()], vec!["--size".into(), "16x16".into()]),
-        (vec![c.clone(), st.clone(), "--weights".into(), p("junk.pth")], vec![p("junk.pth"), "not a weights file".into()]),
-        (vec![c.clone(), st.clone(), "--weights".into(), p("wrong.safetensors")], vec![p("wrong.safetensors"), "conv2_1".into()]),
-        (vec![c.clone(), st.clone(), "--weights".into(), p("nothere.pth")], vec![p("nothere.pth"), "no such file".into()]),
+        (
+            vec![c.clone(), st.clone(), "--weights".into(), p("junk.pth")],
+            vec![p("junk.pth"), "not a weights file".into()],
+        ),
+        (
+            vec![c.clone(), st.clone(), "--weights".into(), p("wrong.safetensors")],
+            vec![p("wrong.safetensors"), "conv2_1".into()],
+        ),
+        (
+            vec![c.clone(), st.clone(), "--weights".into(), p("nothere.pth")],
+            vec![p("nothere.pth"), "no such file".into()],
+        ),
         (vec![c.clone(), st.clone(), "--init".into(), p("missing.png")], vec![p("missing.png")]),
     ];
     for (inputs, needles) in cases {
@@ -290,7 +320,11 @@ fn input_formats_and_layouts() {
         img.save(&path).unwrap();
         let got = image_io::load(&path).unwrap();
         assert_eq!((got.width, got.height), (256, 192), "{name}");
-        let want = if name.starts_with("gray") { image_io::from_dynamic(&image::DynamicImage::ImageLuma8(gray.clone())) } else { image_io::from_dynamic(&image::DynamicImage::ImageRgb8(base.clone())) };
+        let want = if name.starts_with("gray") {
+            image_io::from_dynamic(&image::DynamicImage::ImageLuma8(gray.clone()))
+        } else {
+            image_io::from_dynamic(&image::DynamicImage::ImageRgb8(base.clone()))
+        };
         let tol = if name.ends_with(".jpg") { 8.0 } else { 0.01 };
         let err = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.data.len() as f32;
         assert!(err < tol, "{name}: mean error {err}");
@@ -337,7 +371,8 @@ fn input_formats_and_layouts() {
 fn score_prints_json() {
     let w = weights_arg();
     let cand = fixture("candidate.png");
-    let args = ["score", content(), style(), "--image", s(&cand), "--size", "128", "--tv-weight", "0.5", "--weights", &w];
+    let args =
+        ["score", content(), style(), "--image", s(&cand), "--size", "128", "--tv-weight", "0.5", "--weights", &w];
     let o = impasto(&args);
     assert!(o.status.success(), "{}", describe(&args, &o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -345,10 +380,18 @@ fn score_prints_json() {
     assert!(c > 0.0 && st > 0.0 && t > 0.0);
     assert!((c + st + t - v["total"].as_f64().unwrap()).abs() < 1e-6 * (c + st + t));
     let net = real_net();
-    let cfg = impasto::transfer::StyleConfig { size: 128, loss: impasto::loss::LossConfig { tv_weight: 0.5, ..Default::default() }, ..Default::default() };
+    let cfg = impasto::transfer::StyleConfig {
+        size: 128,
+        loss: impasto::loss::LossConfig { tv_weight: 0.5, ..Default::default() },
+        ..Default::default()
+    };
     let lib = impasto::transfer::Stylizer::new(net, cfg)
         .unwrap()
-        .score(&image_io::load(Path::new(content())).unwrap(), &[image_io::load(Path::new(style())).unwrap()], &image_io::load(&cand).unwrap())
+        .score(
+            &image_io::load(Path::new(content())).unwrap(),
+            &[image_io::load(Path::new(style())).unwrap()],
+            &image_io::load(&cand).unwrap(),
+        )
         .unwrap();
     assert!((lib.total - v["total"].as_f64().unwrap()).abs() < 1e-9 * lib.total);
 }

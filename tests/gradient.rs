@@ -9,7 +9,10 @@ use crate::util::*;
 fn config() -> LossConfig {
     LossConfig {
         content_layers: vec!["relu4_2".parse().unwrap(), "conv3_1".parse().unwrap()],
-        style_layers: ["relu1_1", "relu2_1", "pool2", "relu3_1", "relu4_1", "relu5_1"].iter().map(|s| s.parse().unwrap()).collect(),
+        style_layers: ["relu1_1", "relu2_1", "pool2", "relu3_1", "relu4_1", "relu5_1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect(),
         tv_weight: 0.5,
         style_weight: 1e3,
         ..LossConfig::default()
@@ -39,7 +42,8 @@ fn check_gradient(net: &Vgg, width: usize, height: usize, seed: u64) {
     let grad = grad.unwrap();
     assert!(terms.content > 0.0 && terms.style > 0.0 && terms.tv > 0.0, "{terms:?}");
     let loss = |img: &Image| obj.evaluate(img, false).unwrap().0.total;
-    let shifted = |dir: &[f32], h: f32| Image { data: x.data.iter().zip(dir).map(|(a, d)| a + h * d).collect(), ..x.clone() };
+    let shifted =
+        |dir: &[f32], h: f32| Image { data: x.data.iter().zip(dir).map(|(a, d)| a + h * d).collect(), ..x.clone() };
     // Directions mostly along the gradient (so that the change in loss stands well above f32
     // rounding in a loss of ~1e9) plus random components; then the largest single pixels.
     let gmax = grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
@@ -83,7 +87,8 @@ fn kernels_agree_through_the_network() {
     let slow = Vgg::with_kernel(w, Pooling::Max, Box::new(Reference));
     let mut rng = Lcg(9);
     let (content, style, x) = (rng.image(17, 23), rng.image(20, 20), rng.image(17, 23));
-    let a = Objective::new(&fast, &config(), &content, &[style.clone()]).unwrap().evaluate(&x, true).unwrap();
+    let a =
+        Objective::new(&fast, &config(), &content, std::slice::from_ref(&style)).unwrap().evaluate(&x, true).unwrap();
     let b = Objective::new(&slow, &config(), &content, &[style]).unwrap().evaluate(&x, true).unwrap();
     assert!((a.0.total - b.0.total).abs() < 1e-4 * b.0.total, "{:?} vs {:?}", a.0, b.0);
     let (ga, gb) = (a.1.unwrap(), b.1.unwrap());
@@ -98,7 +103,8 @@ fn blend_of_identical_styles_is_the_single_style() {
     let net = Vgg::new(tiny_weights(6, [4, 4, 4, 4, 4]), Pooling::Max);
     let mut rng = Lcg(11);
     let (content, style, x) = (rng.image(16, 16), rng.image(16, 16), rng.image(16, 16));
-    let one = Objective::new(&net, &config(), &content, &[style.clone()]).unwrap().evaluate(&x, false).unwrap().0;
+    let one =
+        Objective::new(&net, &config(), &content, std::slice::from_ref(&style)).unwrap().evaluate(&x, false).unwrap().0;
     let cfg = LossConfig { style_blend: Some(vec![0.2, 5.0]), ..config() };
     let two = Objective::new(&net, &cfg, &content, &[style.clone(), style]).unwrap().evaluate(&x, false).unwrap().0;
     assert!((one.style - two.style).abs() < 1e-6 * one.style, "{one:?} {two:?}");
@@ -109,9 +115,9 @@ fn blend_of_identical_styles_is_the_single_style() {
 fn too_small_images_and_unknown_layers_are_errors() {
     let net = Vgg::new(tiny_weights(7, [4, 4, 4, 4, 4]), Pooling::Max);
     let img = Image::filled(8, 8, 100.0);
-    let err = Objective::new(&net, &LossConfig::default(), &img, &[img.clone()]).err().unwrap().to_string();
+    let err = Objective::new(&net, &LossConfig::default(), &img, std::slice::from_ref(&img)).err().unwrap().to_string();
     assert!(err.contains("8x8") && err.contains("16x16"), "{err}");
     let cfg = LossConfig { content_layers: vec![LayerId::relu(6, 1)], ..LossConfig::default() };
-    let err = Objective::new(&net, &cfg, &img, &[img.clone()]).err().unwrap().to_string();
+    let err = Objective::new(&net, &cfg, &img, std::slice::from_ref(&img)).err().unwrap().to_string();
     assert!(err.contains("relu6_1") && err.contains("relu5_4"), "{err}");
 }

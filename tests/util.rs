@@ -11,8 +11,10 @@ use impasto::weights::{self, ConvParams, Preprocess, VggWeights};
 /// The default weights, obtained the way a user gets them (fetched on first use).
 pub fn real_weights_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| weights::fetch::ensure_default_weights(&mut |m| eprintln!("{m}")).expect("fetch the default weights"))
-        .clone()
+    PATH.get_or_init(|| {
+        weights::fetch::ensure_default_weights(&mut |m| eprintln!("{m}")).expect("fetch the default weights")
+    })
+    .clone()
 }
 
 /// The default VGG19 with max pooling, loaded once.
@@ -56,7 +58,8 @@ pub fn tiny_weights(seed: u64, widths: [usize; 5]) -> VggWeights {
             (0..n)
                 .map(|_| {
                     let scale = (6.0 / (9.0 * c_in as f32)).sqrt();
-                    let p = ConvParams { c_in, c_out, weight: rng.vec(c_out * c_in * 9, scale), bias: rng.vec(c_out, 0.1) };
+                    let p =
+                        ConvParams { c_in, c_out, weight: rng.vec(c_out * c_in * 9, scale), bias: rng.vec(c_out, 0.1) };
                     c_in = c_out;
                     p
                 })
@@ -225,10 +228,10 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Prints the command's output when an assertion about it fails.
-pub fn describe(args: &[&str], o: &Output) -> String {
+pub fn describe<S: AsRef<str>>(args: &[S], o: &Output) -> String {
     format!(
         "impasto {}\nexit: {:?}\nstdout: {}\nstderr: {}",
-        args.join(" "),
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>().join(" "),
         o.status.code(),
         String::from_utf8_lossy(&o.stdout),
         stderr(o)

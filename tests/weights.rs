@@ -15,7 +15,7 @@ fn same(a: &VggWeights, b: &VggWeights) {
 }
 
 fn load_err(path: &Path, p: Option<Preprocess>) -> String {
-    weights::load(path, p).err().expect("an error").to_string()
+    weights::load(path, p).expect_err("an error").to_string()
 }
 
 /// The legacy reader on a file this test writes: strided views with offsets, and u8 storages
@@ -98,7 +98,10 @@ fn broken_files_are_clear_errors() {
     assert!(e.contains("wrong.safetensors") && e.contains("conv1_2") && e.contains("takes 5 channels"), "{e}");
 
     // A weight that is not 3x3.
-    let entries = [pickle::floats("features.0.weight", &[0.0; 8], &[2, 1, 2, 2]), pickle::floats("features.0.bias", &[0.0; 2], &[2])];
+    let entries = [
+        pickle::floats("features.0.weight", &[0.0; 8], &[2, 1, 2, 2]),
+        pickle::floats("features.0.bias", &[0.0; 2], &[2]),
+    ];
     let bad = dir.path().join("k2.pth");
     std::fs::write(&bad, pickle::zip_file(&entries)).unwrap();
     let e = load_err(&bad, Some(Preprocess::Caffe));
@@ -143,7 +146,8 @@ fn default_weights_are_vgg19() {
 fn failed_fetch_says_how_to_install_by_hand() {
     let dir = tempdir();
     let home = dir.path().join("home");
-    let out = impasto_env(&["weights", "fetch"], &[("IMPASTO_HOME", s(&home)), ("IMPASTO_PYTHON", "/nonexistent/python3")]);
+    let out =
+        impasto_env(&["weights", "fetch"], &[("IMPASTO_HOME", s(&home)), ("IMPASTO_PYTHON", "/nonexistent/python3")]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let e = stderr(&out);
     // One line saying it is fetching, then one line of error.

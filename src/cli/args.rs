@@ -185,7 +185,9 @@ impl LossArgs {
 
     /// The library configuration these options describe (validated).
     pub fn config(&self) -> Result<StyleConfig> {
-        let parse = |v: &[String]| v.iter().filter(|s| !s.trim().is_empty()).map(|s| s.parse()).collect::<Result<Vec<LayerId>>>();
+        let parse = |v: &[String]| {
+            v.iter().filter(|s| !s.trim().is_empty()).map(|s| s.parse()).collect::<Result<Vec<LayerId>>>()
+        };
         let config = StyleConfig {
             size: self.size,
             style_scale: self.style_scale,
@@ -254,14 +256,44 @@ mod tests {
     #[test]
     fn each_flag_reaches_the_config() {
         let a = stylize(&[
-            "--size", "300", "--iterations", "7", "--optimizer", "adam", "--lr", "0.5", "--lbfgs-history", "9",
-            "--content-weight", "2", "--style-weight", "30", "--tv-weight", "0.1", "--content-layers", "conv4_2,relu5_1",
-            "--style-layers", "relu1_1,pool2", "--style-layer-weights", "1,2", "--style-scale", "0.5", "--seed", "5",
-            "--pooling", "avg",
+            "--size",
+            "300",
+            "--iterations",
+            "7",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.5",
+            "--lbfgs-history",
+            "9",
+            "--content-weight",
+            "2",
+            "--style-weight",
+            "30",
+            "--tv-weight",
+            "0.1",
+            "--content-layers",
+            "conv4_2,relu5_1",
+            "--style-layers",
+            "relu1_1,pool2",
+            "--style-layer-weights",
+            "1,2",
+            "--style-scale",
+            "0.5",
+            "--seed",
+            "5",
+            "--pooling",
+            "avg",
         ]);
         let c = a.config().unwrap();
-        assert_eq!((c.size, c.iterations, c.optimizer, c.lr, c.lbfgs_history, c.seed), (300, 7, OptimizerKind::Adam, 0.5, 9, 5));
-        assert_eq!((c.loss.content_weight, c.loss.style_weight, c.loss.tv_weight, c.style_scale), (2.0, 30.0, 0.1, 0.5));
+        assert_eq!(
+            (c.size, c.iterations, c.optimizer, c.lr, c.lbfgs_history, c.seed),
+            (300, 7, OptimizerKind::Adam, 0.5, 9, 5)
+        );
+        assert_eq!(
+            (c.loss.content_weight, c.loss.style_weight, c.loss.tv_weight, c.style_scale),
+            (2.0, 30.0, 0.1, 0.5)
+        );
         assert_eq!(c.loss.content_layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["conv4_2", "relu5_1"]);
         assert_eq!(c.loss.style_layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["relu1_1", "pool2"]);
         assert_eq!(c.loss.style_layer_weights, Some(vec![1.0, 2.0]));

@@ -77,7 +77,11 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
     let outcome = outcome?;
     image_io::save(&outcome.image, &a.output).with_context(|| "cannot write the result")?;
     if let Some(e) = observer.error {
-        return Err(e.context(format!("stopped at iteration {}; wrote the image so far to {}", outcome.iterations, a.output.display())));
+        return Err(e.context(format!(
+            "stopped at iteration {}; wrote the image so far to {}",
+            outcome.iterations,
+            a.output.display()
+        )));
     }
     let out = a.output.display();
     match outcome.stop {

@@ -26,13 +26,21 @@ pub struct CliObserver {
 }
 
 impl CliObserver {
-    pub fn new(iterations: usize, quiet: bool, log: Option<&Path>, save_every: Option<usize>, output: &Path) -> anyhow::Result<Self> {
+    pub fn new(
+        iterations: usize,
+        quiet: bool,
+        log: Option<&Path>,
+        save_every: Option<usize>,
+        output: &Path,
+    ) -> anyhow::Result<Self> {
         let bar = (!quiet).then(|| {
             let bar = ProgressBar::new(iterations as u64);
             bar.set_style(
-                ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} loss {msg} | {per_sec} | {elapsed_precise} left {eta_precise}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {pos}/{len} loss {msg} | {per_sec} | {elapsed_precise} elapsed, {eta_precise} left",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar
         });
@@ -75,12 +83,15 @@ impl CliObserver {
                 "tv": p.terms.tv,
                 "seconds": p.elapsed.as_secs_f64(),
             });
-            writeln!(log, "{line}").and_then(|()| log.flush()).with_context(|| format!("{}: cannot write the log", path.display()))?;
+            writeln!(log, "{line}")
+                .and_then(|()| log.flush())
+                .with_context(|| format!("{}: cannot write the log", path.display()))?;
         }
-        if let Some(n) = self.save_every {
-            if p.iteration % n == 0 && p.iteration < p.iterations {
-                image_io::save(p.image, &numbered(&self.output, p.iteration))?;
-            }
+        if let Some(n) = self.save_every
+            && p.iteration.is_multiple_of(n)
+            && p.iteration < p.iterations
+        {
+            image_io::save(p.image, &numbered(&self.output, p.iteration))?;
         }
         Ok(())
     }

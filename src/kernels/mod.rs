@@ -79,7 +79,9 @@ mod tests {
 
     #[test]
     fn im2col_matches_reference_on_awkward_shapes() {
-        for &(c_in, c_out, h, w) in &[(1, 1, 1, 1), (3, 5, 3, 5), (4, 2, 7, 9), (3, 64, 13, 6), (17, 3, 2, 11), (8, 8, 40, 1)] {
+        for &(c_in, c_out, h, w) in
+            &[(1, 1, 1, 1), (3, 5, 3, 5), (4, 2, 7, 9), (3, 64, 13, 6), (17, 3, 2, 11), (8, 8, 40, 1)]
+        {
             let shape = ConvShape { c_in, c_out, height: h, width: w };
             let x = lcg(1, c_in * h * w);
             let wt = lcg(2, c_out * c_in * 9);

@@ -79,7 +79,11 @@ mod tests {
     #[test]
     fn clamps_to_the_range() {
         let mut x = vec![0.2f32, 254.9];
-        Adam::new(AdamConfig { lr: 1.0, clamp: Some((0.0, 255.0)), ..Default::default() }).step(&mut x, 0.0, &[1.0, -1.0]);
+        Adam::new(AdamConfig { lr: 1.0, clamp: Some((0.0, 255.0)), ..Default::default() }).step(
+            &mut x,
+            0.0,
+            &[1.0, -1.0],
+        );
         assert_eq!(x, vec![0.0, 255.0]);
     }
 }

