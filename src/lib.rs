@@ -28,9 +28,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod colour;
 pub mod error;
 pub mod image_io;
 pub mod kernels;
+pub mod linalg;
 pub mod loss;
 pub mod optim;
 pub mod transfer;

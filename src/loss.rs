@@ -9,15 +9,71 @@
 //! - total variation: `tv_weight * (mean((x[i,j+1]-x[i,j])^2) + mean((x[i+1,j]-x[i,j])^2))` over
 //!   the RGB pixels in 0..255.
 //!
-//! Targets (content features, style Gram matrices) are computed once, when the [`Objective`] is
-//! built.
+//! Options beyond Gatys et al. 2015:
+//! - `StyleLoss::W2`: the squared Wasserstein-2 distance between Gaussian fits of the features
+//!   (mean and covariance; crowsonkb's choice), `|mu - mu_t|^2 + tr(S) + tr(S_t)
+//!   - 2 tr((S_t^(1/2) S S_t^(1/2))^(1/2))`, divided by `C` (so `w_l = 1/C` by default), with the
+//!   matrix square roots by Newton-Schulz and the exact gradient
+//!   `dL/dS = I - S_t^(1/2) (S_t^(1/2) S S_t^(1/2))^(-1/2) S_t^(1/2)`;
+//! - region masks (Gatys et al. 2017, "Controlling perceptual factors in neural style transfer",
+//!   guided Gram matrices): style `s` is compared only where its mask is white,
+//!   `G_s = (F m_s)(F m_s)^T / sum(m_s^2)`, the mask resized to the image and averaged 2x2 down to
+//!   each layer; a style image may carry a mask of its own, which picks the part of it that
+//!   gives the style. With region masks the blend weights are not normalised: each style rules
+//!   its own region;
+//! - `normalize_gradients` (neural-style's `-normalize_gradients`): each term's gradient with
+//!   respect to its layer is divided by its L1 norm before the weight is applied.
+//!
+//! Targets (content features, style Gram matrices or moments) are computed once, when the
+//! [`Objective`] is built.
 
-use gemm::Parallelism;
+use std::str::FromStr;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::image_io::Image;
+use crate::image_io::{Image, resize};
+use crate::linalg::{View, gram, identity, matmul, sqrt_newton_schulz, square};
 use crate::vgg::{LayerId, Vgg};
+
+/// How style is compared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StyleLoss {
+    /// Gram matrices (Gatys et al. 2015).
+    #[default]
+    Gram,
+    /// Wasserstein-2 distance between Gaussian fits (mean and covariance) of the features.
+    W2,
+}
+
+impl FromStr for StyleLoss {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gram" => Ok(StyleLoss::Gram),
+            "w2" => Ok(StyleLoss::W2),
+            _ => Err(Error::config(format!("unknown style loss '{s}': use gram or w2"))),
+        }
+    }
+}
+
+/// Spatial control: per style image, an optional mask (white = 1, black = 0, any size with the
+/// right aspect ratio) of where in the output it applies, and of which part of the style image
+/// to take the style from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Masks {
+    pub regions: Vec<Option<Image>>,
+    pub sources: Vec<Option<Image>>,
+}
+
+impl Masks {
+    fn has_regions(&self) -> bool {
+        self.regions.iter().any(Option::is_some)
+    }
+}
+
+/// Newton-Schulz iterations for the W2 loss's matrix square roots.
+const NEWTON_SCHULZ_ITERATIONS: usize = 20;
 
 /// What to optimise: layers and weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +87,9 @@ pub struct LossConfig {
     pub content_weight: f64,
     pub style_weight: f64,
     pub tv_weight: f64,
+    pub style_loss: StyleLoss,
+    pub normalize_gradients: bool,
+    pub masks: Masks,
 }
 
 impl Default for LossConfig {
@@ -45,6 +104,9 @@ impl Default for LossConfig {
             content_weight: 1.0,
             style_weight: 1e3,
             tv_weight: 0.0,
+            style_loss: StyleLoss::Gram,
+            normalize_gradients: false,
+            masks: Masks::default(),
         }
     }
 }
@@ -84,6 +146,19 @@ impl LossConfig {
                 return Err(Error::config("--style-blend weights must not all be zero"));
             }
         }
+        for (what, list) in [("--style-mask", &self.masks.regions), ("--style-source-mask", &self.masks.sources)] {
+            if list.len() > n_styles {
+                return Err(Error::config(format!(
+                    "{what} is given {} times but there are {n_styles} style images",
+                    list.len()
+                )));
+            }
+        }
+        if self.style_loss == StyleLoss::W2
+            && (self.masks.has_regions() || self.masks.sources.iter().any(Option::is_some))
+        {
+            return Err(Error::config("--style-loss w2 does not take masks yet; use --style-loss gram with masks"));
+        }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
             return Err(Error::config("no content and no style layers: nothing to optimise"));
         }
@@ -106,74 +181,6 @@ pub struct LossTerms {
     pub content: f64,
     pub style: f64,
     pub tv: f64,
-}
-
-/// `F F^T / m` for `f` a `c x m` matrix (row-major).
-pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
-    let mut g = vec![0.0; c * c];
-    // SAFETY: g is c x c (row stride c); lhs is f as c x m (row stride m); rhs is f^T, m x c:
-    // element (k, j) = f[j*m + k], so row stride 1 and column stride m. All inside their slices.
-    unsafe {
-        gemm::gemm(
-            c,
-            c,
-            m,
-            g.as_mut_ptr(),
-            1,
-            c as isize,
-            false,
-            f.as_ptr(),
-            1,
-            m as isize,
-            f.as_ptr(),
-            m as isize,
-            1,
-            0.0,
-            1.0 / m as f32,
-            false,
-            false,
-            false,
-            parallelism(),
-        );
-    }
-    g
-}
-
-/// `alpha * D F` for `d` a `c x c` and `f` a `c x m` matrix.
-fn gram_backward(d: &[f32], f: &[f32], c: usize, m: usize, alpha: f32) -> Vec<f32> {
-    let mut out = vec![0.0; c * m];
-    // SAFETY: out is c x m (row stride m), d is c x c (row stride c), f is c x m (row stride m).
-    unsafe {
-        gemm::gemm(
-            c,
-            m,
-            c,
-            out.as_mut_ptr(),
-            1,
-            m as isize,
-            false,
-            d.as_ptr(),
-            1,
-            c as isize,
-            f.as_ptr(),
-            1,
-            m as isize,
-            0.0,
-            alpha,
-            false,
-            false,
-            false,
-            parallelism(),
-        );
-    }
-    out
-}
-
-fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
 }
 
 /// `sum((a-b)^2)` in f64.
@@ -235,14 +242,93 @@ struct ContentTerm {
     target: Vec<f32>,
 }
 
+/// The targets of one style term at one layer: one group per region (or one for all styles).
 struct StyleTerm {
     layer: LayerId,
     weight: f64,
-    channels: usize,
-    /// One Gram matrix per style image.
-    targets: Vec<Vec<f32>>,
-    /// `sum_s b_s A_s`: the gradient only needs the blended target.
+    groups: Vec<StyleGroup>,
+}
+
+struct StyleGroup {
+    /// The output-space mask at this layer's resolution; `None` is the whole image.
+    region: Option<Vec<f32>>,
+    /// `sum(m^2)`: the Gram normalisation (`M` without a mask).
+    norm: f64,
+    /// `(b_s, A_s)` for each style image in the group (Gram loss).
+    targets: Vec<(f64, Vec<f32>)>,
+    /// `sum_s b_s A_s`: the gradient needs only this.
     blended: Vec<f32>,
+    /// `sum_s b_s`.
+    total_blend: f64,
+    /// The W2 target: blended mean, covariance square root and covariance trace.
+    moments: Option<Moments>,
+}
+
+struct Moments {
+    mean: Vec<f32>,
+    cov_sqrt: Vec<f32>,
+    cov_trace: f64,
+    /// A ridge added to `S_t^(1/2) S S_t^(1/2)` before its square root, so that rank-deficient
+    /// covariances (fewer positions than channels) keep a finite inverse root. It depends on
+    /// the target only, so the gradient stays exact for the regularised loss.
+    ridge: f32,
+}
+
+/// Row means of a `c x m` matrix and the centred matrix.
+fn centre(f: &[f32], c: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let mean: Vec<f32> = f.chunks(m).map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / m as f64) as f32).collect();
+    let mut x = f.to_vec();
+    x.par_chunks_mut(m).zip(mean.par_iter()).for_each(|(r, mu)| r.iter_mut().for_each(|v| *v -= mu));
+    debug_assert_eq!(mean.len(), c);
+    (mean, x)
+}
+
+/// A mask image as weights in 0..1 (its luminance), resized to `width` x `height`.
+fn mask_weights(mask: &Image, width: usize, height: usize, what: &str) -> Result<Vec<f32>> {
+    let (ma, ta) = (mask.width as f64 / mask.height as f64, width as f64 / height as f64);
+    if (ma / ta - 1.0).abs() > 0.02 {
+        return Err(Error::config(format!(
+            "{what} is {}x{} (aspect ratio {ma:.2}) but the image it covers is {width}x{height} (aspect ratio {ta:.2})",
+            mask.width, mask.height
+        )));
+    }
+    let m = resize(mask, width, height);
+    let n = width * height;
+    Ok((0..n)
+        .map(|i| ((0.299 * m.data[i] + 0.587 * m.data[n + i] + 0.114 * m.data[2 * n + i]) / 255.0).clamp(0.0, 1.0))
+        .collect())
+}
+
+/// `mask` averaged over 2x2 blocks `times` times (odd rows and columns dropped, as pooling does).
+fn downsample(mask: &[f32], mut width: usize, mut height: usize, times: usize) -> Vec<f32> {
+    let mut m = mask.to_vec();
+    for _ in 0..times {
+        let (w2, h2) = (width / 2, height / 2);
+        let mut out = vec![0.0; w2 * h2];
+        for y in 0..h2 {
+            for x in 0..w2 {
+                let i = 2 * y * width + 2 * x;
+                out[y * w2 + x] = 0.25 * (m[i] + m[i + 1] + m[i + width] + m[i + width + 1]);
+            }
+        }
+        (m, width, height) = (out, w2, h2);
+    }
+    m
+}
+
+/// `f` (`c x m`) with each column scaled by `mask`.
+fn apply_mask(f: &[f32], mask: &[f32]) -> Vec<f32> {
+    let m = mask.len();
+    let mut out = f.to_vec();
+    out.par_chunks_mut(m).for_each(|r| r.iter_mut().zip(mask).for_each(|(v, k)| *v *= k));
+    out
+}
+
+/// Scales `g` to L1 norm `strength` (neural-style's gradient normalisation).
+fn normalize_l1(g: &mut [f32], strength: f64) {
+    let l1: f64 = g.par_iter().map(|v| v.abs() as f64).sum();
+    let k = (strength / (l1 + 1e-8)) as f32;
+    g.par_iter_mut().for_each(|v| *v *= k);
 }
 
 /// The objective for one content image and its style images, at the content image's size.
@@ -251,7 +337,6 @@ pub struct Objective<'n> {
     width: usize,
     height: usize,
     config: LossConfig,
-    blend: Vec<f64>,
     content: Vec<ContentTerm>,
     style: Vec<StyleTerm>,
     layers: Vec<LayerId>,
@@ -266,41 +351,108 @@ impl<'n> Objective<'n> {
         if styles.is_empty() && !config.style_layers.is_empty() && config.style_weight > 0.0 {
             return Err(Error::config("no style image given"));
         }
-        let blend = match &config.style_blend {
-            Some(b) => {
-                let s: f64 = b.iter().sum();
-                b.iter().map(|v| v / s).collect()
-            }
-            None => vec![1.0 / styles.len().max(1) as f64; styles.len()],
-        };
+        let regions = config.masks.has_regions();
+        let mut blend: Vec<f64> = config.style_blend.clone().unwrap_or_else(|| vec![1.0; styles.len()]);
+        if !regions {
+            let sum: f64 = blend.iter().sum();
+            blend.iter_mut().for_each(|b| *b /= sum);
+        }
         let cf = net.forward(&content.data, content.height, content.width, &config.content_layers)?;
         let mut content_terms = Vec::new();
         for &layer in &config.content_layers {
             content_terms.push(ContentTerm { layer, target: net.activation(&cf, layer)?.0.to_vec() });
         }
         drop(cf);
+        let region_masks: Vec<Option<Vec<f32>>> = (0..styles.len())
+            .map(|s| match config.masks.regions.get(s) {
+                Some(Some(m)) => {
+                    mask_weights(m, content.width, content.height, &format!("the mask of style {}", s + 1)).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
         let mut style_terms: Vec<StyleTerm> = Vec::new();
         for (s, img) in styles.iter().enumerate() {
+            let source = match config.masks.sources.get(s) {
+                Some(Some(m)) => {
+                    Some(mask_weights(m, img.width, img.height, &format!("the source mask of style {}", s + 1))?)
+                }
+                _ => None,
+            };
             let sf = net.forward(&img.data, img.height, img.width, &config.style_layers)?;
             for (li, &layer) in config.style_layers.iter().enumerate() {
                 let (f, (c, h, w)) = net.activation(&sf, layer)?;
-                let g = gram(f, c, h * w);
+                let pools = net.pools_before(layer)?;
                 if s == 0 {
-                    let weight = match &config.style_layer_weights {
-                        Some(w) => w[li],
-                        None => 1.0 / (c * c) as f64,
+                    let weight = match (&config.style_layer_weights, config.style_loss) {
+                        (Some(w), _) => w[li],
+                        (None, StyleLoss::Gram) => 1.0 / (c * c) as f64,
+                        (None, StyleLoss::W2) => 1.0 / c as f64,
                     };
-                    style_terms.push(StyleTerm {
-                        layer,
-                        weight,
-                        channels: c,
-                        targets: Vec::new(),
-                        blended: vec![0.0; c * c],
-                    });
+                    style_terms.push(StyleTerm { layer, weight, groups: Vec::new() });
                 }
                 let term = &mut style_terms[li];
-                term.blended.iter_mut().zip(&g).for_each(|(b, v)| *b += blend[s] as f32 * v);
-                term.targets.push(g);
+                // One group for all styles, or one per style when regions are used.
+                if s == 0 || regions {
+                    let region = region_masks[s].as_ref().map(|m| downsample(m, content.width, content.height, pools));
+                    let (lh, lw) = (content.height >> pools, content.width >> pools);
+                    let norm =
+                        region.as_ref().map_or((lh * lw) as f64, |m| m.iter().map(|v| (*v as f64).powi(2)).sum());
+                    term.groups.push(StyleGroup {
+                        region,
+                        norm,
+                        targets: Vec::new(),
+                        blended: vec![0.0; c * c],
+                        total_blend: 0.0,
+                        moments: None,
+                    });
+                }
+                let group = term.groups.last_mut().unwrap();
+                let b = blend[s];
+                group.total_blend += b;
+                let m = h * w;
+                let a = match &source {
+                    Some(src) => {
+                        let mask = downsample(src, img.width, img.height, pools);
+                        let norm: f64 = mask.iter().map(|v| (*v as f64).powi(2)).sum();
+                        let fm = apply_mask(f, &mask);
+                        matmul(c, c, m, View::rows(&fm, m), View::transposed(&fm, m), (1.0 / norm.max(1e-12)) as f32)
+                    }
+                    None => gram(f, c, m),
+                };
+                group.blended.iter_mut().zip(&a).for_each(|(t, v)| *t += b as f32 * v);
+                if config.style_loss == StyleLoss::W2 {
+                    // Blend the Gaussian fits' moments: the mean, and the covariance through the
+                    // second moment (blended Gram minus the blended mean's outer product).
+                    let (mean, _) = centre(f, c, m);
+                    let mo = group.moments.get_or_insert_with(|| Moments {
+                        mean: vec![0.0; c],
+                        cov_sqrt: Vec::new(),
+                        cov_trace: 0.0,
+                        ridge: 0.0,
+                    });
+                    mo.mean.iter_mut().zip(&mean).for_each(|(t, v)| *t += b as f32 * v);
+                }
+                group.targets.push((b, a));
+            }
+        }
+        if config.style_loss == StyleLoss::W2 {
+            for term in &mut style_terms {
+                for g in &mut term.groups {
+                    let mo = g.moments.as_mut().expect("moments");
+                    let c = mo.mean.len();
+                    let mut cov = g.blended.clone();
+                    for i in 0..c {
+                        for j in 0..c {
+                            cov[i * c + j] = cov[i * c + j] / g.total_blend as f32
+                                - mo.mean[i] * mo.mean[j] / (g.total_blend * g.total_blend) as f32;
+                        }
+                    }
+                    mo.mean.iter_mut().for_each(|v| *v /= g.total_blend as f32);
+                    mo.cov_trace = (0..c).map(|i| cov[i * c + i] as f64).sum();
+                    mo.ridge = (1e-5 * (mo.cov_trace / c as f64).powi(2) + 1e-12) as f32;
+                    mo.cov_sqrt = sqrt_newton_schulz(&cov, c, NEWTON_SCHULZ_ITERATIONS).0;
+                }
             }
         }
         Ok(Objective {
@@ -308,7 +460,6 @@ impl<'n> Objective<'n> {
             width: content.width,
             height: content.height,
             config: config.clone(),
-            blend,
             content: content_terms,
             style: style_terms,
             layers: config.layers(),
@@ -338,25 +489,35 @@ impl<'n> Objective<'n> {
             terms.content += cfg.content_weight * sq_dist(f, &t.target) / n;
             if with_grad {
                 let k = (2.0 * cfg.content_weight / n) as f32;
-                grads.push((t.layer, f.par_iter().zip(t.target.par_iter()).map(|(a, b)| k * (a - b)).collect()));
+                let mut g: Vec<f32> = f.par_iter().zip(t.target.par_iter()).map(|(a, b)| k * (a - b)).collect();
+                if cfg.normalize_gradients {
+                    normalize_l1(&mut g, cfg.content_weight);
+                }
+                grads.push((t.layer, g));
             }
         }
         for t in &self.style {
             let (f, (c, h, w)) = self.net.activation(&fwd, t.layer)?;
-            let m = h * w;
-            let g = gram(f, c, m);
-            let cc = (c * c) as f64;
-            let mut layer_loss = 0.0;
-            for (s, a) in t.targets.iter().enumerate() {
-                layer_loss += self.blend[s] * sq_dist(&g, a) / cc;
+            let strength = cfg.style_weight * t.weight;
+            let mut layer_grad: Option<Vec<f32>> = None;
+            for group in &t.groups {
+                let (loss, grad) = match cfg.style_loss {
+                    StyleLoss::Gram => gram_term(f, c, h * w, group, strength, with_grad),
+                    StyleLoss::W2 => w2_term(f, c, h * w, group, strength, with_grad),
+                };
+                terms.style += loss;
+                if let Some(g) = grad {
+                    match &mut layer_grad {
+                        Some(acc) => acc.par_iter_mut().zip(g.par_iter()).for_each(|(a, b)| *a += b),
+                        None => layer_grad = Some(g),
+                    }
+                }
             }
-            terms.style += cfg.style_weight * t.weight * layer_loss;
-            if with_grad {
-                // d/dF of w * mean((G - A)^2) = 4 w (G - A) F / (C^2 M), with A the blended target.
-                let d: Vec<f32> = g.iter().zip(&t.blended).map(|(a, b)| a - b).collect();
-                let alpha = (4.0 * cfg.style_weight * t.weight / (cc * m as f64)) as f32;
-                debug_assert_eq!(t.channels, c);
-                grads.push((t.layer, gram_backward(&d, f, c, m, alpha)));
+            if let Some(mut g) = layer_grad {
+                if cfg.normalize_gradients {
+                    normalize_l1(&mut g, strength);
+                }
+                grads.push((t.layer, g));
             }
         }
         let mut grad = if with_grad { Some(self.net.backward(&fwd, &grads)?) } else { None };
@@ -369,33 +530,77 @@ impl<'n> Objective<'n> {
     }
 }
 
+/// `strength * sum_s b_s mean((G - A_s)^2)` with `G` the (masked) Gram matrix, and its gradient:
+/// `4 strength (B G - sum_s b_s A_s) (F m) / (C^2 N)`, masked again (`B = sum_s b_s`).
+fn gram_term(
+    f: &[f32],
+    c: usize,
+    m: usize,
+    group: &StyleGroup,
+    strength: f64,
+    with_grad: bool,
+) -> (f64, Option<Vec<f32>>) {
+    if group.norm <= 0.0 {
+        return (0.0, None); // an all-black region: this style applies nowhere
+    }
+    let masked = group.region.as_ref().map(|r| apply_mask(f, r));
+    let fm = masked.as_deref().unwrap_or(f);
+    let g = matmul(c, c, m, View::rows(fm, m), View::transposed(fm, m), (1.0 / group.norm) as f32);
+    let cc = (c * c) as f64;
+    let loss: f64 = group.targets.iter().map(|(b, a)| b * sq_dist(&g, a) / cc).sum::<f64>() * strength;
+    if !with_grad {
+        return (loss, None);
+    }
+    let bsum = group.total_blend as f32;
+    let d: Vec<f32> = g.iter().zip(&group.blended).map(|(gv, a)| bsum * gv - a).collect();
+    let alpha = (4.0 * strength / (cc * group.norm)) as f32;
+    let mut grad = matmul(c, m, c, View::rows(&d, c), View::rows(fm, m), alpha);
+    if let Some(r) = &group.region {
+        grad = apply_mask(&grad, r);
+    }
+    (loss, Some(grad))
+}
+
+/// `strength * W2^2` between the Gaussian fit of `f` and the group's target moments, and its
+/// gradient: `(2 strength / M) (dL/dS X + (mu - mu_t) 1^T)`, `X` the centred features,
+/// `dL/dS = I - S_t^(1/2) (S_t^(1/2) S S_t^(1/2))^(-1/2) S_t^(1/2)`.
+fn w2_term(
+    f: &[f32],
+    c: usize,
+    m: usize,
+    group: &StyleGroup,
+    strength: f64,
+    with_grad: bool,
+) -> (f64, Option<Vec<f32>>) {
+    let mo = group.moments.as_ref().expect("W2 targets");
+    let (mean, x) = centre(f, c, m);
+    let cov = matmul(c, c, m, View::rows(&x, m), View::transposed(&x, m), 1.0 / m as f32);
+    let st = &mo.cov_sqrt;
+    let mut inner = square(&square(st, &cov, c), st, c);
+    (0..c).for_each(|i| inner[i * c + i] += mo.ridge);
+    let (root, inv_root) = sqrt_newton_schulz(&inner, c, NEWTON_SCHULZ_ITERATIONS);
+    let mean_term: f64 = mean.iter().zip(&mo.mean).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let trace = |a: &[f32]| (0..c).map(|i| a[i * c + i] as f64).sum::<f64>();
+    let w2 = (mean_term + trace(&cov) + mo.cov_trace - 2.0 * trace(&root)).max(0.0);
+    let loss = strength * w2;
+    if !with_grad {
+        return (loss, None);
+    }
+    let mut d_cov = square(&square(st, &inv_root, c), st, c);
+    let id = identity(c);
+    d_cov.iter_mut().zip(&id).for_each(|(v, i)| *v = i - *v);
+    let k = (2.0 * strength / m as f64) as f32;
+    let mut grad = matmul(c, m, c, View::rows(&d_cov, c), View::rows(&x, m), k);
+    grad.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
+        let shift = k * (mean[i] - mo.mean[i]);
+        r.iter_mut().for_each(|v| *v += shift);
+    });
+    (loss, Some(grad))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gram_matches_hand_computation() {
-        // F = [[1, 2, 3], [4, 5, 6]] (C=2, M=3): F F^T = [[14, 32], [32, 77]], divided by 3.
-        let g = gram(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
-        let want = [14.0 / 3.0, 32.0 / 3.0, 32.0 / 3.0, 77.0 / 3.0];
-        for (a, b) in g.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-5, "{g:?}");
-        }
-    }
-
-    #[test]
-    fn gram_backward_matches_direct_formula() {
-        let (c, m) = (3, 5);
-        let f: Vec<f32> = (0..c * m).map(|i| (i as f32 * 0.37).sin()).collect();
-        let d: Vec<f32> = (0..c * c).map(|i| (i as f32 * 0.71).cos()).collect();
-        let out = gram_backward(&d, &f, c, m, 0.5);
-        for i in 0..c {
-            for j in 0..m {
-                let want: f32 = (0..c).map(|k| d[i * c + k] * f[k * m + j]).sum::<f32>() * 0.5;
-                assert!((out[i * m + j] - want).abs() < 1e-5);
-            }
-        }
-    }
 
     #[test]
     fn total_variation_matches_formula_and_finite_differences() {

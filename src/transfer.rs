@@ -1,14 +1,31 @@
 //! The transfer loop: sizes the images, builds the objective, starts from the initial image and
 //! runs the optimizer, reporting each evaluation to an [`Observer`] that may stop the run.
 //!
+//! Large outputs run coarse to fine (a pyramid of scales, as jcjohnson's multiscale scripts
+//! and crowsonkb's automatic √2 pyramid do): each scale starts from the previous result,
+//! upsampled, with the style images resized for that scale. Colour modes prepare the images
+//! before the run and finish the output after it ([`crate::colour`]).
+//!
 //! The library never prints: progress bars, periodic saves and Ctrl-C live in the observer.
+//!
+//! ```no_run
+//! # use impasto::{colour::Colour, transfer::{Scales, StyleConfig}};
+//! // Builder-style: start from the defaults and change what you need.
+//! let config = StyleConfig::default()
+//!     .size(1024)
+//!     .iterations(300)
+//!     .colour(Colour::Luminance)
+//!     .scales(Scales::List(vec![256, 512, 1024]))
+//!     .style_weight(5e3);
+//! ```
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+use crate::colour::{self, Colour};
 use crate::error::{Error, Result, available_memory, gib};
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
-use crate::loss::{LossConfig, LossTerms, Objective};
+use crate::loss::{LossConfig, LossTerms, Masks, Objective, StyleLoss};
 use crate::optim::{Adam, AdamConfig, Lbfgs, Optimizer};
 use crate::vgg::Vgg;
 
@@ -30,7 +47,40 @@ pub enum Init {
     Random,
     /// A given image, resized to the output size.
     Image(Image),
+    /// The content image mixed with uniform noise from `seed`: `(1 - a) content + a noise`.
+    Noise(f32),
 }
+
+impl Init {
+    /// Parses `content`, `random` or `noise:AMOUNT` (AMOUNT in 0..1); anything else is `None`
+    /// (a file name, for the caller to load).
+    pub fn parse_keyword(s: &str) -> Option<Result<Self>> {
+        match s {
+            "content" => Some(Ok(Init::Content)),
+            "random" => Some(Ok(Init::Random)),
+            _ => s.strip_prefix("noise:").map(|a| match a.parse::<f32>() {
+                Ok(a) if (0.0..=1.0).contains(&a) => Ok(Init::Noise(a)),
+                _ => Err(Error::config(format!("--init noise:AMOUNT needs an AMOUNT between 0 and 1, got '{a}'"))),
+            }),
+        }
+    }
+}
+
+/// The schedule of scales (long sides in pixels), coarse to fine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Scales {
+    /// A pyramid from `scale_start` by `scale_factor` when the output is larger than
+    /// [`AUTO_PYRAMID_ABOVE`] pixels; one scale otherwise.
+    #[default]
+    Auto,
+    /// One scale: the output size.
+    Off,
+    /// These long sides, increasing, ending at the output size.
+    List(Vec<usize>),
+}
+
+/// `Scales::Auto` turns the pyramid on for outputs larger than this (long side, pixels).
+pub const AUTO_PYRAMID_ABOVE: usize = 512;
 
 /// Everything about one stylization.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +99,17 @@ pub struct StyleConfig {
     pub style_scale: f64,
     pub init: Init,
     pub seed: u64,
+    /// The pyramid of scales.
+    pub scales: Scales,
+    /// The pyramid's first long side (`Scales::Auto`).
+    pub scale_start: usize,
+    /// The ratio between successive scales (`Scales::Auto`).
+    pub scale_factor: f64,
+    /// Iterations at each scale; `None`: `iterations` at the first, half as many at the others.
+    pub scale_iterations: Option<Vec<usize>>,
+    pub colour: Colour,
+    /// Adam only: output the exponential moving average of the iterates with this decay.
+    pub average: Option<f64>,
 }
 
 impl Default for StyleConfig {
@@ -63,8 +124,59 @@ impl Default for StyleConfig {
             style_scale: 1.0,
             init: Init::Content,
             seed: 0,
+            scales: Scales::Auto,
+            scale_start: 256,
+            scale_factor: std::f64::consts::SQRT_2,
+            scale_iterations: None,
+            colour: Colour::Keep,
+            average: None,
         }
     }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => $($field:ident).+;)*) => {
+        impl StyleConfig {
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Self {
+                self.$($field).+ = value;
+                self
+            })*
+        }
+    };
+}
+
+setters! {
+    /// Long side of the output.
+    size: usize => size;
+    /// Iterations (at the first scale of a pyramid).
+    iterations: usize => iterations;
+    optimizer: OptimizerKind => optimizer;
+    /// Adam's step size in pixel units.
+    lr: f64 => lr;
+    lbfgs_history: usize => lbfgs_history;
+    style_scale: f64 => style_scale;
+    init: Init => init;
+    seed: u64 => seed;
+    scales: Scales => scales;
+    scale_start: usize => scale_start;
+    scale_factor: f64 => scale_factor;
+    scale_iterations: Option<Vec<usize>> => scale_iterations;
+    colour: Colour => colour;
+    /// Adam's iterate averaging (e.g. `Some(0.99)`).
+    average: Option<f64> => average;
+    /// The whole loss configuration.
+    loss: LossConfig => loss;
+    content_weight: f64 => loss.content_weight;
+    style_weight: f64 => loss.style_weight;
+    tv_weight: f64 => loss.tv_weight;
+    content_layers: Vec<crate::vgg::LayerId> => loss.content_layers;
+    style_layers: Vec<crate::vgg::LayerId> => loss.style_layers;
+    style_layer_weights: Option<Vec<f64>> => loss.style_layer_weights;
+    style_blend: Option<Vec<f64>> => loss.style_blend;
+    style_loss: StyleLoss => loss.style_loss;
+    normalize_gradients: bool => loss.normalize_gradients;
+    /// Region and source masks, one entry per style image.
+    masks: Masks => loss.masks;
 }
 
 impl StyleConfig {
@@ -88,7 +200,72 @@ impl StyleConfig {
         if n_styles == 0 {
             return Err(Error::config("give at least one style image"));
         }
+        if let Some(d) = self.average {
+            if self.optimizer != OptimizerKind::Adam {
+                return Err(Error::config("--average works with --optimizer adam only"));
+            }
+            if !(0.0..1.0).contains(&d) {
+                return Err(Error::config(format!("--average must be in 0..1 (e.g. 0.99), got {d}")));
+            }
+        }
+        self.schedule()?;
         self.loss.validate(n_styles)
+    }
+
+    /// The scales to run, `(long side, iterations)`, coarse to fine.
+    pub fn schedule(&self) -> Result<Vec<(usize, usize)>> {
+        let sides = match &self.scales {
+            Scales::Off => vec![self.size],
+            Scales::Auto if self.size <= AUTO_PYRAMID_ABOVE || self.scale_start >= self.size => vec![self.size],
+            Scales::Auto => {
+                if !(self.scale_factor.is_finite() && self.scale_factor > 1.0) {
+                    return Err(Error::config(format!("--scale-factor must be > 1, got {}", self.scale_factor)));
+                }
+                if self.scale_start == 0 {
+                    return Err(Error::config("--scale-start must be at least 1"));
+                }
+                let mut v = Vec::new();
+                let mut s = self.scale_start as f64;
+                // Stop one step short when the next size would be within 10% of the target.
+                while s * 1.1 < self.size as f64 {
+                    v.push(s.round() as usize);
+                    s *= self.scale_factor;
+                }
+                v.push(self.size);
+                v
+            }
+            Scales::List(v) => {
+                let shown = v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+                if v.is_empty() || v.contains(&0) || v.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(Error::config(format!("--scales {shown}: the sizes must be positive and increasing")));
+                }
+                if *v.last().unwrap() != self.size {
+                    return Err(Error::config(format!(
+                        "--scales {shown} does not reach --size {}: the last scale must be the output size",
+                        self.size
+                    )));
+                }
+                v.clone()
+            }
+        };
+        let iterations = match &self.scale_iterations {
+            None => {
+                (0..sides.len()).map(|k| if k == 0 { self.iterations } else { (self.iterations / 2).max(1) }).collect()
+            }
+            Some(v) if v.len() == 1 => vec![v[0]; sides.len()],
+            Some(v) if v.len() == sides.len() => v.clone(),
+            Some(v) => {
+                return Err(Error::config(format!(
+                    "--scale-iterations has {} values but there are {} scales",
+                    v.len(),
+                    sides.len()
+                )));
+            }
+        };
+        if iterations.contains(&0) {
+            return Err(Error::config("--scale-iterations must all be at least 1"));
+        }
+        Ok(sides.into_iter().zip(iterations).collect())
     }
 
     /// The content image at the output size, and the style images at their scaled sizes.
@@ -134,13 +311,17 @@ impl StyleConfig {
 
 /// One evaluation, as reported to the observer.
 pub struct Progress<'a> {
-    /// 1-based evaluation count.
+    /// 1-based evaluation count, over all scales.
     pub iteration: usize,
+    /// Evaluations in the whole run.
     pub iterations: usize,
+    /// 1-based scale of the pyramid, and how many there are.
+    pub scale: usize,
+    pub scales: usize,
     pub terms: LossTerms,
-    /// Since the start of the optimisation.
+    /// Since the start of the optimisation (of the first scale).
     pub elapsed: Duration,
-    /// The image just evaluated.
+    /// The image just evaluated (the running average, with `average`).
     pub image: &'a Image,
 }
 
@@ -194,12 +375,29 @@ impl<'n> Stylizer<'n> {
         &self.config
     }
 
-    /// The loss of `image` (resized to the output size if needed) for these content and styles.
+    /// The content and style images as the objective sees them in this colour mode.
+    fn colour_inputs(&self, content: &Image, styles: &[Image]) -> (Image, Vec<Image>) {
+        match self.config.colour {
+            Colour::Keep => (content.clone(), styles.to_vec()),
+            Colour::Luminance => (
+                colour::luminance_image(content),
+                styles.iter().map(|s| colour::matched_luminance(s, content)).collect(),
+            ),
+            Colour::Match => (content.clone(), styles.iter().map(|s| colour::match_colour(s, content)).collect()),
+        }
+    }
+
+    /// The loss of `image` (resized to the output size if needed) for these content and styles,
+    /// at the output size, in the colour mode's terms (luminance mode scores luminances).
     pub fn score(&self, content: &Image, styles: &[Image], image: &Image) -> Result<LossTerms> {
         self.config.validate(styles.len())?;
-        let (content, styles) = self.config.prepare(self.net, content, styles)?;
+        let (content, styles) = self.colour_inputs(content, styles);
+        let (content, styles) = self.config.prepare(self.net, &content, &styles)?;
         let objective = Objective::new(self.net, &self.config.loss, &content, &styles)?;
-        let image = resize(image, content.width, content.height);
+        let mut image = resize(image, content.width, content.height);
+        if self.config.colour == Colour::Luminance {
+            image = colour::luminance_image(&image);
+        }
         Ok(objective.evaluate(&image, false)?.0)
     }
 
@@ -207,7 +405,64 @@ impl<'n> Stylizer<'n> {
     pub fn run(&self, content: &Image, styles: &[Image], observer: &mut dyn Observer) -> Result<Outcome> {
         let cfg = &self.config;
         cfg.validate(styles.len())?;
-        let (content, styles) = cfg.prepare(self.net, content, styles)?;
+        let schedule = cfg.schedule()?;
+        let (final_w, final_h) = self.check_memory(content, styles)?;
+        let (c_in, s_in) = self.colour_inputs(content, styles);
+        let total: usize = schedule.iter().map(|s| s.1).sum();
+        let mut done = 0;
+        let start = Instant::now();
+        let mut previous: Option<Image> = None;
+        let mut outcome = None;
+        for (k, &(side, iterations)) in schedule.iter().enumerate() {
+            let scale_cfg = StyleConfig { size: side, ..cfg.clone() };
+            let (content_k, styles_k) = scale_cfg.prepare(self.net, &c_in, &s_in)?;
+            let objective = Objective::new(self.net, &cfg.loss, &content_k, &styles_k)?;
+            let (w, h) = (content_k.width, content_k.height);
+            let x = match (&previous, &cfg.init) {
+                (Some(prev), _) => resize(prev, w, h),
+                (None, Init::Content) => content_k.clone(),
+                (None, Init::Random) => noise_image(w, h, cfg.seed),
+                (None, Init::Noise(a)) => {
+                    let noise = noise_image(w, h, cfg.seed);
+                    let data = content_k.data.iter().zip(&noise.data).map(|(c, n)| (1.0 - a) * c + a * n).collect();
+                    Image { data, ..content_k.clone() }
+                }
+                (None, Init::Image(img)) => {
+                    let img = resize(img, w, h);
+                    if cfg.colour == Colour::Luminance { colour::luminance_image(&img) } else { img }
+                }
+            };
+            let mut scaled =
+                ScaleObserver { inner: observer, offset: done, total, scale: k + 1, scales: schedule.len(), start };
+            let result = optimize(
+                &mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())),
+                x,
+                self.optimizer(),
+                cfg.average,
+                iterations,
+                &mut scaled,
+            )?;
+            done += iterations;
+            let stop = result.stop;
+            outcome = Some(Outcome { iterations: done - iterations + result.iterations, ..result });
+            if stop != Stop::Finished {
+                break;
+            }
+            previous = outcome.as_ref().map(|o| o.image.clone());
+        }
+        let mut outcome = outcome.expect("at least one scale");
+        // A run stopped early at a coarse scale still gives an output at the requested size.
+        outcome.image = resize(&outcome.image, final_w, final_h);
+        if cfg.colour == Colour::Luminance {
+            outcome.image = colour::with_content_chroma(&outcome.image, &resize(content, final_w, final_h));
+        }
+        Ok(outcome)
+    }
+
+    /// The output size, after checking that the largest scale fits in memory.
+    fn check_memory(&self, content: &Image, styles: &[Image]) -> Result<(usize, usize)> {
+        let cfg = &self.config;
+        let (content, _) = cfg.prepare(self.net, content, &styles[..1])?;
         let need = cfg.memory_estimate(self.net, content.width, content.height)?;
         if let Some(avail) = available_memory()
             && need > avail
@@ -221,44 +476,83 @@ impl<'n> Stylizer<'n> {
                 if cfg.optimizer == OptimizerKind::Lbfgs { " or --lbfgs-history, or use --optimizer adam" } else { "" }
             )));
         }
-        let objective = Objective::new(self.net, &cfg.loss, &content, &styles)?;
-        let x = match &cfg.init {
-            Init::Content => content.clone(),
-            Init::Random => noise_image(content.width, content.height, cfg.seed),
-            Init::Image(img) => resize(img, content.width, content.height),
-        };
-        let optimizer: Box<dyn Optimizer> = match cfg.optimizer {
+        Ok((content.width, content.height))
+    }
+
+    fn optimizer(&self) -> Box<dyn Optimizer> {
+        let cfg = &self.config;
+        match cfg.optimizer {
             OptimizerKind::Lbfgs => Box::new(Lbfgs::new(cfg.lbfgs_history, 1.0)),
             OptimizerKind::Adam => Box::new(Adam::new(AdamConfig {
                 lr: cfg.lr as f32,
                 clamp: Some((0.0, 255.0)),
                 ..AdamConfig::default()
             })),
-        };
-        optimize(
-            &mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())),
-            x,
-            optimizer,
-            cfg.iterations,
-            observer,
-        )
+        }
+    }
+}
+
+/// Passes a scale's progress on with the run's iteration count and the scale's number.
+struct ScaleObserver<'o> {
+    inner: &'o mut dyn Observer,
+    offset: usize,
+    total: usize,
+    scale: usize,
+    scales: usize,
+    start: Instant,
+}
+
+impl Observer for ScaleObserver<'_> {
+    fn on_iteration(&mut self, p: &Progress<'_>) -> ControlFlow<()> {
+        self.inner.on_iteration(&Progress {
+            iteration: self.offset + p.iteration,
+            iterations: self.total,
+            scale: self.scale,
+            scales: self.scales,
+            elapsed: self.start.elapsed(),
+            ..*p
+        })
     }
 }
 
 /// An objective as the loop sees it: an image in, its loss terms and pixel gradient out.
 pub type Evaluate<'a> = dyn FnMut(&Image) -> Result<(LossTerms, Vec<f32>)> + 'a;
 
+/// The exponential moving average of the iterates, with bias correction (crowsonkb's EMA).
+struct Average {
+    decay: f64,
+    sum: Vec<f32>,
+    weight: f64,
+}
+
+impl Average {
+    fn update(&mut self, x: &[f32]) {
+        let d = self.decay as f32;
+        if self.sum.is_empty() {
+            self.sum = vec![0.0; x.len()];
+        }
+        self.sum.iter_mut().zip(x).for_each(|(s, v)| *s = d * *s + (1.0 - d) * v);
+        self.weight = self.decay * self.weight + (1.0 - self.decay);
+    }
+    fn value(&self, like: &Image) -> Image {
+        let k = (1.0 / self.weight) as f32;
+        Image { data: self.sum.iter().map(|v| v * k).collect(), ..*like }
+    }
+}
+
 /// The optimisation loop over any objective: `evaluate` gives the loss and gradient of an image.
-/// Each iteration is one evaluation; the returned image is the last one evaluated with a finite
-/// loss.
+/// Each iteration is one evaluation. The returned image is the last one evaluated with a finite
+/// loss or, with `average`, the average of the iterates up to it.
 pub fn optimize(
     evaluate: &mut Evaluate<'_>,
     mut x: Image,
     mut optimizer: Box<dyn Optimizer>,
+    average: Option<f64>,
     iterations: usize,
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
     let start = Instant::now();
+    let mut avg = average.map(|decay| Average { decay, sum: Vec::new(), weight: 0.0 });
     let mut last_good: Option<(Image, LossTerms)> = None;
     for i in 1..=iterations {
         let (terms, grad) = evaluate(&x)?;
@@ -266,21 +560,27 @@ pub fn optimize(
             let (image, terms) = last_good.unwrap_or((x, LossTerms::default()));
             return Ok(Outcome { image, terms, iterations: i - 1, stop: Stop::NonFinite { iteration: i } });
         }
-        let flow =
-            observer.on_iteration(&Progress { iteration: i, iterations, terms, elapsed: start.elapsed(), image: &x });
-        if flow.is_break() {
-            return Ok(Outcome { image: x, terms, iterations: i, stop: Stop::Interrupted });
-        }
-        if i == iterations {
-            return Ok(Outcome { image: x, terms, iterations: i, stop: Stop::Finished });
-        }
-        match &mut last_good {
-            Some((img, t)) => {
-                img.data.copy_from_slice(&x.data);
-                *t = terms;
+        let shown = match &mut avg {
+            Some(a) => {
+                a.update(&x.data);
+                a.value(&x)
             }
-            None => last_good = Some((x.clone(), terms)),
+            None => x.clone(),
+        };
+        let flow = observer.on_iteration(&Progress {
+            iteration: i,
+            iterations,
+            scale: 1,
+            scales: 1,
+            terms,
+            elapsed: start.elapsed(),
+            image: &shown,
+        });
+        if flow.is_break() || i == iterations {
+            let stop = if flow.is_break() { Stop::Interrupted } else { Stop::Finished };
+            return Ok(Outcome { image: shown, terms, iterations: i, stop });
         }
+        last_good = Some((shown, terms));
         optimizer.step(&mut x.data, terms.total, &grad);
     }
     unreachable!("iterations is at least 1")
@@ -331,7 +631,7 @@ mod tests {
         };
         let x = Image { width: 1, height: 1, data: vec![10.0, -4.0, 3.0] };
         let adam = Box::new(Adam::new(AdamConfig { lr: 1.0, ..Default::default() }));
-        let out = optimize(&mut eval, x, adam, 10, &mut obs).unwrap();
+        let out = optimize(&mut eval, x, adam, None, 10, &mut obs).unwrap();
         assert_eq!(out.stop, Stop::NonFinite { iteration: 4 });
         assert_eq!(out.iterations, 3);
         assert_eq!(seen.len(), 3);
@@ -344,9 +644,63 @@ mod tests {
         let mut eval = |img: &Image| Ok((LossTerms { total: 1.0, ..Default::default() }, vec![1.0; img.data.len()]));
         let mut obs = |p: &Progress| if p.iteration == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
         let x = Image::filled(2, 2, 100.0);
-        let out = optimize(&mut eval, x, Box::new(Lbfgs::new(5, 1.0)), 10, &mut obs).unwrap();
+        let out = optimize(&mut eval, x, Box::new(Lbfgs::new(5, 1.0)), None, 10, &mut obs).unwrap();
         assert_eq!(out.stop, Stop::Interrupted);
         assert_eq!(out.iterations, 2);
         assert_ne!(out.image, Image::filled(2, 2, 100.0), "one step was taken before the break");
+    }
+
+    #[test]
+    fn schedules() {
+        let cfg = StyleConfig::default();
+        assert_eq!(cfg.schedule().unwrap(), vec![(512, 500)]);
+        let big = StyleConfig::default().size(1024).iterations(100);
+        assert_eq!(big.schedule().unwrap(), vec![(256, 100), (362, 50), (512, 50), (724, 50), (1024, 50)]);
+        let listed = big.clone().scales(Scales::List(vec![300, 1024])).scale_iterations(Some(vec![7, 3]));
+        assert_eq!(listed.schedule().unwrap(), vec![(300, 7), (1024, 3)]);
+        assert_eq!(big.clone().scales(Scales::Off).schedule().unwrap(), vec![(1024, 100)]);
+        let short = big.clone().scales(Scales::List(vec![256, 512]));
+        assert!(short.schedule().unwrap_err().to_string().contains("does not reach --size 1024"));
+        let down = big.clone().scales(Scales::List(vec![512, 256, 1024]));
+        assert!(down.schedule().unwrap_err().to_string().contains("increasing"));
+        let wrong = big.clone().scale_iterations(Some(vec![1, 2]));
+        assert!(wrong.schedule().unwrap_err().to_string().contains("--scale-iterations"));
+        assert!(big.clone().scale_factor(1.0).schedule().is_err());
+    }
+
+    #[test]
+    fn init_keywords() {
+        assert_eq!(Init::parse_keyword("noise:0.25").unwrap().unwrap(), Init::Noise(0.25));
+        assert!(Init::parse_keyword("noise:2").unwrap().is_err());
+        assert!(Init::parse_keyword("noise:x").unwrap().is_err());
+        assert_eq!(Init::parse_keyword("random").unwrap().unwrap(), Init::Random);
+        assert!(Init::parse_keyword("photo.jpg").is_none());
+    }
+
+    #[test]
+    fn average_needs_adam_and_a_decay_below_one() {
+        let adam = StyleConfig::default().optimizer(OptimizerKind::Adam);
+        assert!(adam.clone().average(Some(0.99)).validate(1).is_ok());
+        assert!(adam.average(Some(1.5)).validate(1).is_err());
+        assert!(StyleConfig::default().average(Some(0.9)).validate(1).unwrap_err().to_string().contains("adam"));
+    }
+
+    /// With averaging, the output is the bias-corrected moving average of the iterates.
+    #[test]
+    fn averaged_iterates() {
+        let mut eval = |img: &Image| Ok((LossTerms { total: 1.0, ..Default::default() }, vec![1.0; img.data.len()]));
+        let mut seen = Vec::new();
+        let mut obs = |p: &Progress| {
+            seen.push(p.image.data[0]);
+            ControlFlow::Continue(())
+        };
+        let x = Image::filled(1, 1, 100.0);
+        // Adam's steps with a constant gradient are exactly lr each: iterates 100, 99, 98.
+        let adam = Box::new(Adam::new(AdamConfig { lr: 1.0, ..Default::default() }));
+        let out = optimize(&mut eval, x, adam, Some(0.5), 3, &mut obs).unwrap();
+        // EMA with decay 0.5 and bias correction: (0.25*100 + 0.5*99... ) over (1 - 0.5^t).
+        let want3 = (0.5 * 98.0 + 0.25 * 99.0 + 0.125 * 100.0) / (1.0 - 0.125);
+        assert!((seen[0] - 100.0).abs() < 1e-4 && (seen[2] - want3).abs() < 1e-3, "{seen:?}");
+        assert!((out.image.data[0] - want3).abs() < 1e-3);
     }
 }

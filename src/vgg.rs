@@ -217,6 +217,13 @@ impl Vgg {
         layers.iter().try_for_each(|&l| self.stage_of(l).map(|_| ()))
     }
 
+    /// How many pooling layers come before `layer`'s output (a pooling layer counts itself): its
+    /// resolution is the input's halved that many times.
+    pub fn pools_before(&self, layer: LayerId) -> Result<usize> {
+        let si = self.stage_of(layer)?;
+        Ok(self.stages[..=si].iter().filter(|s| matches!(s, Stage::Pool { .. })).count())
+    }
+
     /// The smallest input side that reaches all of `layers` (2^pools before the deepest).
     pub fn min_input_side(&self, layers: &[LayerId]) -> Result<usize> {
         let last = self.deepest(layers)?;

@@ -395,3 +395,125 @@ fn score_prints_json() {
         .unwrap();
     assert!((lib.total - v["total"].as_f64().unwrap()).abs() < 1e-9 * lib.total);
 }
+
+/// `--colour luminance`: the output's chroma is the content's (within 8-bit rounding and
+/// clamping); `--colour match` and `keep` give other colours.
+#[test]
+fn colour_modes() {
+    let dir = tempdir();
+    let content_img = image_io::resize(&image_io::load(Path::new(content())).unwrap(), 64, 48);
+    let chroma_err = |path: &Path| {
+        let out = impasto::colour::rgb_to_ycbcr(&image_io::load(path).unwrap());
+        let want = impasto::colour::rgb_to_ycbcr(&content_img);
+        let n = 64 * 48;
+        let d: Vec<f32> = (n..3 * n).map(|i| (out.data[i] - want.data[i]).abs()).collect();
+        (d.iter().sum::<f32>() / d.len() as f32, d.iter().fold(0.0f32, |m, v| m.max(*v)))
+    };
+    let lum = dir.path().join("lum.png");
+    stylize_ok(&lum, &["--size", "64", "--iterations", "10", "--colour", "luminance", "--quiet"]);
+    let (mean, max) = chroma_err(&lum);
+    assert!(mean < 0.6 && max < 4.0, "luminance mode changed the chroma: mean {mean}, max {max}");
+    let keep = dir.path().join("keep.png");
+    stylize_ok(&keep, &["--size", "64", "--iterations", "10", "--quiet"]);
+    assert!(chroma_err(&keep).0 > 2.0, "keep mode should take colours from the style");
+    let matched = dir.path().join("match.png");
+    stylize_ok(&matched, &["--size", "64", "--iterations", "10", "--colour", "match", "--quiet"]);
+    assert_ne!(std::fs::read(&matched).unwrap(), std::fs::read(&keep).unwrap());
+}
+
+/// A pyramid runs each scale in turn (the log says which), starting each from the last.
+#[test]
+fn pyramid_runs_coarse_to_fine() {
+    let dir = tempdir();
+    let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
+    stylize_ok(
+        &out,
+        &["--size", "96", "--scales", "48,64,96", "--scale-iterations", "4,3,2", "--log", s(&log), "--quiet"],
+    );
+    let log = read_log(&log);
+    let scales: Vec<u64> = log.iter().map(|l| l["scale"].as_u64().unwrap()).collect();
+    assert_eq!(scales, [1, 1, 1, 1, 2, 2, 2, 3, 3]);
+    let widths: Vec<u64> = log.iter().map(|l| l["width"].as_u64().unwrap()).collect();
+    assert_eq!(widths, [48, 48, 48, 48, 64, 64, 64, 96, 96]);
+    let iters: Vec<u64> = log.iter().map(|l| l["iteration"].as_u64().unwrap()).collect();
+    assert_eq!(iters, (1..=9).collect::<Vec<_>>());
+    assert!(log.windows(2).all(|w| w[1]["seconds"].as_f64() >= w[0]["seconds"].as_f64()));
+    assert_eq!(image_io::load(&out).unwrap().width, 96);
+}
+
+/// Regions from the command line: masks per style; a black mask means no effect.
+#[test]
+fn style_masks_from_the_cli() {
+    let dir = tempdir();
+    let d = dir.path();
+    image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(32, 24, image::Luma([0])))
+        .save(d.join("black.png"))
+        .unwrap();
+    image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(32, 24, image::Luma([255])))
+        .save(d.join("white.png"))
+        .unwrap();
+    let cand = fixture_str("candidate.png");
+    let (a, b) = (d.join("a.png"), d.join("b.png"));
+    // One style alone, and the same with a second style masked out everywhere.
+    let o = impasto(&["score", content(), style(), "--image", cand, "--size", "64", "--weights", &weights_arg()]);
+    let alone: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let black = d.join("black.png");
+    let args = [
+        "score",
+        content(),
+        style(),
+        cand,
+        "--image",
+        cand,
+        "--size",
+        "64",
+        "--style-mask",
+        "none",
+        "--style-mask",
+        s(&black),
+        "--weights",
+        &weights_arg(),
+    ];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let masked: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (x, y) = (alone["total"].as_f64().unwrap(), masked["total"].as_f64().unwrap());
+    assert!((x - y).abs() < 1e-6 * x, "{x} vs {y}");
+    stylize_ok(&a, &["--size", "64", "--iterations", "3", "--style-mask", s(&d.join("white.png")), "--quiet"]);
+    stylize_ok(&b, &["--size", "64", "--iterations", "3", "--quiet"]);
+    let (ia, ib) = (image_io::load(&a).unwrap(), image_io::load(&b).unwrap());
+    let diff = ia.data.iter().zip(&ib.data).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    assert!(diff <= 1.0, "an all-white mask is the plain style loss (max diff {diff})");
+}
+
+/// Bad values of the options added for control: each a clear error, exit 2, no output.
+#[test]
+fn bad_control_options() {
+    let dir = tempdir();
+    let d = dir.path();
+    image::DynamicImage::ImageLuma8(image::GrayImage::new(50, 50)).save(d.join("square.png")).unwrap();
+    let out = d.join("out.png");
+    let sq = d.join("square.png");
+    for (extra, needle) in [
+        (vec!["--colour", "sepia"], "unknown colour mode 'sepia'"),
+        (vec!["--style-loss", "mrf"], "unknown style loss 'mrf'"),
+        (vec!["--scales", "32,48", "--size", "64"], "does not reach --size 64"),
+        (vec!["--scales", "64,48", "--size", "64"], "increasing"),
+        (vec!["--scales", "big"], "--scales 'big'"),
+        (vec!["--style-mask", s(&sq), "--size", "64"], "aspect ratio"),
+        (vec!["--style-mask", "none", "--style-mask", "none"], "--style-mask is given 2 times"),
+        (vec!["--init", "noise:3"], "noise:AMOUNT"),
+        (vec!["--average", "0.99"], "adam"),
+        (vec!["--style-loss", "w2", "--style-mask", s(&sq)], ""),
+    ] {
+        let mut args = vec!["--iterations", "1"];
+        args.extend(extra);
+        let (argv, o) = stylize(&out, &args);
+        assert_eq!(o.status.code(), Some(2), "{}", describe(&argv, &o));
+        assert!(stderr(&o).contains(needle), "{}", describe(&argv, &o));
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", describe(&argv, &o));
+        assert!(!out.exists());
+    }
+    let e = stderr(&stylize(&out, &["--style-mask", s(&sq), "--size", "64"]).1);
+    assert!(e.contains("square.png"), "the mask's file is named: {e}");
+}

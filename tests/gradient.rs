@@ -1,6 +1,6 @@
 use impasto::image_io::Image;
 use impasto::kernels::Reference;
-use impasto::loss::{LossConfig, Objective};
+use impasto::loss::{LossConfig, Masks, Objective, StyleLoss};
 use impasto::vgg::{LayerId, Pooling, Vgg};
 
 use crate::util::*;
@@ -28,7 +28,29 @@ fn dim(img: Image) -> Image {
     Image { data: img.data.iter().map(|v| 30.0 + 0.1 * v).collect(), ..img }
 }
 
-/// Central differences along random directions and on single pixels, in f64 loss arithmetic.
+/// `x + h * dir`.
+fn shifted(x: &Image, dir: &[f32], h: f32) -> Image {
+    Image { data: x.data.iter().zip(dir).map(|(a, d)| a + h * d).collect(), ..x.clone() }
+}
+
+/// Central differences along directions mostly along the gradient (so that the change in
+/// loss stands well above f32 rounding in a loss of ~1e9) plus random components.
+fn check_directions(obj: &Objective, x: Image, tolerance: f64) {
+    let (_, grad) = obj.evaluate(&x, true).unwrap();
+    let grad = grad.unwrap();
+    let loss = |img: &Image| obj.evaluate(img, false).unwrap().0.total;
+    let gmax = grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    for k in 0..3 {
+        let noise = Lcg(100 + k).vec(x.data.len(), 0.5);
+        let dir: Vec<f32> = grad.iter().zip(&noise).map(|(g, n)| g / gmax + n).collect();
+        let h = 0.05;
+        let fd = (loss(&shifted(&x, &dir, h)) - loss(&shifted(&x, &dir, -h))) / (2.0 * h as f64);
+        let an: f64 = grad.iter().zip(&dir).map(|(g, d)| *g as f64 * *d as f64).sum();
+        assert!((fd - an).abs() < tolerance * an.abs(), "direction {k}: finite difference {fd} vs gradient {an}");
+    }
+}
+
+/// Central differences along directions and on single pixels, in f64 loss arithmetic.
 fn check_gradient(net: &Vgg, width: usize, height: usize, seed: u64) {
     let mut rng = Lcg(seed);
     let content = rng.image(width, height);
@@ -42,26 +64,14 @@ fn check_gradient(net: &Vgg, width: usize, height: usize, seed: u64) {
     let grad = grad.unwrap();
     assert!(terms.content > 0.0 && terms.style > 0.0 && terms.tv > 0.0, "{terms:?}");
     let loss = |img: &Image| obj.evaluate(img, false).unwrap().0.total;
-    let shifted =
-        |dir: &[f32], h: f32| Image { data: x.data.iter().zip(dir).map(|(a, d)| a + h * d).collect(), ..x.clone() };
-    // Directions mostly along the gradient (so that the change in loss stands well above f32
-    // rounding in a loss of ~1e9) plus random components; then the largest single pixels.
-    let gmax = grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
-    for k in 0..3 {
-        let noise = Lcg(seed * 10 + k).vec(x.data.len(), 0.5);
-        let dir: Vec<f32> = grad.iter().zip(&noise).map(|(g, n)| g / gmax + n).collect();
-        let h = 0.05;
-        let fd = (loss(&shifted(&dir, h)) - loss(&shifted(&dir, -h))) / (2.0 * h as f64);
-        let an: f64 = grad.iter().zip(&dir).map(|(g, d)| *g as f64 * *d as f64).sum();
-        assert!((fd - an).abs() < 2e-3 * an.abs(), "direction {k}: finite difference {fd} vs gradient {an}");
-    }
+    check_directions(&obj, x.clone(), 2e-3);
     let mut order: Vec<usize> = (0..grad.len()).collect();
     order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
     for &i in &order[..4] {
         let mut e = vec![0.0; x.data.len()];
         e[i] = 1.0;
         let h = 0.1;
-        let fd = (loss(&shifted(&e, h)) - loss(&shifted(&e, -h))) / (2.0 * h as f64);
+        let fd = (loss(&shifted(&x, &e, h)) - loss(&shifted(&x, &e, -h))) / (2.0 * h as f64);
         let an = grad[i] as f64;
         assert!((fd - an).abs() < 1e-2 * an.abs(), "pixel {i}: {fd} vs {an}");
     }
@@ -120,4 +130,91 @@ fn too_small_images_and_unknown_layers_are_errors() {
     let cfg = LossConfig { content_layers: vec![LayerId::relu(6, 1)], ..LossConfig::default() };
     let err = Objective::new(&net, &cfg, &img, std::slice::from_ref(&img)).err().unwrap().to_string();
     assert!(err.contains("relu6_1") && err.contains("relu5_4"), "{err}");
+}
+
+/// The W2 style loss's gradient (through the Newton-Schulz square roots) against finite
+/// differences, with two blended styles.
+#[test]
+fn w2_gradient_matches_finite_differences() {
+    let net = Vgg::new(tiny_weights(8, [4, 6, 8, 8, 8]), Pooling::Max);
+    let mut rng = Lcg(12);
+    let (width, height) = (20, 18);
+    let content = rng.image(width, height);
+    let styles = [ramp(width + 3, height - 1), dim(rng.image(width, height))];
+    let cfg = LossConfig {
+        style_layers: ["relu1_1", "relu2_1", "relu3_1"].iter().map(|s| s.parse().unwrap()).collect(),
+        style_loss: StyleLoss::W2,
+        style_blend: Some(vec![1.0, 2.0]),
+        content_weight: 0.0,
+        ..LossConfig::default()
+    };
+    let obj = Objective::new(&net, &cfg, &content, &styles).unwrap();
+    check_directions(&obj, rng.image(width, height), 5e-3);
+}
+
+/// Region and source masks: the masked Gram loss's gradient against finite differences.
+#[test]
+fn masked_gradient_matches_finite_differences() {
+    let net = Vgg::new(tiny_weights(9, [4, 6, 8, 8, 8]), Pooling::Max);
+    let mut rng = Lcg(13);
+    let (width, height) = (24, 20);
+    let content = rng.image(width, height);
+    let styles = [ramp(width, height), dim(rng.image(30, 25))];
+    let half = |w: usize, h: usize, left: bool| Image {
+        width: w,
+        height: h,
+        data: (0..3 * w * h).map(|i| if ((i % w) < w / 2) == left { 255.0 } else { 40.0 }).collect(),
+    };
+    let cfg = LossConfig {
+        masks: Masks {
+            regions: vec![Some(half(12, 10, true)), Some(half(12, 10, false))],
+            sources: vec![None, Some(half(30, 25, true))],
+        },
+        ..config()
+    };
+    let obj = Objective::new(&net, &cfg, &content, &styles).unwrap();
+    check_directions(&obj, rng.image(width, height), 2e-3);
+}
+
+/// A style whose region mask is all black changes nothing: same loss, same gradient as
+/// without it.
+#[test]
+fn black_mask_style_has_no_effect() {
+    let net = Vgg::new(tiny_weights(10, [4, 6, 8, 8, 8]), Pooling::Max);
+    let mut rng = Lcg(14);
+    let (content, a, b, x) = (rng.image(20, 20), rng.image(20, 20), rng.image(22, 18), rng.image(20, 20));
+    let alone =
+        Objective::new(&net, &config(), &content, std::slice::from_ref(&a)).unwrap().evaluate(&x, true).unwrap();
+    let black = Image::filled(5, 5, 0.0);
+    let cfg = LossConfig { masks: Masks { regions: vec![None, Some(black)], sources: vec![] }, ..config() };
+    let both = Objective::new(&net, &cfg, &content, &[a, b]).unwrap().evaluate(&x, true).unwrap();
+    assert!((alone.0.total - both.0.total).abs() < 1e-9 * alone.0.total, "{:?} vs {:?}", alone.0, both.0);
+    assert_eq!(alone.1, both.1);
+}
+
+/// With --normalize-gradients a single term's gradient keeps its direction and has the size
+/// its weight sets, whatever the loss's scale.
+#[test]
+fn normalized_gradients_keep_direction() {
+    let net = Vgg::new(tiny_weights(11, [4, 6, 8, 8, 8]), Pooling::Max);
+    let mut rng = Lcg(15);
+    let (content, style, x) = (rng.image(20, 20), rng.image(20, 20), rng.image(20, 20));
+    let base = LossConfig { style_weight: 0.0, ..LossConfig::default() };
+    let g = |cfg: &LossConfig| {
+        Objective::new(&net, cfg, &content, std::slice::from_ref(&style))
+            .unwrap()
+            .evaluate(&x, true)
+            .unwrap()
+            .1
+            .unwrap()
+    };
+    let plain = g(&base);
+    let norm = g(&LossConfig { normalize_gradients: true, ..base.clone() });
+    let norm3 = g(&LossConfig { normalize_gradients: true, content_weight: 3.0, ..base.clone() });
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+    let cos = dot(&plain, &norm) / (dot(&plain, &plain) * dot(&norm, &norm)).sqrt();
+    assert!(cos > 0.99999, "{cos}");
+    let ratio = (dot(&norm3, &norm3) / dot(&norm, &norm)).sqrt();
+    assert!((ratio - 3.0).abs() < 1e-4, "{ratio}");
+    assert!((dot(&plain, &plain).sqrt() / dot(&norm, &norm).sqrt() - 1.0).abs() > 0.1, "the scale changed");
 }

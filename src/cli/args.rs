@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use impasto::Result;
 use impasto::loss::LossConfig;
-use impasto::transfer::{OptimizerKind, StyleConfig};
+use impasto::transfer::{OptimizerKind, Scales, StyleConfig};
 use impasto::vgg::{LayerId, Pooling};
 use impasto::weights::Preprocess;
 
@@ -121,6 +121,23 @@ pub struct LossArgs {
     /// Override the preprocessing the weights file implies.
     #[arg(long, value_enum)]
     pub preprocess: Option<PreprocessArg>,
+    /// Style loss: Gram matrices, or the Wasserstein-2 distance between Gaussian fits.
+    #[arg(long, default_value = "gram", value_name = "gram|w2")]
+    pub style_loss: String,
+    /// Divide each loss term's gradient by its L1 norm (neural-style's option).
+    #[arg(long)]
+    pub normalize_gradients: bool,
+    /// Where each style applies: one mask per style, in order, white where it applies (`none` for
+    /// the whole image). With masks, blend weights are not normalised.
+    #[arg(long, value_name = "FILE")]
+    pub style_mask: Vec<String>,
+    /// Which part of each style image gives the style: one mask per style (`none`: all of it).
+    #[arg(long, value_name = "FILE")]
+    pub style_source_mask: Vec<String>,
+    /// Where the colours come from: the style (keep), the content via luminance-only transfer
+    /// (luminance), or the style recoloured to the content's colour statistics (match).
+    #[arg(long, alias = "color", default_value = "keep", value_name = "keep|luminance|match")]
+    pub colour: String,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +174,23 @@ pub struct StylizeArgs {
     /// Write one JSON object per evaluation to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Coarse-to-fine schedule: `auto` (a pyramid above 512 px), `off`, or long sides S1,S2,...
+    /// ending at --size.
+    #[arg(long, default_value = "auto", value_name = "auto|off|S1,S2,...")]
+    pub scales: String,
+    /// First long side of the automatic pyramid.
+    #[arg(long, default_value_t = defaults().scale_start, value_name = "N")]
+    pub scale_start: usize,
+    /// Ratio between successive scales of the automatic pyramid.
+    #[arg(long, default_value_t = defaults().scale_factor, value_name = "F")]
+    pub scale_factor: f64,
+    /// Iterations at each scale, comma-separated (one value: all scales) [default: --iterations
+    /// at the first scale, half as many at the others].
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub scale_iterations: Option<Vec<usize>>,
+    /// Adam only: output the moving average of the iterates with this decay (e.g. 0.99).
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
+    pub average: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -199,7 +233,11 @@ impl LossArgs {
                 content_weight: self.content_weight,
                 style_weight: self.style_weight,
                 tv_weight: self.tv_weight,
+                style_loss: self.style_loss.parse()?,
+                normalize_gradients: self.normalize_gradients,
+                masks: Default::default(),
             },
+            colour: self.colour.parse()?,
             ..StyleConfig::default()
         };
         config.validate(self.styles.len())?;
@@ -218,6 +256,19 @@ impl StylizeArgs {
             lr: self.lr,
             lbfgs_history: self.lbfgs_history,
             seed: self.seed,
+            scales: match self.scales.as_str() {
+                "auto" => Scales::Auto,
+                "off" => Scales::Off,
+                list => Scales::List(
+                    list.split(',').map(|v| v.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| {
+                        impasto::Error::Config(format!("--scales '{list}': use auto, off or sizes like 256,512,1024"))
+                    })?,
+                ),
+            },
+            scale_start: self.scale_start,
+            scale_factor: self.scale_factor,
+            scale_iterations: self.scale_iterations.clone(),
+            average: self.average,
             ..self.loss.config()?
         };
         config.validate(self.loss.styles.len())?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use impasto::transfer::{Init, Stop, Stylizer};
+use impasto::transfer::{Init, Stop, StyleConfig, Stylizer};
 use impasto::vgg::Vgg;
 use impasto::{image_io, weights};
 
@@ -39,10 +39,51 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// Loads the content and style images, then the network.
-fn load_inputs(a: &LossArgs, quiet: bool) -> Result<(image_io::Image, Vec<image_io::Image>, Vgg)> {
+/// Loads `--style-mask`-like lists: a file per style, `none` or `-` for no mask.
+fn load_masks(flag: &str, files: &[String], n_styles: usize) -> Result<Vec<Option<image_io::Image>>> {
+    if files.len() > n_styles {
+        bail!("{flag} is given {} times but there are {n_styles} style images", files.len());
+    }
+    files
+        .iter()
+        .map(|f| match f.as_str() {
+            "none" | "-" => Ok(None),
+            path => Ok(Some(image_io::load(Path::new(path))?)),
+        })
+        .collect()
+}
+
+/// Loads the content and style images and masks, then the network; puts the masks in `config`.
+fn load_inputs(
+    a: &LossArgs,
+    config: &mut StyleConfig,
+    quiet: bool,
+) -> Result<(image_io::Image, Vec<image_io::Image>, Vgg)> {
     let content = image_io::load(&a.content)?;
     let styles = a.styles.iter().map(|p| image_io::load(p)).collect::<impasto::Result<Vec<_>>>()?;
+    config.loss.masks.regions = load_masks("--style-mask", &a.style_mask, styles.len())?;
+    config.loss.masks.sources = load_masks("--style-source-mask", &a.style_source_mask, styles.len())?;
+    // Check mask shapes now, naming the file, rather than after the network is loaded.
+    for (flag, files, masks) in [
+        ("--style-mask", &a.style_mask, &config.loss.masks.regions),
+        ("--style-source-mask", &a.style_source_mask, &config.loss.masks.sources),
+    ] {
+        for (s, (file, mask)) in files.iter().zip(masks).enumerate() {
+            if let Some(m) = mask {
+                let target = if flag == "--style-mask" { &content } else { &styles[s] };
+                let (ma, ta) = (m.width as f64 / m.height as f64, target.width as f64 / target.height as f64);
+                if (ma / ta - 1.0).abs() > 0.02 {
+                    bail!(
+                        "{file}: {flag} is {}x{} (aspect ratio {ma:.2}) but the image it covers is {}x{} (aspect ratio {ta:.2})",
+                        m.width,
+                        m.height,
+                        target.width,
+                        target.height
+                    );
+                }
+            }
+        }
+    }
     let path = match &a.weights {
         Some(p) => p.clone(),
         None => weights::fetch::ensure_default_weights(&mut |m| {
@@ -64,12 +105,11 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
             bail!("{}: the log directory {} does not exist", log.display(), dir.display());
         }
     }
-    config.init = match a.init.as_str() {
-        "content" => Init::Content,
-        "random" => Init::Random,
-        file => Init::Image(image_io::load(Path::new(file))?),
+    config.init = match Init::parse_keyword(&a.init) {
+        Some(init) => init?,
+        None => Init::Image(image_io::load(Path::new(&a.init))?),
     };
-    let (content, styles, net) = load_inputs(&a.loss, a.quiet)?;
+    let (content, styles, net) = load_inputs(&a.loss, &mut config, a.quiet)?;
     let stylizer = Stylizer::new(&net, config)?;
     let mut observer = CliObserver::new(a.iterations, a.quiet, a.log.as_deref(), a.save_every, &a.output)?;
     let outcome = stylizer.run(&content, &styles, &mut observer);
@@ -110,9 +150,9 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
 }
 
 fn score(a: &ScoreArgs) -> Result<i32> {
-    let config = a.loss.config()?;
+    let mut config = a.loss.config()?;
     let image = image_io::load(&a.image)?;
-    let (content, styles, net) = load_inputs(&a.loss, true)?;
+    let (content, styles, net) = load_inputs(&a.loss, &mut config, true)?;
     let terms = Stylizer::new(&net, config)?.score(&content, &styles, &image)?;
     println!("{}", serde_json::to_string(&terms)?);
     Ok(0)

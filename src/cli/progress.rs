@@ -72,7 +72,14 @@ impl CliObserver {
     fn record(&mut self, p: &Progress<'_>) -> anyhow::Result<()> {
         if let Some(bar) = &self.bar {
             bar.set_position(p.iteration as u64);
-            bar.set_message(format!("{:.4e}", p.terms.total));
+            if p.scales > 1 {
+                bar.set_message(format!(
+                    "{:.4e} (scale {}/{}, {}x{})",
+                    p.terms.total, p.scale, p.scales, p.image.width, p.image.height
+                ));
+            } else {
+                bar.set_message(format!("{:.4e}", p.terms.total));
+            }
         }
         if let Some((path, log)) = &mut self.log {
             let line = serde_json::json!({
@@ -82,6 +89,9 @@ impl CliObserver {
                 "style": p.terms.style,
                 "tv": p.terms.tv,
                 "seconds": p.elapsed.as_secs_f64(),
+                "scale": p.scale,
+                "width": p.image.width,
+                "height": p.image.height,
             });
             writeln!(log, "{line}")
                 .and_then(|()| log.flush())

@@ -1,0 +1,145 @@
+//! Small dense linear algebra on row-major f32 matrices, on the `gemm` crate: products with
+//! arbitrary strides (so a transpose is free), Gram matrices, and the matrix square root by
+//! Newton-Schulz iteration.
+
+use gemm::Parallelism;
+
+/// A read-only matrix view: data, row stride, column stride.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `_ x cols` matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        View { data, row_stride: cols, col_stride: 1 }
+    }
+    /// The transpose of a row-major `_ x cols` matrix.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        View { data, row_stride: 1, col_stride: cols }
+    }
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `alpha * A B` for `A` `m x k` and `B` `k x n`, as a new row-major `m x n` matrix.
+pub fn matmul(m: usize, n: usize, k: usize, a: View, b: View, alpha: f32) -> Vec<f32> {
+    assert!(a.fits(m, k) && b.fits(k, n), "matmul operand too small");
+    let mut out = vec![0.0; m * n];
+    let threads = rayon::current_num_threads();
+    // SAFETY: the asserts above keep every element read inside `a` and `b`; `out` is m x n
+    // row-major (row stride n, column stride 1).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
+            if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None },
+        );
+    }
+    out
+}
+
+/// `F F^T / m` for `f` a row-major `c x m` matrix.
+pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
+    matmul(c, c, m, View::rows(f, m), View::transposed(f, m), 1.0 / m as f32)
+}
+
+/// `A B` for square `n x n` row-major matrices.
+pub fn square(a: &[f32], b: &[f32], n: usize) -> Vec<f32> {
+    matmul(n, n, n, View::rows(a, n), View::rows(b, n), 1.0)
+}
+
+/// The square root of a symmetric positive semi-definite `n x n` matrix and its inverse,
+/// `(A^(1/2), A^(-1/2))`, by the coupled Newton-Schulz iteration on `A / |A|_F`
+/// (Higham 2008): `T = (3I - Z Y)/2, Y <- Y T, Z <- T Z`, which converges because the
+/// normalised eigenvalues lie in (0, 1].
+pub fn sqrt_newton_schulz(a: &[f32], n: usize, iterations: usize) -> (Vec<f32>, Vec<f32>) {
+    let norm = a.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-30);
+    let mut y: Vec<f32> = a.iter().map(|v| (*v as f64 / norm) as f32).collect();
+    let mut z = identity(n);
+    for _ in 0..iterations {
+        let zy = square(&z, &y, n);
+        let t: Vec<f32> =
+            zy.iter().enumerate().map(|(i, v)| if i % (n + 1) == 0 { 1.5 - 0.5 * v } else { -0.5 * v }).collect();
+        y = square(&y, &t, n);
+        z = square(&t, &z, n);
+    }
+    let s = norm.sqrt() as f32;
+    y.iter_mut().for_each(|v| *v *= s);
+    z.iter_mut().for_each(|v| *v /= s);
+    (y, z)
+}
+
+/// The `n x n` identity.
+pub fn identity(n: usize) -> Vec<f32> {
+    let mut m = vec![0.0; n * n];
+    (0..n).for_each(|i| m[i * n + i] = 1.0);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gram_matches_hand_computation() {
+        // F = [[1, 2, 3], [4, 5, 6]] (C=2, M=3): F F^T = [[14, 32], [32, 77]], divided by 3.
+        let g = gram(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
+        let want = [14.0 / 3.0, 32.0 / 3.0, 32.0 / 3.0, 77.0 / 3.0];
+        for (a, b) in g.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{g:?}");
+        }
+    }
+
+    #[test]
+    fn matmul_matches_loops_with_transposes() {
+        let (m, n, k) = (3, 5, 4);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.71).cos()).collect();
+        // A (m x k) times B^T where B is stored n x k.
+        let out = matmul(m, n, k, View::rows(&a, k), View::transposed(&b, k), 2.0);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|t| a[i * k + t] * b[j * k + t]).sum::<f32>() * 2.0;
+                assert!((out[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn newton_schulz_square_root() {
+        let n = 6;
+        let r: Vec<f32> = (0..n * n).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+        // A = R R^T + 0.5 I is symmetric positive definite.
+        let mut a = matmul(n, n, n, View::rows(&r, n), View::transposed(&r, n), 1.0);
+        (0..n).for_each(|i| a[i * n + i] += 0.5);
+        let (s, inv) = sqrt_newton_schulz(&a, n, 30);
+        let ss = square(&s, &s, n);
+        let si = square(&s, &inv, n);
+        let id = identity(n);
+        for i in 0..n * n {
+            assert!((ss[i] - a[i]).abs() < 1e-3 * (1.0 + a[i].abs()), "{i}: {} vs {}", ss[i], a[i]);
+            assert!((si[i] - id[i]).abs() < 1e-3, "{i}: {}", si[i]);
+        }
+    }
+}
