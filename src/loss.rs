@@ -12,7 +12,7 @@
 //! Options beyond Gatys et al. 2015:
 //! - `StyleLoss::W2`: the squared Wasserstein-2 distance between Gaussian fits of the features
 //!   (mean and covariance; crowsonkb's choice), `|mu - mu_t|^2 + tr(S) + tr(S_t)
-//!   - 2 tr((S_t^(1/2) S S_t^(1/2))^(1/2))`, divided by `C` (so `w_l = 1/C` by default), with the
+//!   - 2 tr((S_t^(1/2) S S_t^(1/2))^(1/2))`, with `w_l = 1e-3/C` by default, with the
 //!   matrix square roots by Newton-Schulz and the exact gradient
 //!   `dL/dS = I - S_t^(1/2) (S_t^(1/2) S S_t^(1/2))^(-1/2) S_t^(1/2)`;
 //! - region masks (Gatys et al. 2017, "Controlling perceptual factors in neural style transfer",
@@ -332,6 +332,18 @@ fn normalize_l1(g: &mut [f32], strength: f64) {
 }
 
 /// The objective for one content image and its style images, at the content image's size.
+///
+/// ```no_run
+/// use impasto::{image_io::Image, loss::{LossConfig, Objective}, vgg::Vgg, weights};
+/// # fn main() -> impasto::Result<()> {
+/// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Default::default());
+/// let (content, style) = (Image::filled(64, 48, 128.0), Image::filled(64, 64, 30.0));
+/// let objective = Objective::new(&net, &LossConfig::default(), &content, &[style])?;
+/// let (terms, grad) = objective.evaluate(&content, true)?;
+/// assert_eq!(terms.content, 0.0);
+/// assert_eq!(grad.unwrap().len(), 3 * 64 * 48);
+/// # Ok(()) }
+/// ```
 pub struct Objective<'n> {
     net: &'n Vgg,
     width: usize,
@@ -387,7 +399,10 @@ impl<'n> Objective<'n> {
                     let weight = match (&config.style_layer_weights, config.style_loss) {
                         (Some(w), _) => w[li],
                         (None, StyleLoss::Gram) => 1.0 / (c * c) as f64,
-                        (None, StyleLoss::W2) => 1.0 / c as f64,
+                        // W2^2 grows with C and is far larger than a mean of squared Gram
+                        // entries: 1e-3/C makes the default style weight (1e3) balance the
+                        // content as the Gram default does (measured on the fixture pair).
+                        (None, StyleLoss::W2) => 1e-3 / c as f64,
                     };
                     style_terms.push(StyleTerm { layer, weight, groups: Vec::new() });
                 }

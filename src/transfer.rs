@@ -82,7 +82,15 @@ pub enum Scales {
 /// `Scales::Auto` turns the pyramid on for outputs larger than this (long side, pixels).
 pub const AUTO_PYRAMID_ABOVE: usize = 512;
 
-/// Everything about one stylization.
+/// Everything about one stylization. Every field has a setter of the same name, so a
+/// configuration reads as a chain from the defaults:
+///
+/// ```
+/// use impasto::transfer::{OptimizerKind, StyleConfig};
+/// let config = StyleConfig::default().size(768).optimizer(OptimizerKind::Adam).lr(5.0).average(Some(0.99));
+/// assert_eq!(config.schedule().unwrap().last(), Some(&(768, 250)));
+/// assert!(config.validate(1).is_ok());
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct StyleConfig {
     /// Long side of the output in pixels. An image already at that size is used as it is.
@@ -110,6 +118,8 @@ pub struct StyleConfig {
     pub colour: Colour,
     /// Adam only: output the exponential moving average of the iterates with this decay.
     pub average: Option<f64>,
+    /// Stop when this much time has passed (the output is the image so far, at full size).
+    pub time_limit: Option<Duration>,
 }
 
 impl Default for StyleConfig {
@@ -130,6 +140,7 @@ impl Default for StyleConfig {
             scale_iterations: None,
             colour: Colour::Keep,
             average: None,
+            time_limit: None,
         }
     }
 }
@@ -164,6 +175,8 @@ setters! {
     colour: Colour => colour;
     /// Adam's iterate averaging (e.g. `Some(0.99)`).
     average: Option<f64> => average;
+    /// Stop after this long.
+    time_limit: Option<Duration> => time_limit;
     /// The whole loss configuration.
     loss: LossConfig => loss;
     content_weight: f64 => loss.content_weight;
@@ -268,13 +281,19 @@ impl StyleConfig {
         Ok(sides.into_iter().zip(iterations).collect())
     }
 
-    /// The content image at the output size, and the style images at their scaled sizes.
-    pub fn prepare(&self, net: &Vgg, content: &Image, styles: &[Image]) -> Result<(Image, Vec<Image>)> {
-        let (w, h) = if content.width.max(content.height) == self.size {
+    /// The output's width and height for this content image: its long side `size`, or the image
+    /// as it is when it already has that long side.
+    pub fn output_size(&self, content: &Image) -> (usize, usize) {
+        if content.width.max(content.height) == self.size {
             (content.width, content.height)
         } else {
             fit_long_side(content.width, content.height, self.size)
-        };
+        }
+    }
+
+    /// The content image at the output size, and the style images at their scaled sizes.
+    pub fn prepare(&self, net: &Vgg, content: &Image, styles: &[Image]) -> Result<(Image, Vec<Image>)> {
+        let (w, h) = self.output_size(content);
         let min = net.min_input_side(&self.loss.layers())?;
         if w < min || h < min {
             return Err(Error::config(format!(
@@ -345,6 +364,8 @@ pub enum Stop {
     Interrupted,
     /// The loss was NaN or infinite at this evaluation; the image is the last good one.
     NonFinite { iteration: usize },
+    /// The time limit was reached.
+    TimeLimit,
 }
 
 /// The result of a run.
@@ -360,6 +381,18 @@ pub struct Outcome {
 }
 
 /// Runs style transfer with one network and one configuration.
+///
+/// ```no_run
+/// use std::ops::ControlFlow;
+/// use impasto::{image_io, transfer::{Progress, StyleConfig, Stylizer}, vgg::Vgg, weights};
+/// # fn main() -> impasto::Result<()> {
+/// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Default::default());
+/// let (content, style) = (image_io::load("photo.jpg".as_ref())?, image_io::load("art.jpg".as_ref())?);
+/// let stylizer = Stylizer::new(&net, StyleConfig::default().size(256))?;
+/// let out = stylizer.run(&content, &[style.clone()], &mut |_: &Progress| ControlFlow::Continue(()))?;
+/// println!("{:?}", stylizer.score(&content, &[style], &out.image)?);
+/// # Ok(()) }
+/// ```
 pub struct Stylizer<'n> {
     net: &'n Vgg,
     config: StyleConfig,
@@ -406,7 +439,7 @@ impl<'n> Stylizer<'n> {
         let cfg = &self.config;
         cfg.validate(styles.len())?;
         let schedule = cfg.schedule()?;
-        let (final_w, final_h) = self.check_memory(content, styles)?;
+        let (final_w, final_h) = self.check_memory(content)?;
         let (c_in, s_in) = self.colour_inputs(content, styles);
         let total: usize = schedule.iter().map(|s| s.1).sum();
         let mut done = 0;
@@ -432,8 +465,17 @@ impl<'n> Stylizer<'n> {
                     if cfg.colour == Colour::Luminance { colour::luminance_image(&img) } else { img }
                 }
             };
-            let mut scaled =
-                ScaleObserver { inner: observer, offset: done, total, scale: k + 1, scales: schedule.len(), start };
+            let mut scaled = ScaleObserver {
+                inner: observer,
+                offset: done,
+                total,
+                scale: k + 1,
+                scales: schedule.len(),
+                start,
+                time_limit: cfg.time_limit,
+                timed_out: false,
+                chroma: (cfg.colour == Colour::Luminance).then(|| resize(content, w, h)),
+            };
             let result = optimize(
                 &mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())),
                 x,
@@ -443,8 +485,8 @@ impl<'n> Stylizer<'n> {
                 &mut scaled,
             )?;
             done += iterations;
-            let stop = result.stop;
-            outcome = Some(Outcome { iterations: done - iterations + result.iterations, ..result });
+            let stop = if scaled.timed_out { Stop::TimeLimit } else { result.stop };
+            outcome = Some(Outcome { iterations: done - iterations + result.iterations, stop, ..result });
             if stop != Stop::Finished {
                 break;
             }
@@ -460,23 +502,21 @@ impl<'n> Stylizer<'n> {
     }
 
     /// The output size, after checking that the largest scale fits in memory.
-    fn check_memory(&self, content: &Image, styles: &[Image]) -> Result<(usize, usize)> {
+    fn check_memory(&self, content: &Image) -> Result<(usize, usize)> {
         let cfg = &self.config;
-        let (content, _) = cfg.prepare(self.net, content, &styles[..1])?;
-        let need = cfg.memory_estimate(self.net, content.width, content.height)?;
+        let (width, height) = cfg.output_size(content);
+        let need = cfg.memory_estimate(self.net, width, height)?;
         if let Some(avail) = available_memory()
             && need > avail
         {
             return Err(Error::Memory(format!(
-                "a {}x{} run needs about {} of memory but only {} is available; lower --size{}",
-                content.width,
-                content.height,
+                "a {width}x{height} run needs about {} of memory but only {} is available; lower --size{}",
                 gib(need),
                 gib(avail),
                 if cfg.optimizer == OptimizerKind::Lbfgs { " or --lbfgs-history, or use --optimizer adam" } else { "" }
             )));
         }
-        Ok((content.width, content.height))
+        Ok((width, height))
     }
 
     fn optimizer(&self) -> Box<dyn Optimizer> {
@@ -500,11 +540,21 @@ struct ScaleObserver<'o> {
     scale: usize,
     scales: usize,
     start: Instant,
+    time_limit: Option<Duration>,
+    timed_out: bool,
+    /// Luminance mode: the content at this scale, whose chroma the images shown get.
+    chroma: Option<Image>,
 }
 
 impl Observer for ScaleObserver<'_> {
     fn on_iteration(&mut self, p: &Progress<'_>) -> ControlFlow<()> {
+        if self.time_limit.is_some_and(|t| self.start.elapsed() >= t) {
+            self.timed_out = true;
+            return ControlFlow::Break(());
+        }
+        let coloured = self.chroma.as_ref().map(|c| colour::with_content_chroma(p.image, c));
         self.inner.on_iteration(&Progress {
+            image: coloured.as_ref().unwrap_or(p.image),
             iteration: self.offset + p.iteration,
             iterations: self.total,
             scale: self.scale,

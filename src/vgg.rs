@@ -105,6 +105,18 @@ enum Stage {
 }
 
 /// A VGG network ready to run: weights, pooling, preprocessing and the conv kernel.
+///
+/// ```no_run
+/// use impasto::{vgg::{LayerId, Pooling, Vgg}, weights};
+/// # fn main() -> impasto::Result<()> {
+/// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Pooling::Avg);
+/// let relu4_2: LayerId = "relu4_2".parse()?;
+/// let image = vec![128.0; 3 * 64 * 64];
+/// let fwd = net.forward(&image, 64, 64, &[relu4_2])?;
+/// let (features, (c, h, w)) = net.activation(&fwd, relu4_2)?;
+/// assert_eq!((c, h, w, features.len()), (512, 8, 8, 512 * 64));
+/// # Ok(()) }
+/// ```
 pub struct Vgg {
     stages: Vec<Stage>,
     preprocess: Preprocess,

@@ -113,6 +113,9 @@ fn seeds_are_reproducible() {
     let a = run("a.png", &["--init", "random", "--seed", "3"]);
     assert_eq!(a, run("b.png", &["--init", "random", "--seed", "3"]));
     assert_ne!(a, run("c.png", &["--init", "random", "--seed", "4"]));
+    let n = run("n1.png", &["--init", "noise:0.5", "--seed", "3"]);
+    assert_eq!(n, run("n2.png", &["--init", "noise:0.5", "--seed", "3"]));
+    assert_ne!(n, a);
     let cand = fixture("candidate.png");
     let d = run("d.png", &["--init", s(&cand), "--optimizer", "adam", "--lr", "4"]);
     assert_ne!(d, run("e.png", &["--optimizer", "adam", "--lr", "4"]));
@@ -516,4 +519,19 @@ fn bad_control_options() {
     }
     let e = stderr(&stylize(&out, &["--style-mask", s(&sq), "--size", "64"]).1);
     assert!(e.contains("square.png"), "the mask's file is named: {e}");
+}
+
+/// `--time-limit` stops a long run early, writes the image at full size and exits 0.
+#[test]
+fn time_limit_stops_the_run() {
+    let dir = tempdir();
+    let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
+    let o = stylize_ok(
+        &out,
+        &["--size", "96", "--scales", "48,96", "--iterations", "100000", "--time-limit", "1.5", "--log", s(&log)],
+    );
+    assert!(stderr(&o).contains("time limit reached"), "{}", stderr(&o));
+    let n = read_log(&log).len();
+    assert!(n > 0 && n < 100000);
+    assert_eq!(image_io::load(&out).unwrap().width, 96);
 }

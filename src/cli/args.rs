@@ -188,6 +188,9 @@ pub struct StylizeArgs {
     /// at the first scale, half as many at the others].
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
     pub scale_iterations: Option<Vec<usize>>,
+    /// Stop after this many seconds and write the image so far (at full size).
+    #[arg(long, value_name = "SECONDS")]
+    pub time_limit: Option<f64>,
     /// Adam only: output the moving average of the iterates with this decay (e.g. 0.99).
     #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
     pub average: Option<f64>,
@@ -269,6 +272,15 @@ impl StylizeArgs {
             scale_factor: self.scale_factor,
             scale_iterations: self.scale_iterations.clone(),
             average: self.average,
+            time_limit: match self.time_limit {
+                None => None,
+                Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+                Some(t) => {
+                    return Err(impasto::Error::Config(format!(
+                        "--time-limit must be a positive number of seconds, got {t}"
+                    )));
+                }
+            },
             ..self.loss.config()?
         };
         config.validate(self.loss.styles.len())?;

@@ -134,6 +134,12 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
             }
             Ok(0)
         }
+        Stop::TimeLimit => {
+            if !a.quiet {
+                eprintln!("impasto: time limit reached after {} iterations; wrote {out}", outcome.iterations);
+            }
+            Ok(0)
+        }
         Stop::Interrupted => {
             eprintln!("impasto: interrupted at iteration {}; wrote the current image to {out}", outcome.iterations);
             Ok(EXIT_INTERRUPTED)
