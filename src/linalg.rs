@@ -61,7 +61,12 @@ pub fn matmul(m: usize, n: usize, k: usize, a: View, b: View, alpha: f32) -> Vec
 
 /// `F F^T / m` for `f` a row-major `c x m` matrix.
 pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
-    matmul(c, c, m, View::rows(f, m), View::transposed(f, m), 1.0 / m as f32)
+    gram_scaled(f, c, m, 1.0 / m as f32)
+}
+
+/// `scale * F F^T` for `f` a row-major `c x m` matrix.
+pub fn gram_scaled(f: &[f32], c: usize, m: usize, scale: f32) -> Vec<f32> {
+    matmul(c, c, m, View::rows(f, m), View::transposed(f, m), scale)
 }
 
 /// `A B` for square `n x n` row-major matrices.

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::image_io::{Image, resize};
-use crate::linalg::{View, gram, identity, matmul, sqrt_newton_schulz, square};
+use crate::linalg::{View, gram, gram_scaled, identity, matmul, sqrt_newton_schulz, square};
 use crate::vgg::{LayerId, Vgg};
 
 /// How style is compared.
@@ -431,7 +431,7 @@ impl<'n> Objective<'n> {
                         let mask = downsample(src, img.width, img.height, pools);
                         let norm: f64 = mask.iter().map(|v| (*v as f64).powi(2)).sum();
                         let fm = apply_mask(f, &mask);
-                        matmul(c, c, m, View::rows(&fm, m), View::transposed(&fm, m), (1.0 / norm.max(1e-12)) as f32)
+                        gram_scaled(&fm, c, m, (1.0 / norm.max(1e-12)) as f32)
                     }
                     None => gram(f, c, m),
                 };
@@ -560,7 +560,7 @@ fn gram_term(
     }
     let masked = group.region.as_ref().map(|r| apply_mask(f, r));
     let fm = masked.as_deref().unwrap_or(f);
-    let g = matmul(c, c, m, View::rows(fm, m), View::transposed(fm, m), (1.0 / group.norm) as f32);
+    let g = gram_scaled(fm, c, m, (1.0 / group.norm) as f32);
     let cc = (c * c) as f64;
     let loss: f64 = group.targets.iter().map(|(b, a)| b * sq_dist(&g, a) / cc).sum::<f64>() * strength;
     if !with_grad {
@@ -589,7 +589,7 @@ fn w2_term(
 ) -> (f64, Option<Vec<f32>>) {
     let mo = group.moments.as_ref().expect("W2 targets");
     let (mean, x) = centre(f, c, m);
-    let cov = matmul(c, c, m, View::rows(&x, m), View::transposed(&x, m), 1.0 / m as f32);
+    let cov = gram(&x, c, m);
     let st = &mo.cov_sqrt;
     let mut inner = square(&square(st, &cov, c), st, c);
     (0..c).for_each(|i| inner[i * c + i] += mo.ridge);

@@ -445,6 +445,8 @@ impl<'n> Stylizer<'n> {
         let mut done = 0;
         let start = Instant::now();
         let mut previous: Option<Image> = None;
+        // The last scale's L-BFGS inverse curvature and pixel count, to warm-start the next.
+        let mut curvature: Option<(f64, usize)> = None;
         let mut outcome = None;
         for (k, &(side, iterations)) in schedule.iter().enumerate() {
             let scale_cfg = StyleConfig { size: side, ..cfg.clone() };
@@ -476,14 +478,19 @@ impl<'n> Stylizer<'n> {
                 timed_out: false,
                 chroma: (cfg.colour == Colour::Luminance).then(|| resize(content, w, h)),
             };
+            // The losses are means over positions, so the inverse curvature grows with the
+            // pixel count from one scale to the next.
+            let pixels = w * h;
+            let mut optimizer = self.optimizer(curvature.map(|(inv, n)| inv * pixels as f64 / n as f64));
             let result = optimize(
                 &mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())),
                 x,
-                self.optimizer(),
+                optimizer.as_mut(),
                 cfg.average,
                 iterations,
                 &mut scaled,
             )?;
+            curvature = optimizer.inverse_curvature().map(|inv| (inv, pixels));
             done += iterations;
             let stop = if scaled.timed_out { Stop::TimeLimit } else { result.stop };
             outcome = Some(Outcome { iterations: done - iterations + result.iterations, stop, ..result });
@@ -519,10 +526,14 @@ impl<'n> Stylizer<'n> {
         Ok((width, height))
     }
 
-    fn optimizer(&self) -> Box<dyn Optimizer> {
+    /// A fresh optimizer; L-BFGS starts from `inverse_curvature` when there is one.
+    fn optimizer(&self, inverse_curvature: Option<f64>) -> Box<dyn Optimizer> {
         let cfg = &self.config;
         match cfg.optimizer {
-            OptimizerKind::Lbfgs => Box::new(Lbfgs::new(cfg.lbfgs_history, 1.0)),
+            OptimizerKind::Lbfgs => match inverse_curvature {
+                Some(h0) => Box::new(Lbfgs::warm(cfg.lbfgs_history, 1.0, h0)),
+                None => Box::new(Lbfgs::new(cfg.lbfgs_history, 1.0)),
+            },
             OptimizerKind::Adam => Box::new(Adam::new(AdamConfig {
                 lr: cfg.lr as f32,
                 clamp: Some((0.0, 255.0)),
@@ -596,7 +607,7 @@ impl Average {
 pub fn optimize(
     evaluate: &mut Evaluate<'_>,
     mut x: Image,
-    mut optimizer: Box<dyn Optimizer>,
+    optimizer: &mut dyn Optimizer,
     average: Option<f64>,
     iterations: usize,
     observer: &mut dyn Observer,
@@ -680,8 +691,8 @@ mod tests {
             ControlFlow::Continue(())
         };
         let x = Image { width: 1, height: 1, data: vec![10.0, -4.0, 3.0] };
-        let adam = Box::new(Adam::new(AdamConfig { lr: 1.0, ..Default::default() }));
-        let out = optimize(&mut eval, x, adam, None, 10, &mut obs).unwrap();
+        let mut adam = Adam::new(AdamConfig { lr: 1.0, ..Default::default() });
+        let out = optimize(&mut eval, x, &mut adam, None, 10, &mut obs).unwrap();
         assert_eq!(out.stop, Stop::NonFinite { iteration: 4 });
         assert_eq!(out.iterations, 3);
         assert_eq!(seen.len(), 3);
@@ -694,7 +705,7 @@ mod tests {
         let mut eval = |img: &Image| Ok((LossTerms { total: 1.0, ..Default::default() }, vec![1.0; img.data.len()]));
         let mut obs = |p: &Progress| if p.iteration == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
         let x = Image::filled(2, 2, 100.0);
-        let out = optimize(&mut eval, x, Box::new(Lbfgs::new(5, 1.0)), None, 10, &mut obs).unwrap();
+        let out = optimize(&mut eval, x, &mut Lbfgs::new(5, 1.0), None, 10, &mut obs).unwrap();
         assert_eq!(out.stop, Stop::Interrupted);
         assert_eq!(out.iterations, 2);
         assert_ne!(out.image, Image::filled(2, 2, 100.0), "one step was taken before the break");
@@ -746,8 +757,8 @@ mod tests {
         };
         let x = Image::filled(1, 1, 100.0);
         // Adam's steps with a constant gradient are exactly lr each: iterates 100, 99, 98.
-        let adam = Box::new(Adam::new(AdamConfig { lr: 1.0, ..Default::default() }));
-        let out = optimize(&mut eval, x, adam, Some(0.5), 3, &mut obs).unwrap();
+        let mut adam = Adam::new(AdamConfig { lr: 1.0, ..Default::default() });
+        let out = optimize(&mut eval, x, &mut adam, Some(0.5), 3, &mut obs).unwrap();
         // EMA with decay 0.5 and bias correction: (0.25*100 + 0.5*99... ) over (1 - 0.5^t).
         let want3 = (0.5 * 98.0 + 0.25 * 99.0 + 0.125 * 100.0) / (1.0 - 0.125);
         assert!((seen[0] - 100.0).abs() < 1e-4 && (seen[2] - want3).abs() < 1e-3, "{seen:?}");

@@ -293,6 +293,8 @@ fn bad_input_is_one_clear_line_and_no_output() {
         (d.join("nodir").join("x.png"), "does not exist"),
         (d.join("a_file").join("x.png"), "not a directory"),
         (d.join("out").join("x.gif"), "unknown output format"),
+        // Not writable, even for root.
+        (Path::new("/proc").join("impasto-test.png"), "cannot write in /proc"),
     ] {
         let args = ["stylize", &c, &st, "-o", s(&target), "--iterations", "1", "--size", "32", "--weights", &w];
         let r = impasto(&args);

@@ -49,6 +49,17 @@ impl Lbfgs {
         }
     }
 
+    /// Starts with the inverse curvature `h0` (e.g. from the previous scale of a pyramid)
+    /// instead of the tiny first step: the first step is `-h0 g`.
+    pub fn warm(history: usize, lr: f32, h0: f64) -> Self {
+        Lbfgs { h_diag: h0, steps: 1, ..Self::new(history, lr) }
+    }
+
+    /// The current inverse-curvature estimate `y.s / y.y`, once there is a curvature pair.
+    pub fn inverse_curvature(&self) -> Option<f64> {
+        (!self.pairs.is_empty()).then_some(self.h_diag)
+    }
+
     /// Exactly PyTorch's algorithm, without the safeguard.
     pub fn pytorch(history: usize, lr: f32) -> Self {
         Lbfgs { backtrack: false, ..Self::new(history, lr) }
@@ -87,6 +98,10 @@ impl Lbfgs {
 }
 
 impl Optimizer for Lbfgs {
+    fn inverse_curvature(&self) -> Option<f64> {
+        Lbfgs::inverse_curvature(self)
+    }
+
     fn step(&mut self, x: &mut [f32], loss: f64, g: &[f32]) {
         if let Some((pg, pl)) = self.prev.take() {
             if self.backtrack && loss > BACKTRACK_FACTOR * pl {
@@ -155,6 +170,23 @@ mod tests {
         let g = vec![2.0f32, -6.0];
         Lbfgs::new(10, 1.0).step(&mut x, 1.0, &g);
         assert_eq!(x, vec![-2.0 / 8.0, 6.0 / 8.0]);
+    }
+
+    #[test]
+    fn warm_start_takes_the_given_curvature_step() {
+        let mut opt = Lbfgs::warm(10, 1.0, 0.25);
+        let mut x = vec![1.0f32, 1.0];
+        opt.step(&mut x, 1.0, &[2.0, -4.0]);
+        assert_eq!(x, vec![0.5, 2.0]);
+        assert_eq!(opt.inverse_curvature(), None);
+        // f = 2 x^2: after one pair the estimate is y.s / y.y = 1/4.
+        let mut opt = Lbfgs::new(10, 1.0);
+        let mut x = vec![1.0f32, 2.0];
+        for _ in 0..2 {
+            let (f, g) = (2.0 * dot(&x, &x), [4.0 * x[0], 4.0 * x[1]]);
+            opt.step(&mut x, f, &g);
+        }
+        assert!((opt.inverse_curvature().unwrap() - 0.25).abs() < 1e-6);
     }
 
     #[test]

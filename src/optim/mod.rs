@@ -16,6 +16,12 @@ pub use lbfgs::Lbfgs;
 pub trait Optimizer {
     /// Moves `x` given the loss and its gradient at `x`.
     fn step(&mut self, x: &mut [f32], loss: f64, grad: &[f32]);
+
+    /// The optimizer's estimate of the inverse curvature (the scale of a good step per unit of
+    /// gradient), if it has one; a pyramid's next scale starts from it.
+    fn inverse_curvature(&self) -> Option<f64> {
+        None
+    }
 }
 
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
