@@ -144,13 +144,28 @@ pub fn from_dynamic(img: &DynamicImage) -> Image {
 }
 
 /// Resamples `img` to `width` x `height` (Lanczos-3), or returns it unchanged at that size.
+/// Values outside 0..255 (an image being optimised by L-BFGS has them) are kept: the `image`
+/// crate clamps float pixels to 0..1, so the image is mapped into that range by its own
+/// minimum and maximum first, and back after.
 pub fn resize(img: &Image, width: usize, height: usize) -> Image {
     if img.width == width && img.height == height {
         return img.clone();
     }
-    let src = img.to_interleaved();
-    let out = image::imageops::resize(&src, width as u32, height as u32, image::imageops::FilterType::Lanczos3);
-    Image::from_interleaved(&out, 255.0)
+    let lo = img.data.iter().fold(0.0f32, |m, &v| m.min(v));
+    let hi = img.data.iter().fold(255.0f32, |m, &v| m.max(v));
+    let span = hi - lo;
+    let mapped = Image { data: img.data.iter().map(|v| (v - lo) / span * 255.0).collect(), ..*img };
+    let out = image::imageops::resize(
+        &mapped.to_interleaved(),
+        width as u32,
+        height as u32,
+        image::imageops::FilterType::Lanczos3,
+    );
+    let mut res = Image::from_interleaved(&out, 255.0);
+    if lo != 0.0 || hi != 255.0 {
+        res.data.iter_mut().for_each(|v| *v = *v / 255.0 * span + lo);
+    }
+    res
 }
 
 /// The size whose long side is `long_side`, keeping the aspect ratio (each side at least 1).
@@ -317,5 +332,11 @@ mod tests {
         assert!(big.data.iter().all(|v| (v - 200.0).abs() < 1e-3), "{:?}", &big.data[..5]);
         let small = resize(&flat, 3, 2);
         assert!(small.data.iter().all(|v| (v - 200.0).abs() < 1e-3));
+        // Values outside 0..255 survive (an L-BFGS iterate moved to the next scale).
+        let wide = Image { width: 2, height: 1, data: vec![-40.0, -40.0, 300.0, 300.0, 128.0, 128.0] };
+        let up = resize(&wide, 4, 2);
+        for (c, want) in [(0, -40.0), (1, 300.0), (2, 128.0)] {
+            assert!(up.plane(c).iter().all(|v| (v - want).abs() < 1e-2), "{:?}", up.plane(c));
+        }
     }
 }

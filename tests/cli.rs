@@ -537,3 +537,17 @@ fn time_limit_stops_the_run() {
     assert!(n > 0 && n < 100000);
     assert_eq!(image_io::load(&out).unwrap().width, 96);
 }
+
+/// `impasto bench` prints the per-layer table and the iteration time.
+#[test]
+fn bench_prints_a_table() {
+    let args = ["bench", "--sizes", "32", "--runs", "1"];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for needle in ["| conv1_1 | 3 -> 64 | 32 |", "| conv5_1 | 512 -> 512 | 2 |", "one iteration:", "peak memory:"] {
+        assert!(out.contains(needle), "{needle:?} missing in:\n{out}");
+    }
+    let o = impasto(&["bench", "--sizes", "8"]);
+    assert_eq!(o.status.code(), Some(2));
+}

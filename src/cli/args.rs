@@ -40,6 +40,15 @@ pub enum Command {
     /// Fetch the default weights or show where they are.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Time one iteration and each conv layer (forward and image gradient) at given sizes.
+    Bench {
+        /// Square image sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "256,512")]
+        sizes: Vec<usize>,
+        /// Timed runs per measurement (the median is shown).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 //! (output path, images, weights), the library does the work, and the result is an exit code.
 
 pub mod args;
+pub mod bench;
 pub mod progress;
 
 use std::path::Path;
@@ -30,6 +31,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                 None => weights::fetch::fetch(&mut |m| eprintln!("impasto: {m}"))?,
             };
             println!("{}", path.display());
+            Ok(0)
+        }
+        Command::Bench { sizes, runs } => {
+            if sizes.iter().any(|&s| s < 16) || runs == 0 {
+                bail!("--sizes must be at least 16 (relu5_1 needs 16x16) and --runs at least 1");
+            }
+            bench::run(&sizes, runs, &bench::default_weights()?)?;
             Ok(0)
         }
         Command::Weights(WeightsCommand::Path) => {
