@@ -283,8 +283,9 @@ fn centre(f: &[f32], c: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
     (mean, x)
 }
 
-/// A mask image as weights in 0..1 (its luminance), resized to `width` x `height`.
-fn mask_weights(mask: &Image, width: usize, height: usize, what: &str) -> Result<Vec<f32>> {
+/// Checks that a mask has the aspect ratio (within 2%) of the `width` x `height` image it
+/// covers; `what` names it in the error.
+pub fn check_mask_aspect(mask: &Image, width: usize, height: usize, what: &str) -> Result<()> {
     let (ma, ta) = (mask.width as f64 / mask.height as f64, width as f64 / height as f64);
     if (ma / ta - 1.0).abs() > 0.02 {
         return Err(Error::config(format!(
@@ -292,6 +293,12 @@ fn mask_weights(mask: &Image, width: usize, height: usize, what: &str) -> Result
             mask.width, mask.height
         )));
     }
+    Ok(())
+}
+
+/// A mask image as weights in 0..1 (its luminance), resized to `width` x `height`.
+fn mask_weights(mask: &Image, width: usize, height: usize, what: &str) -> Result<Vec<f32>> {
+    check_mask_aspect(mask, width, height, what)?;
     let m = resize(mask, width, height);
     let n = width * height;
     Ok((0..n)

@@ -79,16 +79,7 @@ fn load_inputs(
         for (s, (file, mask)) in files.iter().zip(masks).enumerate() {
             if let Some(m) = mask {
                 let target = if flag == "--style-mask" { &content } else { &styles[s] };
-                let (ma, ta) = (m.width as f64 / m.height as f64, target.width as f64 / target.height as f64);
-                if (ma / ta - 1.0).abs() > 0.02 {
-                    bail!(
-                        "{file}: {flag} is {}x{} (aspect ratio {ma:.2}) but the image it covers is {}x{} (aspect ratio {ta:.2})",
-                        m.width,
-                        m.height,
-                        target.width,
-                        target.height
-                    );
-                }
+                impasto::loss::check_mask_aspect(m, target.width, target.height, &format!("{file}: {flag}"))?;
             }
         }
     }
