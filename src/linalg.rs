@@ -1,8 +1,33 @@
 //! Small dense linear algebra on row-major f32 matrices, on the `gemm` crate: products with
 //! arbitrary strides (so a transpose is free), Gram matrices, and the matrix square root by
-//! Newton-Schulz iteration.
+//! Newton-Schulz iteration; and the element-wise loops over whole layers, in parallel chunks
+//! long enough to vectorize.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Elements per parallel task in the element-wise loops.
+const CHUNK: usize = 1 << 14;
+
+/// `f(a[i], b[i])` for every `i`, in parallel.
+pub fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
+    assert_eq!(a.len(), b.len(), "zip_apply lengths");
+    a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| f(x, *y)));
+}
+
+/// `f(a[i])` for every `i`, in parallel.
+pub fn apply(a: &mut [f32], f: impl Fn(&mut f32) + Sync) {
+    a.par_chunks_mut(CHUNK).for_each(|a| a.iter_mut().for_each(&f));
+}
+
+/// `sum(f(a[i], b[i]))` in f64, in parallel.
+pub fn zip_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Sync) -> f64 {
+    assert_eq!(a.len(), b.len(), "zip_sum lengths");
+    a.par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| f(*x, *y)).sum::<f64>())
+        .sum()
+}
 
 /// A read-only matrix view: data, row stride, column stride.
 #[derive(Clone, Copy)]
@@ -28,9 +53,13 @@ impl<'a> View<'a> {
 
 /// `alpha * A B` for `A` `m x k` and `B` `k x n`, as a new row-major `m x n` matrix.
 pub fn matmul(m: usize, n: usize, k: usize, a: View, b: View, alpha: f32) -> Vec<f32> {
+    let threads = rayon::current_num_threads();
+    product(m, n, k, a, b, alpha, if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None })
+}
+
+fn product(m: usize, n: usize, k: usize, a: View, b: View, alpha: f32, parallelism: Parallelism) -> Vec<f32> {
     assert!(a.fits(m, k) && b.fits(k, n), "matmul operand too small");
     let mut out = vec![0.0; m * n];
-    let threads = rayon::current_num_threads();
     // SAFETY: the asserts above keep every element read inside `a` and `b`; `out` is m x n
     // row-major (row stride n, column stride 1).
     unsafe {
@@ -53,7 +82,7 @@ pub fn matmul(m: usize, n: usize, k: usize, a: View, b: View, alpha: f32) -> Vec
             false,
             false,
             false,
-            if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None },
+            parallelism,
         );
     }
     out
@@ -64,9 +93,94 @@ pub fn gram(f: &[f32], c: usize, m: usize) -> Vec<f32> {
     gram_scaled(f, c, m, 1.0 / m as f32)
 }
 
+/// Pixels (columns of a feature matrix) per task in [`gram_scaled`] and [`times_features`]: a
+/// 64-channel block is 2 MiB, so one task's operands stay in cache.
+const COLUMNS_PER_TASK: usize = 8192;
+
+/// The column ranges `[a, b)` of an `m`-column matrix, one per task: at least one per thread.
+fn column_tasks(m: usize) -> Vec<(usize, usize)> {
+    let parts = m.div_ceil(COLUMNS_PER_TASK).max(rayon::current_num_threads().min(m.max(1)));
+    let chunk = m.div_ceil(parts).max(1);
+    (0..m).step_by(chunk).map(|a| (a, (a + chunk).min(m))).collect()
+}
+
 /// `scale * F F^T` for `f` a row-major `c x m` matrix.
+///
+/// The product is small (`c x c`) and its inner dimension long (`m` pixels), which `gemm` does
+/// not split between threads: the pixels are split here instead, in cache-sized parts, and the
+/// parts' products added up.
 pub fn gram_scaled(f: &[f32], c: usize, m: usize, scale: f32) -> Vec<f32> {
-    matmul(c, c, m, View::rows(f, m), View::transposed(f, m), scale)
+    column_tasks(m)
+        .into_par_iter()
+        .map(|(a, b)| {
+            // Columns a..b of F: element (i, j) at i*m + j of f[a..].
+            let sub = &f[a..];
+            let rows = View { data: sub, row_stride: m, col_stride: 1 };
+            let cols = View { data: sub, row_stride: 1, col_stride: m };
+            product(c, c, b - a, rows, cols, scale, Parallelism::None)
+        })
+        .reduce(
+            || vec![0.0; c * c],
+            |mut g, p| {
+                g.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+                g
+            },
+        )
+}
+
+/// `alpha * D F` for a square `c x c` matrix `d` and a row-major `c x m` feature matrix `f`,
+/// computed in cache-sized column blocks in parallel (the style loss's gradient).
+pub fn times_features(d: &[f32], f: &[f32], c: usize, m: usize, alpha: f32) -> Vec<f32> {
+    assert_eq!((d.len(), f.len()), (c * c, c * m), "times_features operands");
+    let mut out = vec![0.0f32; c * m];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    column_tasks(m).into_par_iter().for_each(|(a, b)| {
+        // SAFETY: this task writes only columns a..b of `out` (c x m row-major), and reads
+        // columns a..b of `f`; both are inside their buffers (b <= m).
+        unsafe {
+            gemm::gemm(
+                c,
+                b - a,
+                c,
+                out_ptr.at(a),
+                1,
+                m as isize,
+                false,
+                d.as_ptr(),
+                1,
+                c as isize,
+                f.as_ptr().add(a),
+                1,
+                m as isize,
+                0.0,
+                alpha,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
+    out
+}
+
+/// A raw pointer that parallel tasks share, each writing a disjoint part of the buffer (the
+/// caller's SAFETY comment says why the parts are disjoint).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: the pointer is only dereferenced under the disjointness argument above.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer `offset` elements on (a method, so closures capture the whole `SendPtr`).
+    ///
+    /// # Safety
+    /// `offset` must stay inside the buffer.
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
 }
 
 /// `A B` for square `n x n` row-major matrices.

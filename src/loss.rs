@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::image_io::{Image, resize};
-use crate::linalg::{View, gram, gram_scaled, identity, matmul, sqrt_newton_schulz, square};
+use crate::linalg::{self, View, gram, gram_scaled, identity, matmul, sqrt_newton_schulz, square};
 use crate::vgg::{LayerId, Vgg};
 
 /// How style is compared.
@@ -185,7 +185,7 @@ pub struct LossTerms {
 
 /// `sum((a-b)^2)` in f64.
 fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
-    a.par_iter().zip(b.par_iter()).map(|(x, y)| ((x - y) as f64).powi(2)).sum()
+    linalg::zip_sum(a, b, |x, y| ((x - y) as f64).powi(2))
 }
 
 /// Total variation of planar RGB pixels and its gradient (added into `grad`, times `weight`).
@@ -333,9 +333,9 @@ fn apply_mask(f: &[f32], mask: &[f32]) -> Vec<f32> {
 
 /// Scales `g` to L1 norm `strength` (neural-style's gradient normalisation).
 fn normalize_l1(g: &mut [f32], strength: f64) {
-    let l1: f64 = g.par_iter().map(|v| v.abs() as f64).sum();
+    let l1: f64 = linalg::zip_sum(g, g, |v, _| v.abs() as f64);
     let k = (strength / (l1 + 1e-8)) as f32;
-    g.par_iter_mut().for_each(|v| *v *= k);
+    linalg::apply(g, |v| *v *= k);
 }
 
 /// The objective for one content image and its style images, at the content image's size.
@@ -511,7 +511,8 @@ impl<'n> Objective<'n> {
             terms.content += cfg.content_weight * sq_dist(f, &t.target) / n;
             if with_grad {
                 let k = (2.0 * cfg.content_weight / n) as f32;
-                let mut g: Vec<f32> = f.par_iter().zip(t.target.par_iter()).map(|(a, b)| k * (a - b)).collect();
+                let mut g = f.to_vec();
+                linalg::zip_apply(&mut g, &t.target, |a, b| *a = k * (*a - b));
                 if cfg.normalize_gradients {
                     normalize_l1(&mut g, cfg.content_weight);
                 }
@@ -530,7 +531,7 @@ impl<'n> Objective<'n> {
                 terms.style += loss;
                 if let Some(g) = grad {
                     match &mut layer_grad {
-                        Some(acc) => acc.par_iter_mut().zip(g.par_iter()).for_each(|(a, b)| *a += b),
+                        Some(acc) => linalg::zip_apply(acc, &g, |a, b| *a += b),
                         None => layer_grad = Some(g),
                     }
                 }
@@ -576,7 +577,7 @@ fn gram_term(
     let bsum = group.total_blend as f32;
     let d: Vec<f32> = g.iter().zip(&group.blended).map(|(gv, a)| bsum * gv - a).collect();
     let alpha = (4.0 * strength / (cc * group.norm)) as f32;
-    let mut grad = matmul(c, m, c, View::rows(&d, c), View::rows(fm, m), alpha);
+    let mut grad = linalg::times_features(&d, fm, c, m, alpha);
     if let Some(r) = &group.region {
         grad = apply_mask(&grad, r);
     }

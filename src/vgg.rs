@@ -13,7 +13,8 @@ use std::str::FromStr;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::{Conv3x3, ConvShape, Im2colGemm, flip_transpose};
+use crate::kernels::{self, Conv3x3, ConvShape, Filter};
+use crate::linalg;
 use crate::weights::{Preprocess, VggWeights};
 
 /// The pooling layers' operation.
@@ -90,18 +91,8 @@ impl FromStr for LayerId {
 }
 
 enum Stage {
-    Conv {
-        id: LayerId,
-        shape_in: usize,
-        c_out: usize,
-        weight: Vec<f32>,
-        /// The input-gradient conv's weights, flipped and transposed once at load.
-        weight_t: Vec<f32>,
-        bias: Vec<f32>,
-    },
-    Pool {
-        block: usize,
-    },
+    Conv { id: LayerId, filter: Filter, bias: Vec<f32> },
+    Pool { block: usize },
 }
 
 /// A VGG network ready to run: weights, pooling, preprocessing and the conv kernel.
@@ -149,7 +140,7 @@ impl Forward {
 impl Vgg {
     /// Builds the network with the default CPU kernel.
     pub fn new(weights: VggWeights, pooling: Pooling) -> Self {
-        Self::with_kernel(weights, pooling, Box::new(Im2colGemm::new()))
+        Self::with_kernel(weights, pooling, kernels::default_kernel())
     }
 
     /// Builds the network on a given conv kernel.
@@ -157,15 +148,8 @@ impl Vgg {
         let mut stages = Vec::new();
         for (b, block) in weights.blocks.into_iter().enumerate() {
             for (k, p) in block.into_iter().enumerate() {
-                let weight_t = flip_transpose(&p.weight, p.c_out, p.c_in);
-                stages.push(Stage::Conv {
-                    id: LayerId::relu(b + 1, k + 1),
-                    shape_in: p.c_in,
-                    c_out: p.c_out,
-                    weight: p.weight,
-                    weight_t,
-                    bias: p.bias,
-                });
+                let filter = Filter::new(p.weight, p.c_out, p.c_in);
+                stages.push(Stage::Conv { id: LayerId::relu(b + 1, k + 1), filter, bias: p.bias });
             }
             stages.push(Stage::Pool { block: b + 1 });
         }
@@ -259,8 +243,8 @@ impl Vgg {
         let (mut total, mut largest) = (3 * h * w * 4, 3 * h * w * 4);
         for s in &self.stages[..=last] {
             match s {
-                Stage::Conv { c_out, .. } => {
-                    c = *c_out as u64;
+                Stage::Conv { filter, .. } => {
+                    c = filter.c_out() as u64;
                     total += c * h * w * 4;
                 }
                 Stage::Pool { .. } => {
@@ -292,18 +276,19 @@ impl Vgg {
         for (si, stage) in self.stages[..=last].iter().enumerate() {
             let input = if si == 0 { &x } else { &fwd.outputs[si - 1].0 };
             match stage {
-                Stage::Conv { id, shape_in, c_out, weight, bias, .. } => {
-                    let shape = ConvShape { c_in: *shape_in, c_out: *c_out, height: h, width: w };
+                Stage::Conv { id, filter, bias, .. } => {
+                    let c_out = filter.c_out();
+                    let shape = ConvShape { c_in: filter.c_in(), c_out, height: h, width: w };
                     let mut out = vec![0.0; c_out * h * w];
                     let keep_pre =
                         layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
-                    self.kernel.conv(shape, input, weight, Some(bias), !keep_pre, &mut out);
+                    self.kernel.conv(shape, input, filter, Some(bias), !keep_pre, &mut out);
                     let pre = keep_pre.then(|| {
                         let pre = out.clone();
-                        out.par_iter_mut().for_each(|v| *v = v.max(0.0));
+                        linalg::apply(&mut out, |v| *v = v.max(0.0));
                         pre
                     });
-                    c = *c_out;
+                    c = c_out;
                     fwd.outputs.push((out, (c, h, w)));
                     fwd.pre_relu.push(pre);
                     fwd.switches.push(Vec::new());
@@ -350,7 +335,7 @@ impl Vgg {
             at_stage[si].push((l.kind, g));
         }
         let add = |g: &mut Option<Vec<f32>>, src: &[f32]| match g {
-            Some(g) => g.par_iter_mut().zip(src.par_iter()).for_each(|(a, b)| *a += b),
+            Some(g) => linalg::zip_apply(g, src, |a, b| *a += b),
             None => *g = Some(src.to_vec()),
         };
         let mut g: Option<Vec<f32>> = None;
@@ -362,24 +347,29 @@ impl Vgg {
             }
             let (in_c, in_h, in_w) = if si == 0 { (3, fwd.height, fwd.width) } else { fwd.outputs[si - 1].1 };
             match &self.stages[si] {
-                Stage::Conv { shape_in, c_out, weight_t, .. } => {
+                Stage::Conv { filter, .. } => {
                     let out = &fwd.outputs[si].0;
-                    if let Some(g) = g.as_mut() {
-                        g.par_iter_mut().zip(out.par_iter()).for_each(|(g, &a)| {
-                            if a <= 0.0 {
-                                *g = 0.0
+                    let pre_relu_grads = at_stage[si].iter().any(|(kind, _)| *kind == LayerKind::Conv);
+                    if pre_relu_grads {
+                        // Through the ReLU first, then the gradients of the pre-ReLU output.
+                        if let Some(g) = g.as_mut() {
+                            linalg::zip_apply(g, out, |g, a| {
+                                if a <= 0.0 {
+                                    *g = 0.0
+                                }
+                            });
+                        }
+                        for (kind, src) in &at_stage[si] {
+                            if *kind == LayerKind::Conv {
+                                add(&mut g, src);
                             }
-                        });
-                    }
-                    for (kind, src) in &at_stage[si] {
-                        if *kind == LayerKind::Conv {
-                            add(&mut g, src);
                         }
                     }
                     if let Some(gv) = g.take() {
-                        let shape = ConvShape { c_in: *c_out, c_out: *shape_in, height: in_h, width: in_w };
-                        let mut gin = vec![0.0; shape_in * in_h * in_w];
-                        self.kernel.conv(shape, &gv, weight_t, None, false, &mut gin);
+                        let shape = ConvShape { c_in: filter.c_in(), c_out: filter.c_out(), height: in_h, width: in_w };
+                        let mut gin = vec![0.0; filter.c_in() * in_h * in_w];
+                        let relu_out = (!pre_relu_grads).then_some(out.as_slice());
+                        self.kernel.conv_adjoint(shape, &gv, relu_out, filter, &mut gin);
                         g = Some(gin);
                     }
                 }

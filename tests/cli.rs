@@ -530,7 +530,7 @@ fn time_limit_stops_the_run() {
     let (out, log) = (dir.path().join("out.png"), dir.path().join("log.jsonl"));
     let o = stylize_ok(
         &out,
-        &["--size", "96", "--scales", "48,96", "--iterations", "100000", "--time-limit", "1.5", "--log", s(&log)],
+        &["--size", "96", "--scales", "48,96", "--iterations", "100000", "--time-limit", "4", "--log", s(&log)],
     );
     assert!(stderr(&o).contains("time limit reached"), "{}", stderr(&o));
     let n = read_log(&log).len();

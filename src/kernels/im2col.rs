@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{Conv3x3, ConvShape, check};
+use super::{Conv3x3, ConvShape, Filter, check};
 
 /// The default bound on the unrolled matrix: 8 Mi floats (32 MiB), enough for whole layers up
 /// to 512 px deep in the network and a band of about 110 rows of conv1_2 at 512 px.
@@ -70,8 +70,9 @@ fn im2col(s: ConvShape, input: &[f32], y0: usize, rows: usize, col: &mut [f32]) 
 }
 
 impl Conv3x3 for Im2colGemm {
-    fn conv(&self, s: ConvShape, input: &[f32], weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
-        check(s, input, weight, bias, out);
+    fn conv(&self, s: ConvShape, input: &[f32], filter: &Filter, bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+        check(s, input, filter, bias, out);
+        let weight = filter.weight();
         let (h, w) = (s.height, s.width);
         let k = s.c_in * 9;
         let band_rows = (self.band_floats / (k * w)).clamp(1, h);

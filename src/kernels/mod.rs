@@ -3,15 +3,25 @@
 //! Style transfer needs the forward pass (conv + bias + ReLU) and the gradient with respect to
 //! the input. For a stride-1, pad-1 3x3 conv that gradient is itself such a conv of the output
 //! gradient, with the weights flipped in space and transposed in channels
-//! (`W'[i][o][y][x] = W[o][i][2-y][2-x]`, see [`flip_transpose`]), so one operation serves
-//! both directions. A faster CPU kernel or a GPU backend replaces [`Im2colGemm`] by implementing
-//! [`Conv3x3`]; [`Reference`] is the plain loop the others are tested against.
+//! (`W'[i][o][y][x] = W[o][i][2-y][2-x]`, see [`flip_transpose`]), which is what
+//! [`Conv3x3::conv_adjoint`] does unless a kernel has a better way ([`Winograd`] runs its own
+//! algorithm backwards). A faster CPU kernel or a GPU backend replaces the [`default_kernel`]
+//! by implementing [`Conv3x3`]; [`Reference`] is the plain loop the others are tested against.
 
 mod im2col;
 mod reference;
+mod winograd;
+
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use im2col::Im2colGemm;
 pub use reference::Reference;
+pub use winograd::Winograd;
+
+/// The default CPU kernel: Winograd F(4x4, 3x3) where it pays, im2col + gemm elsewhere.
+pub fn default_kernel() -> Box<dyn Conv3x3> {
+    Box::new(Winograd::new())
+}
 
 /// The shape of one 3x3 convolution: `c_in` x `height` x `width` in, `c_out` x `height` x `width` out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,12 +39,109 @@ impl ConvShape {
     }
 }
 
+/// One conv layer's weights, `[c_out][c_in][3][3]`, and the kernels' own transformed copies of
+/// them (made on first use, kept for the next call: the weights are fixed during a run).
+pub struct Filter {
+    c_out: usize,
+    c_in: usize,
+    weight: Vec<f32>,
+    flipped: OnceLock<Box<Filter>>,
+    transformed: Mutex<Transforms>,
+}
+
+/// A filter's kernel-specific transforms, by name.
+type Transforms = Vec<(&'static str, Arc<Vec<f32>>)>;
+
+impl Filter {
+    /// Panics if `weight` does not hold `c_out * c_in * 9` values.
+    pub fn new(weight: Vec<f32>, c_out: usize, c_in: usize) -> Self {
+        assert_eq!(weight.len(), c_out * c_in * 9, "filter weight length");
+        Filter { c_out, c_in, weight, flipped: OnceLock::new(), transformed: Mutex::new(Vec::new()) }
+    }
+
+    pub fn c_out(&self) -> usize {
+        self.c_out
+    }
+
+    pub fn c_in(&self) -> usize {
+        self.c_in
+    }
+
+    /// The weights, `[c_out][c_in][3][3]`.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// The filter of the input-gradient conv (see [`flip_transpose`]), made on first use.
+    pub fn flipped(&self) -> &Filter {
+        self.flipped.get_or_init(|| {
+            Box::new(Filter::new(flip_transpose(&self.weight, self.c_out, self.c_in), self.c_in, self.c_out))
+        })
+    }
+
+    /// The transform named `key` of these weights, computed by `make` the first time (`make` may
+    /// itself ask for another transform).
+    pub fn transformed(&self, key: &'static str, make: impl FnOnce(&Filter) -> Vec<f32>) -> Arc<Vec<f32>> {
+        let cached = |cache: &Transforms| cache.iter().find(|(k, _)| *k == key).map(|t| t.1.clone());
+        if let Some(t) = cached(&self.transformed.lock().unwrap_or_else(|e| e.into_inner())) {
+            return t;
+        }
+        let t = Arc::new(make(self));
+        let mut cache = self.transformed.lock().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have made it meanwhile: keep the first.
+        if let Some(first) = cached(&cache) {
+            return first;
+        }
+        cache.push((key, t.clone()));
+        t
+    }
+}
+
+impl Clone for Filter {
+    fn clone(&self) -> Self {
+        Filter::new(self.weight.clone(), self.c_out, self.c_in)
+    }
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Filter({} -> {})", self.c_in, self.c_out)
+    }
+}
+
 /// A stride-1, zero-pad-1 3x3 convolution over contiguous planar (`[c][h][w]`) f32 buffers.
 pub trait Conv3x3: Send + Sync {
     /// `out[o] = act(bias[o] + sum_i weight[o][i] * input[i])` where `*` is a 3x3 correlation,
     /// `act` is ReLU when `relu` is set and the identity otherwise, and a missing bias is zero.
-    /// `weight` is `[c_out][c_in][3][3]`; `input` has `c_in` planes, `out` `c_out` planes.
-    fn conv(&self, shape: ConvShape, input: &[f32], weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]);
+    /// `input` has `c_in` planes, `out` `c_out` planes, as `shape` and `filter` say.
+    fn conv(&self, shape: ConvShape, input: &[f32], filter: &Filter, bias: Option<&[f32]>, relu: bool, out: &mut [f32]);
+
+    /// The gradient with respect to the input of [`conv`](Conv3x3::conv) without bias (the
+    /// adjoint, `Wᵀ`): `grad_out` has `shape.c_out` planes, `grad_in` `shape.c_in`. With
+    /// `relu_out`, the conv's output after ReLU, the ReLU is included: `grad_out` counts only
+    /// where `relu_out` is positive. By default, the conv with the flipped, transposed filter.
+    fn conv_adjoint(
+        &self,
+        shape: ConvShape,
+        grad_out: &[f32],
+        relu_out: Option<&[f32]>,
+        filter: &Filter,
+        grad_in: &mut [f32],
+    ) {
+        let back = ConvShape { c_in: shape.c_out, c_out: shape.c_in, ..shape };
+        match relu_out {
+            Some(out) => {
+                let mut masked = grad_out.to_vec();
+                crate::linalg::zip_apply(&mut masked, out, |g, a| {
+                    if a <= 0.0 {
+                        *g = 0.0
+                    }
+                });
+                self.conv(back, &masked, filter.flipped(), None, false, grad_in);
+            }
+            None => self.conv(back, grad_out, filter.flipped(), None, false, grad_in),
+        }
+    }
 
     /// A short name for benchmarks.
     fn name(&self) -> &'static str;
@@ -53,11 +160,11 @@ pub fn flip_transpose(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     out
 }
 
-fn check(shape: ConvShape, input: &[f32], weight: &[f32], bias: Option<&[f32]>, out: &[f32]) {
+fn check(shape: ConvShape, input: &[f32], filter: &Filter, bias: Option<&[f32]>, out: &[f32]) {
     let hw = shape.height * shape.width;
     assert_eq!(input.len(), shape.c_in * hw, "conv input length");
     assert_eq!(out.len(), shape.c_out * hw, "conv output length");
-    assert_eq!(weight.len(), shape.c_out * shape.c_in * 9, "conv weight length");
+    assert_eq!((filter.c_out, filter.c_in), (shape.c_out, shape.c_in), "conv filter shape");
     if let Some(b) = bias {
         assert_eq!(b.len(), shape.c_out, "conv bias length");
     }
@@ -77,39 +184,157 @@ mod tests {
             .collect()
     }
 
+    /// The largest error of `kernel` against [`Reference`] over `shape`, with and without bias
+    /// and ReLU, relative to the largest reference output.
+    fn worst_error(kernel: &dyn Conv3x3, shape: ConvShape, seed: u64) -> f64 {
+        let ConvShape { c_in, c_out, height: h, width: w } = shape;
+        let x = lcg(seed, c_in * h * w);
+        let filter = Filter::new(lcg(seed + 1, c_out * c_in * 9), c_out, c_in);
+        let b = lcg(seed + 2, c_out);
+        let mut worst = 0.0f64;
+        for relu in [false, true] {
+            for bias in [None, Some(b.as_slice())] {
+                let mut r = vec![0.0; c_out * h * w];
+                let mut f = vec![f32::NAN; c_out * h * w];
+                Reference.conv(shape, &x, &filter, bias, relu, &mut r);
+                kernel.conv(shape, &x, &filter, bias, relu, &mut f);
+                let scale = r.iter().fold(1e-6f32, |m, v| m.max(v.abs())) as f64;
+                for (a, b) in r.iter().zip(&f) {
+                    assert!(b.is_finite(), "{} {shape:?}: an output was not written", kernel.name());
+                    worst = worst.max((a - b).abs() as f64 / scale);
+                }
+            }
+        }
+        worst
+    }
+
     #[test]
     fn im2col_matches_reference_on_awkward_shapes() {
         for &(c_in, c_out, h, w) in
             &[(1, 1, 1, 1), (3, 5, 3, 5), (4, 2, 7, 9), (3, 64, 13, 6), (17, 3, 2, 11), (8, 8, 40, 1)]
         {
             let shape = ConvShape { c_in, c_out, height: h, width: w };
-            let x = lcg(1, c_in * h * w);
-            let wt = lcg(2, c_out * c_in * 9);
-            let b = lcg(3, c_out);
-            for relu in [false, true] {
-                for bias in [None, Some(b.as_slice())] {
-                    let mut r = vec![0.0; c_out * h * w];
-                    let mut f = vec![1.0; c_out * h * w];
-                    Reference.conv(shape, &x, &wt, bias, relu, &mut r);
-                    Im2colGemm::new().conv(shape, &x, &wt, bias, relu, &mut f);
-                    for (a, b) in r.iter().zip(&f) {
-                        assert!((a - b).abs() < 1e-5 * (1.0 + a.abs()), "{shape:?}: {a} vs {b}");
-                    }
+            let err = worst_error(&Im2colGemm::new(), shape, 1);
+            assert!(err < 1e-5, "{shape:?}: relative error {err}");
+        }
+    }
+
+    #[test]
+    fn winograd_matches_reference_on_awkward_shapes() {
+        // Sizes that are and are not multiples of the 4x4 tile, smaller than one tile, one row or
+        // column; channel counts on both sides of the im2col threshold.
+        for &(c_in, c_out, h, w) in &[
+            (16, 16, 1, 1),
+            (16, 20, 3, 5),
+            (24, 16, 7, 9),
+            (16, 16, 4, 4),
+            (32, 17, 8, 12),
+            (20, 33, 13, 6),
+            (16, 16, 40, 1),
+            (16, 16, 1, 37),
+            (64, 64, 23, 19),
+            (3, 64, 7, 9),
+            (64, 3, 9, 7),
+        ] {
+            let shape = ConvShape { c_in, c_out, height: h, width: w };
+            let err = worst_error(&Winograd::new(), shape, 7);
+            assert!(err < 1e-5, "{shape:?}: relative error {err}");
+        }
+    }
+
+    /// The largest error of `kernel`'s input gradient (through a random ReLU mask, half zeros, if
+    /// `relu_mask`) against the flipped-filter conv of [`Reference`], relative to the largest
+    /// reference value.
+    fn worst_adjoint_error(kernel: &dyn Conv3x3, shape: ConvShape, relu_mask: bool, seed: u64) -> f64 {
+        let ConvShape { c_in, c_out, height: h, width: w } = shape;
+        let g = lcg(seed, c_out * h * w);
+        let filter = Filter::new(lcg(seed + 1, c_out * c_in * 9), c_out, c_in);
+        let mut r = vec![0.0; c_in * h * w];
+        let mut f = vec![f32::NAN; c_in * h * w];
+        let mask = relu_mask.then(|| lcg(seed + 3, c_out * h * w));
+        Reference.conv_adjoint(shape, &g, mask.as_deref(), &filter, &mut r);
+        kernel.conv_adjoint(shape, &g, mask.as_deref(), &filter, &mut f);
+        let scale = r.iter().fold(1e-6f32, |m, v| m.max(v.abs())) as f64;
+        r.iter().zip(&f).fold(0.0, |worst, (a, b)| {
+            assert!(b.is_finite(), "{} {shape:?}: a gradient was not written", kernel.name());
+            worst.max((a - b).abs() as f64 / scale)
+        })
+    }
+
+    #[test]
+    fn winograd_input_gradient_matches_reference_on_awkward_shapes() {
+        for &(c_in, c_out, h, w) in &[
+            (16, 16, 1, 1),
+            (16, 20, 3, 5),
+            (24, 16, 7, 9),
+            (16, 16, 4, 4),
+            (17, 32, 8, 12),
+            (33, 20, 13, 6),
+            (16, 16, 40, 1),
+            (16, 16, 1, 37),
+            (64, 64, 23, 19),
+            (3, 64, 7, 9),
+            (64, 3, 9, 7),
+        ] {
+            let shape = ConvShape { c_in, c_out, height: h, width: w };
+            for kernel in
+                [&Winograd::new() as &dyn Conv3x3, &Winograd::with_band_floats(36 * 6 * 40), &Im2colGemm::new()]
+            {
+                for relu_mask in [false, true] {
+                    let err = worst_adjoint_error(kernel, shape, relu_mask, 13);
+                    assert!(err < 1e-5, "{} {shape:?} mask {relu_mask}: relative error {err}", kernel.name());
                 }
             }
         }
     }
 
     #[test]
+    fn winograd_error_stays_below_1e_4_on_a_vgg_sized_layer() {
+        // 512 channels in: the sum over channels is where Winograd's rounding adds up.
+        let shape = ConvShape { c_in: 512, c_out: 32, height: 14, width: 10 };
+        let err = worst_error(&Winograd::new(), shape, 11);
+        assert!(err < 1e-4, "relative error {err}");
+        let back = ConvShape { c_in: 32, c_out: 512, height: 14, width: 10 };
+        let err = worst_adjoint_error(&Winograd::new(), back, true, 12);
+        assert!(err < 1e-4, "input gradient: relative error {err}");
+    }
+
+    #[test]
+    fn winograd_bands_give_the_same_result_as_one_band() {
+        let shape = ConvShape { c_in: 16, c_out: 24, height: 29, width: 22 };
+        let x = lcg(4, 16 * 29 * 22);
+        let filter = Filter::new(lcg(5, 24 * 16 * 9), 24, 16);
+        let mut one = vec![0.0; 24 * 29 * 22];
+        let mut banded = one.clone();
+        Winograd::new().conv(shape, &x, &filter, None, false, &mut one);
+        // Room for one row of tiles per band: 8 bands.
+        Winograd::with_band_floats(36 * 6 * 40).conv(shape, &x, &filter, None, false, &mut banded);
+        assert_eq!(one, banded);
+    }
+
+    #[test]
     fn im2col_tiles_rows_the_same_as_one_band() {
         let shape = ConvShape { c_in: 5, c_out: 7, height: 23, width: 19 };
         let x = lcg(4, 5 * 23 * 19);
-        let wt = lcg(5, 7 * 5 * 9);
+        let filter = Filter::new(lcg(5, 7 * 5 * 9), 7, 5);
         let mut one = vec![0.0; 7 * 23 * 19];
         let mut tiled = one.clone();
-        Im2colGemm::new().conv(shape, &x, &wt, None, false, &mut one);
-        Im2colGemm::with_band_floats(5 * 9 * 19 * 2).conv(shape, &x, &wt, None, false, &mut tiled);
+        Im2colGemm::new().conv(shape, &x, &filter, None, false, &mut one);
+        Im2colGemm::with_band_floats(5 * 9 * 19 * 2).conv(shape, &x, &filter, None, false, &mut tiled);
         assert_eq!(one, tiled);
+    }
+
+    #[test]
+    fn a_filter_keeps_each_transform_once() {
+        let filter = Filter::new(lcg(9, 2 * 9), 2, 1);
+        let mut made = 0;
+        let a = filter.transformed("t", |f| {
+            made += 1;
+            f.weight().to_vec()
+        });
+        let b = filter.transformed("t", |_| unreachable!("made twice"));
+        assert_eq!((made, a.as_slice()), (1, b.as_slice()));
+        assert_eq!(filter.transformed("u", |_| vec![1.0]).as_slice(), &[1.0]);
     }
 
     #[test]
@@ -118,12 +343,11 @@ mod tests {
         let (c_in, c_out, h, w) = (3, 4, 5, 6);
         let x = lcg(6, c_in * h * w);
         let y = lcg(7, c_out * h * w);
-        let wt = lcg(8, c_out * c_in * 9);
+        let filter = Filter::new(lcg(8, c_out * c_in * 9), c_out, c_in);
         let mut cx = vec![0.0; c_out * h * w];
-        Reference.conv(ConvShape { c_in, c_out, height: h, width: w }, &x, &wt, None, false, &mut cx);
+        Reference.conv(ConvShape { c_in, c_out, height: h, width: w }, &x, &filter, None, false, &mut cx);
         let mut ty = vec![0.0; c_in * h * w];
-        let wt2 = flip_transpose(&wt, c_out, c_in);
-        Reference.conv(ConvShape { c_in: c_out, c_out: c_in, height: h, width: w }, &y, &wt2, None, false, &mut ty);
+        Reference.conv_adjoint(ConvShape { c_in, c_out, height: h, width: w }, &y, None, &filter, &mut ty);
         let lhs: f64 = cx.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         let rhs: f64 = x.iter().zip(&ty).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{lhs} vs {rhs}");

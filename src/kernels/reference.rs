@@ -1,14 +1,15 @@
 //! The plain six-loop 3x3 convolution: slow, obviously right, the yardstick for the others.
 
-use super::{Conv3x3, ConvShape, check};
+use super::{Conv3x3, ConvShape, Filter, check};
 
 /// The naive convolution.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Reference;
 
 impl Conv3x3 for Reference {
-    fn conv(&self, s: ConvShape, input: &[f32], weight: &[f32], bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
-        check(s, input, weight, bias, out);
+    fn conv(&self, s: ConvShape, input: &[f32], filter: &Filter, bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+        check(s, input, filter, bias, out);
+        let weight = filter.weight();
         let (h, w) = (s.height as isize, s.width as isize);
         for o in 0..s.c_out {
             for y in 0..h {
