@@ -4,13 +4,15 @@
 # run single-scale with --time-limit T, then score both outputs with the same objective at the
 # output size (`impasto score`). Prints a table.
 #
-#   bash bench/pyramid.sh [SIZE] [ITERATIONS]     (defaults: 1024 60; about 20 minutes a pair on 2 cores)
+#   bash bench/pyramid.sh [SIZE] [ITERATIONS]     (defaults: 1024 60; about 10 minutes a pair on 2 cores)
+#
+# IMPASTO_BIN=path runs that binary instead of building target/release/impasto.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1024}
 iters=${2:-60}
-bin=target/release/impasto
-cargo build --release -q
+bin=${IMPASTO_BIN:-target/release/impasto}
+[ -n "${IMPASTO_BIN:-}" ] || cargo build --release -q
 out=${BENCH_OUT:-target/bench-pyramid}
 mkdir -p "$out"
 pairs=("examples/tubingen.jpg examples/starry_night.jpg" "examples/kodim23.png examples/shipwreck.jpg")

@@ -477,6 +477,9 @@ impl<'n> Stylizer<'n> {
                     if cfg.colour == Colour::Luminance { colour::luminance_image(&img) } else { img }
                 }
             };
+            // The optimizers keep pixels in 0..255, where they start too.
+            let mut x = x;
+            x.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0));
             let mut scaled = ScaleObserver {
                 inner: observer,
                 offset: done,
@@ -540,10 +543,14 @@ impl<'n> Stylizer<'n> {
     fn optimizer(&self, inverse_curvature: Option<f64>) -> Box<dyn Optimizer> {
         let cfg = &self.config;
         match cfg.optimizer {
-            OptimizerKind::Lbfgs => match inverse_curvature {
-                Some(h0) => Box::new(Lbfgs::warm(cfg.lbfgs_history, 1.0, h0)),
-                None => Box::new(Lbfgs::new(cfg.lbfgs_history, 1.0)),
-            },
+            OptimizerKind::Lbfgs => {
+                let lbfgs = match inverse_curvature {
+                    Some(h0) => Lbfgs::warm(cfg.lbfgs_history, 1.0, h0),
+                    None => Lbfgs::new(cfg.lbfgs_history, 1.0),
+                };
+                // Pixels stay in 0..255: the saved image is the one optimised.
+                Box::new(lbfgs.bounded(0.0, 255.0))
+            }
             OptimizerKind::Adam => Box::new(Adam::new(AdamConfig {
                 lr: cfg.lr as f32,
                 clamp: Some((0.0, 255.0)),

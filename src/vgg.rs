@@ -236,7 +236,8 @@ impl Vgg {
     }
 
     /// Bytes the forward and backward passes need at `height` x `width` for `layers`
-    /// (activations, switches, gradient buffers, the conv kernel's scratch).
+    /// (activations, switches, gradient buffers, the conv kernel's transformed weights and
+    /// scratch).
     pub fn memory_estimate(&self, height: usize, width: usize, layers: &[LayerId]) -> Result<u64> {
         let last = self.deepest(layers)?;
         let (mut h, mut w, mut c) = (height as u64, width as u64, 3u64);
@@ -246,6 +247,8 @@ impl Vgg {
                 Stage::Conv { filter, .. } => {
                     c = filter.c_out() as u64;
                     total += c * h * w * 4;
+                    // A kernel's transformed weights (Winograd's are 36/9 = 4x the weights).
+                    total += filter.weight().len() as u64 * 4 * 4;
                 }
                 Stage::Pool { .. } => {
                     total += c * h * w; // switches
@@ -256,7 +259,7 @@ impl Vgg {
             }
             largest = largest.max(c * h * w * 4);
         }
-        Ok(total + 3 * largest + (32 << 20))
+        Ok(total + 3 * largest + (96 << 20))
     }
 
     /// Runs the network on `image` (RGB 0..255 planes, `height` x `width`) up to the deepest of

@@ -82,6 +82,12 @@ fn stylize_end_to_end_loss_falls_tenfold() {
     let moved = img.data.iter().zip(&c.data).map(|(a, b)| (a - b).abs()).sum::<f32>() / img.data.len() as f32;
     assert!(moved > 5.0, "the output is barely changed from the content (mean |diff| {moved})");
     assert_eq!(listing(dir.path()), ["log.jsonl", "out.png"]);
+    // L-BFGS keeps the pixels in 0..255, so the saved (8-bit) image scores what was optimised.
+    let args = ["score", content(), style(), "--image", s(&out), "--size", "256"];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let saved = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["total"].as_f64().unwrap();
+    assert!((saved - last).abs() < 0.1 * last, "saved image scores {saved}, the last iteration {last}");
 }
 
 #[test]

@@ -15,3 +15,6 @@ mod weights;
 
 /// The command line: stylize end to end, score, and every kind of bad input.
 mod cli;
+
+/// The transfer loop on the real network.
+mod transfer;

@@ -8,6 +8,12 @@
 //! and shortened to the minimum of a quadratic fitted along it. Without it, a curvature pair
 //! rejected on the second step (ReLU and max-pool kinks can make `y.s` negative over the tiny
 //! first step) leaves `H = 1`, and the next step, `-g` in full, multiplies a style loss by 10^6.
+//!
+//! With [`Lbfgs::bounded`] the pixels stay in a box (0..255 for images), so the image that is
+//! saved is the one that was optimised: variables at a bound whose gradient points out of the box
+//! are held there (their direction is zero), the step is projected back into the box, and the
+//! curvature pair uses the step actually taken (projected L-BFGS, as in L-BFGS-B without its
+//! generalised Cauchy point).
 
 use super::{Optimizer, dot};
 
@@ -30,6 +36,8 @@ pub struct Lbfgs {
     steps: usize,
     /// The step length used while there is no curvature pair.
     first_t: f64,
+    /// The box the variables are kept in, if any.
+    bounds: Option<(f32, f32)>,
 }
 
 impl Lbfgs {
@@ -46,7 +54,13 @@ impl Lbfgs {
             h_diag: 1.0,
             steps: 0,
             first_t: 1.0,
+            bounds: None,
         }
+    }
+
+    /// Keeps every variable in `lo..=hi` (see the module documentation).
+    pub fn bounded(self, lo: f32, hi: f32) -> Self {
+        Lbfgs { bounds: Some((lo, hi)), ..self }
     }
 
     /// Starts with the inverse curvature `h0` (e.g. from the previous scale of a pyramid)
@@ -103,6 +117,7 @@ impl Optimizer for Lbfgs {
     }
 
     fn step(&mut self, x: &mut [f32], loss: f64, g: &[f32]) {
+        let full_g = g;
         if let Some((pg, pl)) = self.prev.take() {
             if self.backtrack && loss > BACKTRACK_FACTOR * pl {
                 self.backtrack(x, loss, &pg, pl);
@@ -122,7 +137,19 @@ impl Optimizer for Lbfgs {
         }
         let first = self.steps == 0;
         self.steps += 1;
+        // Variables held at a bound: their gradient points out of the box.
+        let held = |x: f32, g: f32| self.bounds.is_some_and(|(lo, hi)| (x <= lo && g > 0.0) || (x >= hi && g < 0.0));
+        let free_g: Option<Vec<f32>> =
+            self.bounds.map(|_| x.iter().zip(g).map(|(&x, &g)| if held(x, g) { 0.0 } else { g }).collect());
+        let g = free_g.as_deref().unwrap_or(g);
         let mut d = self.direction(g);
+        if self.bounds.is_some() {
+            d.iter_mut().zip(g).for_each(|(d, g)| {
+                if *g == 0.0 {
+                    *d = 0.0
+                }
+            });
+        }
         if dot(g, &d) > -1e-9 {
             // Not a descent direction (a degenerate history): restart from steepest descent.
             self.pairs.clear();
@@ -142,9 +169,17 @@ impl Optimizer for Lbfgs {
             self.lr
         };
         d.iter_mut().for_each(|v| *v *= t);
-        x.iter_mut().zip(&d).for_each(|(x, s)| *x += s);
+        match self.bounds {
+            Some((lo, hi)) => x.iter_mut().zip(d.iter_mut()).for_each(|(x, s)| {
+                // The step actually taken, after projection into the box.
+                let to = (*x + *s).clamp(lo, hi);
+                *s = to - *x;
+                *x = to;
+            }),
+            None => x.iter_mut().zip(&d).for_each(|(x, s)| *x += s),
+        }
         self.prev_step = d;
-        self.prev = Some((g.to_vec(), loss));
+        self.prev = Some((full_g.to_vec(), loss));
     }
 }
 
@@ -200,6 +235,25 @@ mod tests {
             opt.step(&mut x, l, &g);
         }
         assert!(x.iter().all(|v| v.abs() < 1e-4), "{x:?}");
+    }
+
+    #[test]
+    fn bounded_stays_in_the_box_and_finds_the_constrained_minimum() {
+        // f = sum (x - c)^2 with c partly outside [0, 1]: the minimum in the box is c clamped.
+        let c = [-1.0f32, 0.5, 3.0, 0.25];
+        let f = |x: &[f32]| {
+            let l = x.iter().zip(&c).map(|(x, c)| ((x - c) as f64).powi(2)).sum::<f64>();
+            (l, x.iter().zip(&c).map(|(x, c)| 2.0 * (x - c)).collect::<Vec<f32>>())
+        };
+        let mut opt = Lbfgs::new(10, 1.0).bounded(0.0, 1.0);
+        let mut x = vec![0.5f32; 4];
+        for _ in 0..30 {
+            let (l, g) = f(&x);
+            opt.step(&mut x, l, &g);
+            assert!(x.iter().all(|v| (0.0..=1.0).contains(v)), "{x:?}");
+        }
+        let want = [0.0, 0.5, 1.0, 0.25];
+        assert!(x.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4), "{x:?}");
     }
 
     /// After a loss blow-up the safeguard returns to the previous point along the same step,
