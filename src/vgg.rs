@@ -176,6 +176,19 @@ impl Vgg {
         self.kernel.name()
     }
 
+    /// The conv kernel.
+    pub fn kernel(&self) -> &dyn Conv3x3 {
+        self.kernel.as_ref()
+    }
+
+    /// Every conv layer in order: its name (`reluB_K`), filter and bias.
+    pub fn convs(&self) -> impl Iterator<Item = (LayerId, &Filter, &[f32])> {
+        self.stages.iter().filter_map(|s| match s {
+            Stage::Conv { id, filter, bias } => Some((*id, filter, bias.as_slice())),
+            Stage::Pool { .. } => None,
+        })
+    }
+
     /// Every layer name this network has, in order.
     pub fn layer_names(&self) -> Vec<LayerId> {
         let mut names = Vec::new();

@@ -10,10 +10,10 @@ use std::time::Instant;
 use anyhow::Result;
 
 use impasto::image_io::Image;
-use impasto::kernels::{self, ConvShape, Filter};
+use impasto::kernels::ConvShape;
 use impasto::loss::{LossConfig, Objective};
 use impasto::transfer::noise_image;
-use impasto::vgg::{Pooling, Vgg};
+use impasto::vgg::{LayerId, Pooling, Vgg};
 use impasto::weights::{self, VggWeights};
 
 /// Median of `runs` timings of `f`, in seconds, after one warm-up call.
@@ -38,47 +38,43 @@ pub fn peak_memory() -> Option<u64> {
 }
 
 /// Runs the benchmark at each size and prints the tables.
-pub fn run(sizes: &[usize], runs: usize, weights: &VggWeights) -> Result<()> {
-    let kernel = kernels::default_kernel();
+pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
+    // One network for everything: the per-layer timings use its filters (and their cached
+    // transforms) and its kernel, as a run does.
+    let net = Vgg::new(weights, Pooling::Max);
+    let kernel = net.kernel();
     println!("impasto bench: {} threads, conv kernel {}", rayon::current_num_threads(), kernel.name());
+    let deepest: LayerId = "relu5_1".parse()?; // the deepest layer the default losses use
     for &size in sizes {
         println!("\n## {size}x{size}\n");
         println!(
             "| layer | in -> out channels | size | forward ms | forward GFLOP/s | image-gradient ms | image-gradient GFLOP/s |"
         );
         println!("|---|---|---|---|---|---|---|");
-        let (mut side, mut total_flops, mut total_s) = (size, 0.0, 0.0);
-        'blocks: for (b, block) in weights.blocks.iter().enumerate() {
-            for (k, conv) in block.iter().enumerate() {
-                let shape = ConvShape { c_in: conv.c_in, c_out: conv.c_out, height: side, width: side };
-                let input = vec![1.0f32; conv.c_in * side * side];
-                let grad = vec![1.0f32; conv.c_out * side * side];
-                let filter = Filter::new(conv.weight.clone(), conv.c_out, conv.c_in);
-                let mut out = vec![0.0f32; conv.c_out * side * side];
-                let mut gin = vec![0.0f32; conv.c_in * side * side];
-                let f = median_seconds(runs, || kernel.conv(shape, &input, &filter, Some(&conv.bias), true, &mut out));
-                let g = median_seconds(runs, || kernel.conv_adjoint(shape, &grad, Some(&out), &filter, &mut gin));
-                let flops = shape.flops();
-                println!(
-                    "| conv{}_{} | {} -> {} | {side} | {:.1} | {:.0} | {:.1} | {:.0} |",
-                    b + 1,
-                    k + 1,
-                    conv.c_in,
-                    conv.c_out,
-                    f * 1e3,
-                    flops / f / 1e9,
-                    g * 1e3,
-                    flops / g / 1e9
-                );
-                total_flops += 2.0 * flops;
-                total_s += f + g;
-                if b == 4 {
-                    break 'blocks; // conv5_1 is the deepest layer the default losses use
-                }
-            }
-            side /= 2;
+        let (mut total_flops, mut total_s) = (0.0, 0.0);
+        for (id, filter, bias) in net.convs().take_while(|(id, _, _)| *id <= deepest) {
+            let side = size >> net.pools_before(id)?;
+            let (c_in, c_out) = (filter.c_in(), filter.c_out());
+            let shape = ConvShape { c_in, c_out, height: side, width: side };
+            let input = vec![1.0f32; c_in * side * side];
+            let grad = vec![1.0f32; c_out * side * side];
+            let mut out = vec![0.0f32; c_out * side * side];
+            let mut gin = vec![0.0f32; c_in * side * side];
+            let f = median_seconds(runs, || kernel.conv(shape, &input, filter, Some(bias), true, &mut out));
+            let g = median_seconds(runs, || kernel.conv_adjoint(shape, &grad, Some(&out), filter, &mut gin));
+            let flops = shape.flops();
+            println!(
+                "| conv{}_{} | {c_in} -> {c_out} | {side} | {:.1} | {:.0} | {:.1} | {:.0} |",
+                id.block,
+                id.index,
+                f * 1e3,
+                flops / f / 1e9,
+                g * 1e3,
+                flops / g / 1e9
+            );
+            total_flops += 2.0 * flops;
+            total_s += f + g;
         }
-        let net = Vgg::new(weights.clone(), Pooling::Max);
         let config = LossConfig::default();
         let content = noise_image(size, size, 1);
         let style: Image = noise_image(size, size, 2);

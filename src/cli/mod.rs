@@ -37,7 +37,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if sizes.iter().any(|&s| s < 16) || runs == 0 {
                 bail!("--sizes must be at least 16 (relu5_1 needs 16x16) and --runs at least 1");
             }
-            bench::run(&sizes, runs, &bench::default_weights()?)?;
+            bench::run(&sizes, runs, bench::default_weights()?)?;
             Ok(0)
         }
         Command::Weights(WeightsCommand::Path) => {

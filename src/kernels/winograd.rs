@@ -287,8 +287,9 @@ fn output_adjoint(
                 let src = &plane[y * w..(y + 1) * w];
                 match relu_out {
                     Some(out) => {
-                        for ((r, g), a) in row.iter_mut().zip(src).zip(&out[y * w..(y + 1) * w]) {
-                            *r = if *a > 0.0 { *g } else { 0.0 };
+                        let (dst, out) = (&mut row[..w], &out[y * w..(y + 1) * w]);
+                        for x in 0..w {
+                            dst[x] = if out[x] > 0.0 { src[x] } else { 0.0 };
                         }
                     }
                     None => row[..w].copy_from_slice(src),
