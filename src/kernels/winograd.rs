@@ -15,8 +15,9 @@
 //! and `B M̄ Bᵀ` gives 6x6 windows that are added up where they overlap.
 //!
 //! The transforms' constants are the standard ones for the points 0, ±1, ±2 and ∞. A pass whose
-//! input has few channels (conv1_1's forward pass, on the image's 3) goes to [`Im2colGemm`],
-//! where the transforms would cost more than the products they save.
+//! input has few channels (conv1_1's forward pass, on the image's 3) or whose image has very few
+//! tiles (the deepest layers of a small image) goes to [`Im2colGemm`], where Winograd would cost
+//! more than it saves.
 
 use std::sync::Mutex;
 
@@ -32,6 +33,9 @@ const TILE: usize = 4;
 const POINTS: usize = 36;
 /// Passes with fewer input channels than this use im2col.
 const MIN_CHANNELS: usize = 16;
+/// Layers with fewer 4x4 tiles than this use im2col by default: each of the 36 products would
+/// stream its transformed filter from memory for very few tiles.
+const MIN_TILES: usize = 16;
 /// The default bound on the transformed input and output of one band: 8 Mi floats (32 MiB).
 const DEFAULT_BAND_FLOATS: usize = 8 << 20;
 
@@ -39,6 +43,7 @@ const DEFAULT_BAND_FLOATS: usize = 8 << 20;
 pub struct Winograd {
     fallback: Im2colGemm,
     band_floats: usize,
+    min_tiles: usize,
     /// The transformed input `[c_in][36][tiles]` and the products `[c_out][36][tiles]` of a band.
     scratch: Mutex<(Vec<f32>, Vec<f32>)>,
 }
@@ -57,15 +62,28 @@ impl Winograd {
     /// A kernel whose per-band buffers hold at most about `band_floats` floats (at least one row
     /// of tiles).
     pub fn with_band_floats(band_floats: usize) -> Self {
-        Winograd { fallback: Im2colGemm::new(), band_floats, scratch: Mutex::new((Vec::new(), Vec::new())) }
+        Winograd {
+            fallback: Im2colGemm::new(),
+            band_floats,
+            min_tiles: MIN_TILES,
+            scratch: Mutex::new((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// Runs every layer with at least `min_tiles` 4x4 tiles as Winograd (default 16); 1 makes
+    /// even a 1x1 image Winograd (the tests use it).
+    pub fn with_min_tiles(self, min_tiles: usize) -> Self {
+        Winograd { min_tiles: min_tiles.max(1), ..self }
     }
 
     /// Whether a pass whose input has `channels` planes runs as Winograd (otherwise im2col):
     /// the forward pass of a conv with `c_in` channels in, the input gradient of one with `c_out`
-    /// out. (Measured: conv1_1's forward pass, 3 channels in, is 3x faster as im2col; its input
-    /// gradient, 64 channels in, 1.3x faster as Winograd.)
-    pub fn uses_winograd(channels: usize) -> bool {
-        channels >= MIN_CHANNELS
+    /// out, on an image of at least `min_tiles` tiles. (Measured: conv1_1's forward pass, 3
+    /// channels in, is 3x faster as im2col, its input gradient, 64 channels in, 1.3x faster as
+    /// Winograd; with im2col below 16 tiles a 128 px iteration is about 12% faster, since each
+    /// of Winograd's 36 products streams its transformed filter for very few tiles.)
+    pub fn uses_winograd(&self, channels: usize, shape: ConvShape) -> bool {
+        channels >= MIN_CHANNELS && shape.height.div_ceil(TILE) * shape.width.div_ceil(TILE) >= self.min_tiles
     }
 }
 
@@ -461,7 +479,7 @@ impl Winograd {
 
 impl Conv3x3 for Winograd {
     fn conv(&self, s: ConvShape, input: &[f32], filter: &Filter, bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
-        if !Self::uses_winograd(s.c_in) {
+        if !self.uses_winograd(s.c_in, s) {
             return self.fallback.conv(s, input, filter, bias, relu, out);
         }
         check(s, input, filter, bias, out);
@@ -487,7 +505,7 @@ impl Conv3x3 for Winograd {
         filter: &Filter,
         grad_in: &mut [f32],
     ) {
-        if !Self::uses_winograd(s.c_out) {
+        if !self.uses_winograd(s.c_out, s) {
             return self.fallback.conv_adjoint(s, grad_out, relu_out, filter, grad_in);
         }
         check(s, grad_in, filter, None, grad_out); // the forward conv's shapes, in and out swapped
