@@ -15,6 +15,16 @@ pub fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
     a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| f(x, *y)));
 }
 
+/// The gradient through a ReLU: `grad[i] = 0` where the ReLU's output `relu_out[i]` is not
+/// positive, in parallel.
+pub fn relu_mask(grad: &mut [f32], relu_out: &[f32]) {
+    zip_apply(grad, relu_out, |g, a| {
+        if a <= 0.0 {
+            *g = 0.0
+        }
+    });
+}
+
 /// `f(a[i])` for every `i`, in parallel.
 pub fn apply(a: &mut [f32], f: impl Fn(&mut f32) + Sync) {
     a.par_chunks_mut(CHUNK).for_each(|a| a.iter_mut().for_each(&f));

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::image_io::{Image, resize};
-use crate::linalg::{self, View, gram, gram_scaled, identity, matmul, sqrt_newton_schulz, square};
+use crate::linalg::{self, gram, gram_scaled, identity, sqrt_newton_schulz, square};
 use crate::vgg::{LayerId, Vgg};
 
 /// How style is compared.
@@ -613,7 +613,7 @@ fn w2_term(
     let id = identity(c);
     d_cov.iter_mut().zip(&id).for_each(|(v, i)| *v = i - *v);
     let k = (2.0 * strength / m as f64) as f32;
-    let mut grad = matmul(c, m, c, View::rows(&d_cov, c), View::rows(&x, m), k);
+    let mut grad = linalg::times_features(&d_cov, &x, c, m, k);
     grad.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
         let shift = k * (mean[i] - mo.mean[i]);
         r.iter_mut().for_each(|v| *v += shift);

@@ -369,11 +369,7 @@ impl Vgg {
                     if pre_relu_grads {
                         // Through the ReLU first, then the gradients of the pre-ReLU output.
                         if let Some(g) = g.as_mut() {
-                            linalg::zip_apply(g, out, |g, a| {
-                                if a <= 0.0 {
-                                    *g = 0.0
-                                }
-                            });
+                            linalg::relu_mask(g, out);
                         }
                         for (kind, src) in &at_stage[si] {
                             if *kind == LayerKind::Conv {

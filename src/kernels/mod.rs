@@ -132,11 +132,7 @@ pub trait Conv3x3: Send + Sync {
         match relu_out {
             Some(out) => {
                 let mut masked = grad_out.to_vec();
-                crate::linalg::zip_apply(&mut masked, out, |g, a| {
-                    if a <= 0.0 {
-                        *g = 0.0
-                    }
-                });
+                crate::linalg::relu_mask(&mut masked, out);
                 self.conv(back, &masked, filter.flipped(), None, false, grad_in);
             }
             None => self.conv(back, grad_out, filter.flipped(), None, false, grad_in),
@@ -219,23 +215,28 @@ mod tests {
         }
     }
 
+    /// `(c_in, c_out, height, width)`: sizes that are and are not multiples of the 4x4 tile,
+    /// smaller than one tile, one row or column; odd channel counts, and counts on both sides of
+    /// the im2col threshold, in either direction.
+    const AWKWARD_SHAPES: &[(usize, usize, usize, usize)] = &[
+        (16, 16, 1, 1),
+        (16, 20, 3, 5),
+        (24, 16, 7, 9),
+        (16, 16, 4, 4),
+        (32, 17, 8, 12),
+        (17, 32, 8, 12),
+        (20, 33, 13, 6),
+        (33, 20, 13, 6),
+        (16, 16, 40, 1),
+        (16, 16, 1, 37),
+        (64, 64, 23, 19),
+        (3, 64, 7, 9),
+        (64, 3, 9, 7),
+    ];
+
     #[test]
     fn winograd_matches_reference_on_awkward_shapes() {
-        // Sizes that are and are not multiples of the 4x4 tile, smaller than one tile, one row or
-        // column; channel counts on both sides of the im2col threshold.
-        for &(c_in, c_out, h, w) in &[
-            (16, 16, 1, 1),
-            (16, 20, 3, 5),
-            (24, 16, 7, 9),
-            (16, 16, 4, 4),
-            (32, 17, 8, 12),
-            (20, 33, 13, 6),
-            (16, 16, 40, 1),
-            (16, 16, 1, 37),
-            (64, 64, 23, 19),
-            (3, 64, 7, 9),
-            (64, 3, 9, 7),
-        ] {
+        for &(c_in, c_out, h, w) in AWKWARD_SHAPES {
             let shape = ConvShape { c_in, c_out, height: h, width: w };
             let err = worst_error(&Winograd::new().with_min_tiles(1), shape, 7);
             assert!(err < 1e-5, "{shape:?}: relative error {err}");
@@ -265,19 +266,7 @@ mod tests {
 
     #[test]
     fn winograd_input_gradient_matches_reference_on_awkward_shapes() {
-        for &(c_in, c_out, h, w) in &[
-            (16, 16, 1, 1),
-            (16, 20, 3, 5),
-            (24, 16, 7, 9),
-            (16, 16, 4, 4),
-            (17, 32, 8, 12),
-            (33, 20, 13, 6),
-            (16, 16, 40, 1),
-            (16, 16, 1, 37),
-            (64, 64, 23, 19),
-            (3, 64, 7, 9),
-            (64, 3, 9, 7),
-        ] {
+        for &(c_in, c_out, h, w) in AWKWARD_SHAPES {
             let shape = ConvShape { c_in, c_out, height: h, width: w };
             for kernel in [
                 &Winograd::new() as &dyn Conv3x3,
