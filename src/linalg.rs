@@ -9,6 +9,32 @@ use rayon::prelude::*;
 /// Elements per parallel task in the element-wise loops.
 const CHUNK: usize = 1 << 14;
 
+/// `n` copies of `value`, written in parallel: a layer-sized buffer would otherwise be filled,
+/// and its pages touched, by one thread while the other waits.
+pub fn filled<T: Copy + Send + Sync>(n: usize, value: T) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut().par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| _ = x.write(value)));
+    // SAFETY: the loop above initialised all n elements of the capacity.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `n` zeros, written in parallel (see [`filled`]).
+pub fn zeros(n: usize) -> Vec<f32> {
+    filled(n, 0.0)
+}
+
+/// A copy of `a`, made in parallel.
+pub fn copied(a: &[f32]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(a.len());
+    v.spare_capacity_mut().par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).for_each(|(d, s)| {
+        d.iter_mut().zip(s).for_each(|(d, s)| _ = d.write(*s));
+    });
+    // SAFETY: the loop above initialised all a.len() elements of the capacity.
+    unsafe { v.set_len(a.len()) };
+    v
+}
+
 /// `f(a[i], b[i])` for every `i`, in parallel.
 pub fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
     assert_eq!(a.len(), b.len(), "zip_apply lengths");
@@ -142,7 +168,7 @@ pub fn gram_scaled(f: &[f32], c: usize, m: usize, scale: f32) -> Vec<f32> {
 /// computed in cache-sized column blocks in parallel (the style loss's gradient).
 pub fn times_features(d: &[f32], f: &[f32], c: usize, m: usize, alpha: f32) -> Vec<f32> {
     assert_eq!((d.len(), f.len()), (c * c, c * m), "times_features operands");
-    let mut out = vec![0.0f32; c * m];
+    let mut out = zeros(c * m);
     let out_ptr = SendPtr(out.as_mut_ptr());
     column_tasks(m).into_par_iter().for_each(|(a, b)| {
         // SAFETY: this task writes only columns a..b of `out` (c x m row-major), and reads

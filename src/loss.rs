@@ -277,7 +277,7 @@ struct Moments {
 /// Row means of a `c x m` matrix and the centred matrix.
 fn centre(f: &[f32], c: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
     let mean: Vec<f32> = f.chunks(m).map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / m as f64) as f32).collect();
-    let mut x = f.to_vec();
+    let mut x = linalg::copied(f);
     x.par_chunks_mut(m).zip(mean.par_iter()).for_each(|(r, mu)| r.iter_mut().for_each(|v| *v -= mu));
     debug_assert_eq!(mean.len(), c);
     (mean, x)
@@ -326,7 +326,7 @@ fn downsample(mask: &[f32], mut width: usize, mut height: usize, times: usize) -
 /// `f` (`c x m`) with each column scaled by `mask`.
 fn apply_mask(f: &[f32], mask: &[f32]) -> Vec<f32> {
     let m = mask.len();
-    let mut out = f.to_vec();
+    let mut out = linalg::copied(f);
     out.par_chunks_mut(m).for_each(|r| r.iter_mut().zip(mask).for_each(|(v, k)| *v *= k));
     out
 }
@@ -511,7 +511,7 @@ impl<'n> Objective<'n> {
             terms.content += cfg.content_weight * sq_dist(f, &t.target) / n;
             if with_grad {
                 let k = (2.0 * cfg.content_weight / n) as f32;
-                let mut g = f.to_vec();
+                let mut g = linalg::copied(f);
                 linalg::zip_apply(&mut g, &t.target, |a, b| *a = k * (*a - b));
                 if cfg.normalize_gradients {
                     normalize_l1(&mut g, cfg.content_weight);

@@ -295,12 +295,12 @@ impl Vgg {
                 Stage::Conv { id, filter, bias, .. } => {
                     let c_out = filter.c_out();
                     let shape = ConvShape { c_in: filter.c_in(), c_out, height: h, width: w };
-                    let mut out = vec![0.0; c_out * h * w];
+                    let mut out = linalg::zeros(c_out * h * w);
                     let keep_pre =
                         layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
                     self.kernel.conv(shape, input, filter, Some(bias), !keep_pre, &mut out);
                     let pre = keep_pre.then(|| {
-                        let pre = out.clone();
+                        let pre = linalg::copied(&out);
                         linalg::apply(&mut out, |v| *v = v.max(0.0));
                         pre
                     });
@@ -352,7 +352,7 @@ impl Vgg {
         }
         let add = |g: &mut Option<Vec<f32>>, src: &[f32]| match g {
             Some(g) => linalg::zip_apply(g, src, |a, b| *a += b),
-            None => *g = Some(src.to_vec()),
+            None => *g = Some(linalg::copied(src)),
         };
         let mut g: Option<Vec<f32>> = None;
         for si in (0..fwd.outputs.len()).rev() {
@@ -379,7 +379,7 @@ impl Vgg {
                     }
                     if let Some(gv) = g.take() {
                         let shape = ConvShape { c_in: filter.c_in(), c_out: filter.c_out(), height: in_h, width: in_w };
-                        let mut gin = vec![0.0; filter.c_in() * in_h * in_w];
+                        let mut gin = linalg::zeros(filter.c_in() * in_h * in_w);
                         let relu_out = (!pre_relu_grads).then_some(out.as_slice());
                         self.kernel.conv_adjoint(shape, &gv, relu_out, filter, &mut gin);
                         g = Some(gin);
@@ -401,8 +401,8 @@ impl Vgg {
 /// the position of each maximum in its window (the first one, row-major, on ties).
 fn pool_forward(pooling: Pooling, x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = vec![0.0; c * oh * ow];
-    let mut sw = if pooling == Pooling::Max { vec![0u8; c * oh * ow] } else { Vec::new() };
+    let mut out = linalg::zeros(c * oh * ow);
+    let mut sw = if pooling == Pooling::Max { linalg::filled(c * oh * ow, 0u8) } else { Vec::new() };
     let plane = oh * ow;
     if plane == 0 {
         return (out, sw);
@@ -441,7 +441,7 @@ fn pool_forward(pooling: Pooling, x: &[f32], c: usize, h: usize, w: usize) -> (V
 /// The gradient through [`pool_forward`]: to the maximum (max) or spread evenly (avg).
 fn pool_backward(pooling: Pooling, g: &[f32], sw: &[u8], c: usize, h: usize, w: usize) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = vec![0.0; c * h * w];
+    let mut out = linalg::zeros(c * h * w);
     if oh * ow == 0 {
         return out;
     }

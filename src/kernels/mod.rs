@@ -216,10 +216,15 @@ mod tests {
     }
 
     /// `(c_in, c_out, height, width)`: sizes that are and are not multiples of the 4x4 tile,
-    /// smaller than one tile, one row or column; odd channel counts, and counts on both sides of
-    /// the im2col threshold, in either direction.
+    /// smaller than one tile, one row or column; rows of exactly one, more than one and part of
+    /// a group of 16 tiles (Winograd transforms 16 at once); odd channel counts, and counts on
+    /// both sides of the im2col threshold, in either direction.
     const AWKWARD_SHAPES: &[(usize, usize, usize, usize)] = &[
         (16, 16, 1, 1),
+        (16, 16, 6, 64),
+        (16, 17, 9, 70),
+        (24, 16, 5, 72),
+        (17, 16, 5, 129),
         (16, 20, 3, 5),
         (24, 16, 7, 9),
         (16, 16, 4, 4),

@@ -100,46 +100,112 @@ fn g_1d(g: [f64; 3]) -> [f64; 6] {
     ]
 }
 
+/// Tiles transformed at once, one per SIMD lane (16 f32 fill one AVX-512 register).
+const LANES: usize = 16;
+
+/// One value of each of [`LANES`] neighbouring tiles. The transforms below are written on
+/// these, so each arithmetic operation is one vector instruction across the tiles.
+#[derive(Clone, Copy)]
+struct Lanes([f32; LANES]);
+
+impl Lanes {
+    const ZERO: Lanes = Lanes([0.0; LANES]);
+
+    /// `s[0..LANES]`.
+    #[inline(always)]
+    fn load(s: &[f32]) -> Lanes {
+        Lanes(s[..LANES].try_into().expect("LANES values"))
+    }
+    /// Writes into `d[0..LANES]`.
+    #[inline(always)]
+    fn store(self, d: &mut [f32]) {
+        d[..LANES].copy_from_slice(&self.0);
+    }
+    /// Adds into `d[0..LANES]`.
+    #[inline(always)]
+    fn add_to(self, d: &mut [f32]) {
+        for (d, v) in d[..LANES].iter_mut().zip(self.0) {
+            *d += v;
+        }
+    }
+    /// Each lane through `f`.
+    #[inline(always)]
+    fn map(mut self, f: impl Fn(f32) -> f32) -> Lanes {
+        for v in &mut self.0 {
+            *v = f(*v);
+        }
+        self
+    }
+}
+
+macro_rules! lanewise {
+    ($trait:ident, $method:ident, $op:tt) => {
+        impl std::ops::$trait for Lanes {
+            type Output = Lanes;
+            #[inline(always)]
+            fn $method(mut self, o: Lanes) -> Lanes {
+                for (a, b) in self.0.iter_mut().zip(o.0) {
+                    *a = *a $op b;
+                }
+                self
+            }
+        }
+    };
+}
+lanewise!(Add, add, +);
+lanewise!(Sub, sub, -);
+
+impl std::ops::Mul<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn mul(mut self, k: f32) -> Lanes {
+        for v in &mut self.0 {
+            *v *= k;
+        }
+        self
+    }
+}
+
 /// `Bᵀ d` for six values.
 #[inline(always)]
-fn bt_1d(d: [f32; 6]) -> [f32; 6] {
+fn bt_1d(d: [Lanes; 6]) -> [Lanes; 6] {
     let [d0, d1, d2, d3, d4, d5] = d;
     [
-        4.0 * d0 - 5.0 * d2 + d4,
-        -4.0 * (d1 + d2) + d3 + d4,
-        4.0 * (d1 - d2) - d3 + d4,
-        2.0 * (d3 - d1) - d2 + d4,
-        2.0 * (d1 - d3) - d2 + d4,
-        4.0 * d1 - 5.0 * d3 + d5,
+        d0 * 4.0 - d2 * 5.0 + d4,
+        d3 + d4 - (d1 + d2) * 4.0,
+        (d1 - d2) * 4.0 - d3 + d4,
+        (d3 - d1) * 2.0 - d2 + d4,
+        (d1 - d3) * 2.0 - d2 + d4,
+        d1 * 4.0 - d3 * 5.0 + d5,
     ]
 }
 
 /// `Aᵀ m` for six values.
 #[inline(always)]
-fn at_1d(m: [f32; 6]) -> [f32; 4] {
+fn at_1d(m: [Lanes; 6]) -> [Lanes; 4] {
     let [m0, m1, m2, m3, m4, m5] = m;
     let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
-    [m0 + s12 + s34, d12 + 2.0 * d34, s12 + 4.0 * s34, d12 + 8.0 * d34 + m5]
+    [m0 + s12 + s34, d12 + d34 * 2.0, s12 + s34 * 4.0, d12 + d34 * 8.0 + m5]
 }
 
 /// `A y` for four values: the adjoint of [`at_1d`].
 #[inline(always)]
-fn a_1d(y: [f32; 4]) -> [f32; 6] {
+fn a_1d(y: [Lanes; 4]) -> [Lanes; 6] {
     let [y0, y1, y2, y3] = y;
-    let (e, o) = (y0 + 4.0 * y2, y1 + 4.0 * y3);
+    let (e, o) = (y0 + y2 * 4.0, y1 + y3 * 4.0);
     let (e1, o1) = (y0 + y2, y1 + y3);
-    [y0, e1 + o1, e1 - o1, e + 2.0 * o, e - 2.0 * o, y3]
+    [y0, e1 + o1, e1 - o1, e + o * 2.0, e - o * 2.0, y3]
 }
 
 /// `B m` for six values: the adjoint of [`bt_1d`].
 #[inline(always)]
-fn b_1d(m: [f32; 6]) -> [f32; 6] {
+fn b_1d(m: [Lanes; 6]) -> [Lanes; 6] {
     let [m0, m1, m2, m3, m4, m5] = m;
     [
-        4.0 * m0,
-        4.0 * (m2 - m1 + m5) + 2.0 * (m4 - m3),
-        -5.0 * m0 - 4.0 * (m1 + m2) - m3 - m4,
-        m1 - m2 + 2.0 * (m3 - m4) - 5.0 * m5,
+        m0 * 4.0,
+        (m2 - m1 + m5) * 4.0 + (m4 - m3) * 2.0,
+        m0 * -5.0 - (m1 + m2) * 4.0 - m3 - m4,
+        m1 - m2 + (m3 - m4) * 2.0 - m5 * 5.0,
         m0 + m1 + m2 + m3 + m4,
         m5,
     ]
@@ -168,122 +234,197 @@ fn transform_filter(f: &Filter) -> Vec<f32> {
     u
 }
 
-/// The tiles of one band: tile rows `ty0..ty0 + rows`, `tw` tiles per row.
+/// The tiles of one band: tile rows `ty0..ty0 + rows`, `tw` tiles per row. In the transformed
+/// buffers each of the 36 points of one plane is a row of `stride` values, tile `t` at `t`;
+/// `stride` leaves room past the last tile for a whole group of [`LANES`].
 #[derive(Clone, Copy)]
 struct Band {
     ty0: usize,
     rows: usize,
     tw: usize,
+    stride: usize,
 }
 
 impl Band {
     fn tiles(&self) -> usize {
         self.rows * self.tw
     }
+    /// Groups of [`LANES`] tiles per tile row (the last one partly past the row's end).
+    fn groups(&self) -> usize {
+        self.tw.div_ceil(LANES)
+    }
+    /// The row stride for `tiles` tiles.
+    fn stride_for(tiles: usize) -> usize {
+        (tiles + LANES).next_multiple_of(LANES)
+    }
 }
 
-/// `V = Bᵀ d B` for every tile of `band` in one input plane; `dst` is `[36][band tiles]`.
-/// `strip` and `cols` are scratch space.
-fn input_transform(
-    plane: &[f32],
-    (h, w): (usize, usize),
-    band: Band,
-    dst: &mut [f32],
-    strip: &mut Vec<f32>,
-    cols: &mut Vec<f32>,
-) {
-    let sw = TILE * band.tw + 2;
-    strip.resize(6 * sw, 0.0);
-    cols.resize(6 * sw, 0.0);
-    let nt = band.tiles();
+/// Splits `row` into its four phases: `phases[p * len + i] = row[4 i + p]`, `len` values each.
+#[inline(always)]
+fn deinterleave(row: &[f32], phases: &mut [f32], len: usize) {
+    let (p0, rest) = phases[..4 * len].split_at_mut(len);
+    let (p1, rest) = rest.split_at_mut(len);
+    let (p2, p3) = rest.split_at_mut(len);
+    for ((((q, a), b), c), d) in row[..4 * len].chunks_exact(4).zip(p0).zip(p1).zip(p2).zip(p3) {
+        (*a, *b, *c, *d) = (q[0], q[1], q[2], q[3]);
+    }
+}
+
+/// The inverse of [`deinterleave`]: `row[4 i + p] = phases[p * len + i]`.
+#[inline(always)]
+fn interleave(phases: &[f32], len: usize, row: &mut [f32]) {
+    let (p0, rest) = phases[..4 * len].split_at(len);
+    let (p1, rest) = rest.split_at(len);
+    let (p2, p3) = rest.split_at(len);
+    for ((((q, a), b), c), d) in row[..4 * len].chunks_exact_mut(4).zip(p0).zip(p1).zip(p2).zip(p3) {
+        (q[0], q[1], q[2], q[3]) = (*a, *b, *c, *d);
+    }
+}
+
+/// Defines `fn $name(args)` that runs `$body(args)` compiled for AVX-512 or AVX2 + FMA when the
+/// CPU has them (the lane-wise transforms vectorize fully only there), and as built otherwise.
+macro_rules! simd_dispatch {
+    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:ident) => {
+        $(#[$attr])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                    // SAFETY: this CPU has every feature `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `avx2`.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+simd_dispatch! {
+    /// `V = Bᵀ d B` for every tile of `band` in one input plane; `dst` is `[36][band.stride]`.
+    fn input_transform(plane: &[f32], hw: (usize, usize), band: Band, dst: &mut [f32], sc: &mut Scratch) = input_transform_lanes
+}
+
+#[inline(always)]
+fn input_transform_lanes(plane: &[f32], (h, w): (usize, usize), band: Band, dst: &mut [f32], sc: &mut Scratch) {
+    // Tile tx's six columns are input columns 4tx-1..4tx+5, i.e. phases 0..4 of the padded row
+    // (`pad[x + 1] = input[x]`) at tx and phases 0, 1 at tx + 1.
+    let groups = band.groups();
+    let len = groups * LANES + LANES; // per phase: every tile and one more
+    sc.a.clear();
+    sc.a.resize(4 * len, 0.0);
+    sc.b.resize(2 * 24 * len, 0.0);
+    let pad = &mut sc.a;
+    let (phases, cols) = sc.b.split_at_mut(24 * len);
     for r in 0..band.rows {
-        let ty = band.ty0 + r;
-        // The six input rows under this tile row, zero-padded: strip[j][x] = input[4ty-1+j][x-1].
+        // The six input rows under this tile row, zero-padded, in phases: phases[j][p][tx].
         for j in 0..6 {
-            let row = &mut strip[j * sw..(j + 1) * sw];
-            let y = (TILE * ty + j) as isize - 1;
-            row.fill(0.0);
+            let y = (TILE * (band.ty0 + r) + j) as isize - 1;
+            let dst = &mut phases[j * 4 * len..(j + 1) * 4 * len];
             if y >= 0 && (y as usize) < h {
                 let y = y as usize;
-                row[1..1 + w].copy_from_slice(&plane[y * w..(y + 1) * w]);
+                pad[1..1 + w].copy_from_slice(&plane[y * w..(y + 1) * w]);
+                deinterleave(pad, dst, len);
+            } else {
+                dst.fill(0.0);
             }
         }
-        // Bᵀ along the columns, for every x at once.
-        for x in 0..sw {
-            let d =
-                [strip[x], strip[sw + x], strip[2 * sw + x], strip[3 * sw + x], strip[4 * sw + x], strip[5 * sw + x]];
-            let t = bt_1d(d);
-            for k in 0..6 {
-                cols[k * sw + x] = t[k];
+        // Bᵀ down the columns, for every (phase, tile) at once: cols[k][p][tx].
+        for i in (0..4 * len).step_by(LANES) {
+            let d = |j: usize| Lanes::load(&phases[j * 4 * len + i..]);
+            let d = bt_1d([d(0), d(1), d(2), d(3), d(4), d(5)]);
+            for (k, v) in d.into_iter().enumerate() {
+                v.store(&mut cols[k * 4 * len + i..]);
             }
         }
-        // Then along the rows of each tile.
+        // Then along each tile's row.
         for k in 0..6 {
-            let src = &cols[k * sw..(k + 1) * sw];
-            for tx in 0..band.tw {
-                let s = &src[TILE * tx..TILE * tx + 6];
-                let v = bt_1d([s[0], s[1], s[2], s[3], s[4], s[5]]);
-                let t = r * band.tw + tx;
-                for l in 0..6 {
-                    dst[(k * 6 + l) * nt + t] = v[l];
+            let p = &cols[k * 4 * len..(k + 1) * 4 * len];
+            for g in 0..groups {
+                let x0 = g * LANES;
+                let at = |phase: usize, next: usize| Lanes::load(&p[phase * len + x0 + next..]);
+                let v = bt_1d([at(0, 0), at(1, 0), at(2, 0), at(3, 0), at(0, 1), at(1, 1)]);
+                for (l, v) in v.into_iter().enumerate() {
+                    v.store(&mut dst[(k * 6 + l) * band.stride + r * band.tw + x0..]);
                 }
             }
         }
     }
 }
 
-/// `Y = Aᵀ M A` for every tile of `band` of one output channel, plus `bias`, through ReLU if
-/// `relu`, into `plane` (cropped at the image's edges). `m` is `[36][band tiles]`.
-#[allow(clippy::too_many_arguments)]
-fn output_transform(
+simd_dispatch! {
+    /// `Y = Aᵀ M A` for every tile of `band` of one output channel, plus `bias`, through ReLU if
+    /// `relu`, into `plane` (cropped at the image's edges). `m` is `[36][band.stride]`.
+    fn output_transform(m: &[f32], hw: (usize, usize), band: Band, bias: f32, relu: bool, plane: &mut [f32], sc: &mut Scratch) = output_transform_lanes
+}
+
+#[inline(always)]
+fn output_transform_lanes(
     m: &[f32],
     (h, w): (usize, usize),
     band: Band,
     bias: f32,
     relu: bool,
     plane: &mut [f32],
-    rows_a: &mut Vec<f32>,
+    sc: &mut Scratch,
 ) {
-    let (nt, tw) = (band.tiles(), band.tw);
-    rows_a.resize(4 * 6 * tw, 0.0);
+    let groups = band.groups();
+    let len = groups * LANES;
+    sc.a.resize(16 * len, 0.0);
+    sc.b.resize(4 * len, 0.0);
+    let (phases, row) = (&mut sc.a, &mut sc.b);
     for r in 0..band.rows {
-        let t0 = r * tw;
-        // Aᵀ along k for every tile of the row: rows_a[a][l][tx].
-        for l in 0..6 {
-            for tx in 0..tw {
-                let v = |k: usize| m[(k * 6 + l) * nt + t0 + tx];
-                let y = at_1d([v(0), v(1), v(2), v(3), v(4), v(5)]);
-                for a in 0..4 {
-                    rows_a[(a * 6 + l) * tw + tx] = y[a];
+        let t0 = r * band.tw;
+        for g in 0..groups {
+            let x0 = g * LANES;
+            let mv = |k: usize, l: usize| Lanes::load(&m[(k * 6 + l) * band.stride + t0 + x0..]);
+            // Aᵀ along k for each l, then along l.
+            let mut cols = [[Lanes::ZERO; 4]; 6];
+            for (l, col) in cols.iter_mut().enumerate() {
+                *col = at_1d([mv(0, l), mv(1, l), mv(2, l), mv(3, l), mv(4, l), mv(5, l)]);
+            }
+            for a in 0..4 {
+                let mut y = at_1d([cols[0][a], cols[1][a], cols[2][a], cols[3][a], cols[4][a], cols[5][a]]);
+                for v in &mut y {
+                    *v = v.map(|v| if relu { (v + bias).max(0.0) } else { v + bias });
+                }
+                // Output row a of the tiles, in phases: phases[a][b][tx].
+                for (b, v) in y.into_iter().enumerate() {
+                    v.store(&mut phases[(a * 4 + b) * len + x0..]);
                 }
             }
         }
-        // Then along l, and out.
         for a in 0..4 {
             let y = TILE * (band.ty0 + r) + a;
             if y >= h {
                 break;
             }
-            let out_row = &mut plane[y * w..(y + 1) * w];
-            for tx in 0..tw {
-                let v = |l: usize| rows_a[(a * 6 + l) * tw + tx];
-                let ys = at_1d([v(0), v(1), v(2), v(3), v(4), v(5)]);
-                for (b, val) in ys.iter().enumerate() {
-                    let x = TILE * tx + b;
-                    if x < w {
-                        let v = val + bias;
-                        out_row[x] = if relu { v.max(0.0) } else { v };
-                    }
-                }
-            }
+            interleave(&phases[a * 4 * len..(a + 1) * 4 * len], len, row);
+            plane[y * w..(y + 1) * w].copy_from_slice(&row[..w]);
         }
     }
 }
 
-/// The adjoint of [`output_transform`] (without bias; through the ReLU if `relu_out`, the
-/// plane's output, is given): `A Ȳ Aᵀ` for every 4x4 tile of `band` in one plane of the output
-/// gradient (zero past the image's edges); `dst` is `[36][band tiles]`.
-fn output_adjoint(
+simd_dispatch! {
+    /// The adjoint of [`output_transform`] (without bias; through the ReLU if `relu_out`, the
+    /// plane's output, is given): `A Ȳ Aᵀ` for every 4x4 tile of `band` in one plane of the output
+    /// gradient (zero past the image's edges); `dst` is `[36][band.stride]`.
+    fn output_adjoint(plane: &[f32], relu_out: Option<&[f32]>, hw: (usize, usize), band: Band, dst: &mut [f32], sc: &mut Scratch) = output_adjoint_lanes
+}
+
+#[inline(always)]
+fn output_adjoint_lanes(
     plane: &[f32],
     relu_out: Option<&[f32]>,
     (h, w): (usize, usize),
@@ -291,101 +432,99 @@ fn output_adjoint(
     dst: &mut [f32],
     sc: &mut Scratch,
 ) {
-    let (nt, tw) = (band.tiles(), band.tw);
-    let sw = TILE * tw;
-    sc.a.resize(4 * sw, 0.0);
-    sc.b.resize(4 * 6 * tw, 0.0);
-    let (strip, rows_a) = (&mut sc.a, &mut sc.b);
+    let groups = band.groups();
+    let len = groups * LANES;
+    sc.a.clear();
+    sc.a.resize(4 * len, 0.0);
+    sc.b.resize(16 * len, 0.0);
+    let (pad, phases) = (&mut sc.a, &mut sc.b);
     for r in 0..band.rows {
-        // The tile row's four rows of the gradient, zero past the edges.
+        // The tile row's four rows of the gradient (zero past the edges) in phases[a][b][tx].
         for a in 0..4 {
-            let row = &mut strip[a * sw..(a + 1) * sw];
             let y = TILE * (band.ty0 + r) + a;
+            let dst = &mut phases[a * 4 * len..(a + 1) * 4 * len];
             if y < h {
                 let src = &plane[y * w..(y + 1) * w];
                 match relu_out {
                     Some(out) => {
-                        let (dst, out) = (&mut row[..w], &out[y * w..(y + 1) * w]);
-                        for x in 0..w {
-                            dst[x] = if out[x] > 0.0 { src[x] } else { 0.0 };
-                        }
+                        let masked = pad[..w].iter_mut().zip(src).zip(&out[y * w..(y + 1) * w]);
+                        masked.for_each(|((d, g), o)| *d = if *o > 0.0 { *g } else { 0.0 });
                     }
-                    None => row[..w].copy_from_slice(src),
+                    None => pad[..w].copy_from_slice(src),
                 }
-                row[w..].fill(0.0);
+                deinterleave(pad, dst, len);
             } else {
-                row.fill(0.0);
+                dst.fill(0.0);
             }
         }
-        // A along x: rows_a[a][l][tx].
-        for a in 0..4 {
-            for tx in 0..tw {
-                let s = &strip[a * sw + TILE * tx..a * sw + TILE * tx + 4];
-                let m = a_1d([s[0], s[1], s[2], s[3]]);
-                for l in 0..6 {
-                    rows_a[(a * 6 + l) * tw + tx] = m[l];
-                }
+        for g in 0..groups {
+            let x0 = g * LANES;
+            let yv = |a: usize, b: usize| Lanes::load(&phases[(a * 4 + b) * len + x0..]);
+            // A along x for each row a, then along y.
+            let mut rows = [[Lanes::ZERO; 6]; 4];
+            for (a, row) in rows.iter_mut().enumerate() {
+                *row = a_1d([yv(a, 0), yv(a, 1), yv(a, 2), yv(a, 3)]);
             }
-        }
-        // Then along y.
-        for l in 0..6 {
-            for tx in 0..tw {
-                let v = |a: usize| rows_a[(a * 6 + l) * tw + tx];
-                let m = a_1d([v(0), v(1), v(2), v(3)]);
-                for k in 0..6 {
-                    dst[(k * 6 + l) * nt + r * tw + tx] = m[k];
+            for l in 0..6 {
+                let m = a_1d([rows[0][l], rows[1][l], rows[2][l], rows[3][l]]);
+                for (k, v) in m.into_iter().enumerate() {
+                    v.store(&mut dst[(k * 6 + l) * band.stride + r * band.tw + x0..]);
                 }
             }
         }
     }
 }
 
-/// The adjoint of [`input_transform`]: `B M̄ Bᵀ` for every tile of `band`, each a 6x6 window
-/// added into one plane of the input gradient where it lies inside the image. `m` is
-/// `[36][band tiles]`.
-fn input_adjoint(
-    m: &[f32],
-    (h, w): (usize, usize),
-    band: Band,
-    plane: &mut [f32],
-    strip: &mut Vec<f32>,
-    rows_b: &mut Vec<f32>,
-) {
-    let (nt, tw) = (band.tiles(), band.tw);
-    let sw = TILE * tw + 2;
-    strip.resize(6 * sw, 0.0);
-    rows_b.resize(6 * 6 * tw, 0.0);
+simd_dispatch! {
+    /// The adjoint of [`input_transform`]: `B M̄ Bᵀ` for every tile of `band`, each a 6x6 window
+    /// added into one plane of the input gradient where it lies inside the image. `m` is
+    /// `[36][band.stride]`.
+    fn input_adjoint(m: &[f32], hw: (usize, usize), band: Band, plane: &mut [f32], sc: &mut Scratch) = input_adjoint_lanes
+}
+
+#[inline(always)]
+fn input_adjoint_lanes(m: &[f32], (h, w): (usize, usize), band: Band, plane: &mut [f32], sc: &mut Scratch) {
+    let groups = band.groups();
+    let len = groups * LANES + LANES; // per phase: every tile and one more
+    sc.a.resize(4 * len, 0.0);
+    sc.b.resize(24 * len, 0.0);
+    let (row, sums) = (&mut sc.a, &mut sc.b);
     for r in 0..band.rows {
-        // B along k: rows_b[j][l][tx].
-        for l in 0..6 {
-            for tx in 0..tw {
-                let v = |k: usize| m[(k * 6 + l) * nt + r * tw + tx];
-                let d = b_1d([v(0), v(1), v(2), v(3), v(4), v(5)]);
-                for j in 0..6 {
-                    rows_b[(j * 6 + l) * tw + tx] = d[j];
+        // The tile row's 6x6 windows, overlapped, in phases of the padded columns:
+        // sums[j][p][tx] belongs to input pixel (4ty-1+j, 4tx+p-1).
+        sums.fill(0.0);
+        for g in 0..groups {
+            let x0 = g * LANES;
+            let valid = LANES.min(band.tw - x0);
+            let mv = |k: usize, l: usize| {
+                let mut v = Lanes::load(&m[(k * 6 + l) * band.stride + r * band.tw + x0..]);
+                v.0[valid..].fill(0.0); // lanes past the row's last tile hold no tile
+                v
+            };
+            // B along k for each l, then along l.
+            let mut cols = [[Lanes::ZERO; 6]; 6];
+            for (l, col) in cols.iter_mut().enumerate() {
+                *col = b_1d([mv(0, l), mv(1, l), mv(2, l), mv(3, l), mv(4, l), mv(5, l)]);
+            }
+            for j in 0..6 {
+                let d = b_1d([cols[0][j], cols[1][j], cols[2][j], cols[3][j], cols[4][j], cols[5][j]]);
+                let s = &mut sums[j * 4 * len..(j + 1) * 4 * len];
+                for (p, v) in d[..4].iter().enumerate() {
+                    v.add_to(&mut s[p * len + x0..]);
                 }
+                d[4].add_to(&mut s[x0 + 1..]);
+                d[5].add_to(&mut s[len + x0 + 1..]);
             }
         }
-        // Then along l, overlapping neighbouring tiles' windows in a strip of six rows.
-        strip.fill(0.0);
-        for j in 0..6 {
-            let row = &mut strip[j * sw..(j + 1) * sw];
-            for tx in 0..tw {
-                let v = |l: usize| rows_b[(j * 6 + l) * tw + tx];
-                let d = b_1d([v(0), v(1), v(2), v(3), v(4), v(5)]);
-                for (x, dv) in row[TILE * tx..TILE * tx + 6].iter_mut().zip(d) {
-                    *x += dv;
-                }
-            }
-        }
-        // strip[j][x] belongs to input pixel (4ty-1+j, x-1).
         for j in 0..6 {
             let y = (TILE * (band.ty0 + r) + j) as isize - 1;
-            if y >= 0 && (y as usize) < h {
-                let y = y as usize;
-                for (g, s) in plane[y * w..(y + 1) * w].iter_mut().zip(&strip[j * sw + 1..j * sw + 1 + w]) {
-                    *g += s;
-                }
+            if y < 0 || y as usize >= h {
+                continue;
+            }
+            let y = y as usize;
+            interleave(&sums[j * 4 * len..(j + 1) * 4 * len], len, row);
+            for (g, s) in plane[y * w..(y + 1) * w].iter_mut().zip(&row[1..1 + w]) {
+                *g += s;
             }
         }
     }
@@ -419,7 +558,7 @@ impl Winograd {
         let band_rows = (self.band_floats / (POINTS * tw * (n_in + n_out))).clamp(1, th);
         let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let (v_buf, m_buf) = &mut *scratch;
-        let most = POINTS * band_rows * tw;
+        let most = POINTS * Band::stride_for(band_rows * tw);
         if v_buf.len() < most * n_in {
             v_buf.resize(most * n_in, 0.0);
         }
@@ -430,35 +569,36 @@ impl Winograd {
         let (u_cs, u_rs) = if transposed { (n_out, 1) } else { (1, n_in) };
         let mut ty0 = 0;
         while ty0 < th {
-            let band = Band { ty0, rows: band_rows.min(th - ty0), tw };
-            let nt = band.tiles();
-            let v = &mut v_buf[..POINTS * nt * n_in];
-            v.par_chunks_mut(POINTS * nt).enumerate().for_each_init(Scratch::default, |sc, (i, dst)| {
+            let rows = band_rows.min(th - ty0);
+            let band = Band { ty0, rows, tw, stride: Band::stride_for(rows * tw) };
+            let (nt, stride) = (band.tiles(), band.stride);
+            let v = &mut v_buf[..POINTS * stride * n_in];
+            v.par_chunks_mut(POINTS * stride).enumerate().for_each_init(Scratch::default, |sc, (i, dst)| {
                 transform_in(i, &input[i * h * w..(i + 1) * h * w], band, dst, sc)
             });
-            let m = &mut m_buf[..POINTS * nt * n_out];
+            let m = &mut m_buf[..POINTS * stride * n_out];
             let (m_ptr, v_ptr) = (SendPtr(m.as_mut_ptr()), SendPtr(v.as_mut_ptr()));
             let u_ptr = SendPtr(u.as_ptr() as *mut f32);
             (0..POINTS).into_par_iter().for_each(|xi| {
-                // SAFETY: point ξ reads U[ξ] (n_in*n_out values at ξ*n_in*n_out) and V[.][ξ][.]
-                // (rows at stride 36*nt, offset ξ*nt), and writes only M[.][ξ][.] (rows at stride
-                // 36*nt, offset ξ*nt), so threads write disjoint elements; every index is inside
-                // the buffers sized above. U is only read.
+                // SAFETY: point ξ reads U[ξ] (n_in*n_out values at ξ*n_in*n_out) and V[.][ξ][..nt]
+                // (rows at stride 36*stride, offset ξ*stride), and writes only M[.][ξ][..nt] (rows
+                // at stride 36*stride, offset ξ*stride), so threads write disjoint elements; every
+                // index is inside the buffers sized above (nt <= stride). U is only read.
                 unsafe {
                     gemm::gemm(
                         n_out,
                         nt,
                         n_in,
-                        m_ptr.at(xi * nt),
+                        m_ptr.at(xi * stride),
                         1,
-                        (POINTS * nt) as isize,
+                        (POINTS * stride) as isize,
                         false,
                         u_ptr.at(xi * n_out * n_in),
                         u_cs as isize,
                         u_rs as isize,
-                        v_ptr.at(xi * nt),
+                        v_ptr.at(xi * stride),
                         1,
-                        (POINTS * nt) as isize,
+                        (POINTS * stride) as isize,
                         0.0,
                         1.0,
                         false,
@@ -469,7 +609,7 @@ impl Winograd {
                 }
             });
             out.par_chunks_mut(h * w)
-                .zip(m.par_chunks(POINTS * nt))
+                .zip(m.par_chunks(POINTS * stride))
                 .enumerate()
                 .for_each_init(Scratch::default, |sc, (o, (plane, mo))| transform_out(o, mo, band, plane, sc));
             ty0 += band.rows;
@@ -492,8 +632,8 @@ impl Conv3x3 for Winograd {
             &u,
             false,
             out,
-            |_, plane, band, dst, sc| input_transform(plane, hw, band, dst, &mut sc.a, &mut sc.b),
-            |o, m, band, plane, sc| output_transform(m, hw, band, bias.map_or(0.0, |b| b[o]), relu, plane, &mut sc.a),
+            |_, plane, band, dst, sc| input_transform(plane, hw, band, dst, sc),
+            |o, m, band, plane, sc| output_transform(m, hw, band, bias.map_or(0.0, |b| b[o]), relu, plane, sc),
         );
     }
 
@@ -527,7 +667,7 @@ impl Conv3x3 for Winograd {
                 let out = relu_out.map(|r| &r[o * plane_len..(o + 1) * plane_len]);
                 output_adjoint(plane, out, hw, band, dst, sc)
             },
-            |_, m, band, plane, sc| input_adjoint(m, hw, band, plane, &mut sc.a, &mut sc.b),
+            |_, m, band, plane, sc| input_adjoint(m, hw, band, plane, sc),
         );
     }
 
