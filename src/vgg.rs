@@ -411,17 +411,14 @@ fn pool_forward(pooling: Pooling, x: &[f32], c: usize, h: usize, w: usize) -> (V
         Pooling::Max => out.par_chunks_mut(plane).zip(sw.par_chunks_mut(plane)).enumerate().for_each(|(ch, (o, s))| {
             let xin = &x[ch * h * w..(ch + 1) * h * w];
             for y in 0..oh {
-                for xx in 0..ow {
-                    let base = 2 * y * w + 2 * xx;
-                    let cand = [xin[base], xin[base + 1], xin[base + w], xin[base + w + 1]];
-                    let mut best = 0;
-                    for k in 1..4 {
-                        if cand[k] > cand[best] {
-                            best = k;
-                        }
-                    }
-                    o[y * ow + xx] = cand[best];
-                    s[y * ow + xx] = best as u8;
+                let top = xin[2 * y * w..][..2 * ow].chunks_exact(2);
+                let bottom = xin[(2 * y + 1) * w..][..2 * ow].chunks_exact(2);
+                let out = o[y * ow..(y + 1) * ow].iter_mut().zip(&mut s[y * ow..(y + 1) * ow]);
+                for ((o, s), (t, b)) in out.zip(top.zip(bottom)) {
+                    // Window positions 0 1 / 2 3; the first maximum wins, as in a scan.
+                    let (m01, i01) = if t[1] > t[0] { (t[1], 1) } else { (t[0], 0) };
+                    let (m23, i23) = if b[1] > b[0] { (b[1], 3) } else { (b[0], 2) };
+                    (*o, *s) = if m23 > m01 { (m23, i23) } else { (m01, i01) };
                 }
             }
         }),
@@ -448,13 +445,22 @@ fn pool_backward(pooling: Pooling, g: &[f32], sw: &[u8], c: usize, h: usize, w: 
     out.par_chunks_mut(h * w).enumerate().for_each(|(ch, o)| {
         let gp = &g[ch * oh * ow..(ch + 1) * oh * ow];
         for y in 0..oh {
-            for xx in 0..ow {
-                let base = 2 * y * w + 2 * xx;
-                let v = gp[y * ow + xx];
-                let offs = [base, base + 1, base + w, base + w + 1];
-                match pooling {
-                    Pooling::Max => o[offs[sw[ch * oh * ow + y * ow + xx] as usize]] = v,
-                    Pooling::Avg => offs.iter().for_each(|&i| o[i] = 0.25 * v),
+            let (top, bottom) = o[2 * y * w..(2 * y + 2) * w].split_at_mut(w);
+            let windows = top[..2 * ow].chunks_exact_mut(2).zip(bottom[..2 * ow].chunks_exact_mut(2));
+            let grads = &gp[y * ow..(y + 1) * ow];
+            match pooling {
+                Pooling::Max => {
+                    let switches = &sw[ch * oh * ow + y * ow..][..ow];
+                    for (((t, b), &v), &k) in windows.zip(grads).zip(switches) {
+                        let at = |i: u8| if k == i { v } else { 0.0 };
+                        (t[0], t[1], b[0], b[1]) = (at(0), at(1), at(2), at(3));
+                    }
+                }
+                Pooling::Avg => {
+                    for ((t, b), &v) in windows.zip(grads) {
+                        let q = 0.25 * v;
+                        (t[0], t[1], b[0], b[1]) = (q, q, q, q);
+                    }
                 }
             }
         }

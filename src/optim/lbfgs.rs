@@ -16,6 +16,7 @@
 //! generalised Cauchy point).
 
 use super::{Optimizer, dot};
+use crate::linalg;
 
 /// A loss that grows by more than this factor in one step triggers a backtrack.
 pub const BACKTRACK_FACTOR: f64 = 2.0;
@@ -86,14 +87,14 @@ impl Lbfgs {
         for (i, (s, y, rho)) in self.pairs.iter().enumerate().rev() {
             alpha[i] = rho * dot(s, &q);
             let a = alpha[i] as f32;
-            q.iter_mut().zip(y).for_each(|(q, y)| *q -= a * y);
+            linalg::zip_apply(&mut q, y, |q, y| *q -= a * y);
         }
         let h = self.h_diag as f32;
-        q.iter_mut().for_each(|v| *v *= h);
+        linalg::apply(&mut q, |v| *v *= h);
         for (i, (s, y, rho)) in self.pairs.iter().enumerate() {
             let beta = rho * dot(y, &q);
             let k = (alpha[i] - beta) as f32;
-            q.iter_mut().zip(s).for_each(|(d, s)| *d += k * s);
+            linalg::zip_apply(&mut q, s, |d, s| *d += k * s);
         }
         q
     }

@@ -24,9 +24,7 @@ pub trait Optimizer {
     }
 }
 
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
-}
+pub(crate) use crate::linalg::dot;
 
 #[cfg(test)]
 pub(crate) mod tests {
