@@ -260,8 +260,9 @@ impl Vgg {
                 Stage::Conv { filter, .. } => {
                     c = filter.c_out() as u64;
                     total += c * h * w * 4;
-                    // A kernel's transformed weights (Winograd's are 36/9 = 4x the weights).
-                    total += filter.weight().len() as u64 * 4 * 4;
+                    // A kernel's transformed weights: Winograd keeps them (36/9 = 4x the
+                    // weights) and their transpose, for the input gradient.
+                    total += filter.weight().len() as u64 * 4 * 8;
                 }
                 Stage::Pool { .. } => {
                     total += c * h * w; // switches

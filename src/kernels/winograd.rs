@@ -11,8 +11,10 @@
 //! 3. output transform: `Y = Aᵀ M A` gives each 4x4 output tile; bias and ReLU are fused there.
 //!
 //! The input gradient is the same algorithm transposed (its exact adjoint, so no flipped filter
-//! is needed): each 4x4 tile of the output gradient becomes `A Ȳ Aᵀ`, the products use `U[ξ]ᵀ`,
-//! and `B M̄ Bᵀ` gives 6x6 windows that are added up where they overlap.
+//! is needed): each 4x4 tile of the output gradient becomes `A Ȳ Aᵀ`, the products use `U[ξ]ᵀ`
+//! (kept as a second, transposed copy: `gemm` runs the deep layers' products about twice as fast
+//! when the summed-over channels are contiguous), and `B M̄ Bᵀ` gives 6x6 windows that are added
+//! up where they overlap.
 //!
 //! The transforms' constants are the standard ones for the points 0, ±1, ±2 and ∞. A pass whose
 //! input has few channels (conv1_1's forward pass, on the image's 3) or whose image has very few
@@ -232,6 +234,19 @@ fn transform_filter(f: &Filter) -> Vec<f32> {
         }
     });
     u
+}
+
+/// `U[ξ]ᵀ` for each of the 36 points of `u` (`[36][rows][cols]`).
+fn transpose_points(u: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; u.len()];
+    t.par_chunks_mut(rows * cols).zip(u.par_chunks(rows * cols)).for_each(|(t, u)| {
+        for (r, row) in u.chunks_exact(cols).enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                t[c * rows + r] = *v;
+            }
+        }
+    });
+    t
 }
 
 /// The tiles of one band: tile rows `ty0..ty0 + rows`, `tw` tiles per row. In the transformed
@@ -539,9 +554,9 @@ struct Scratch {
 
 impl Winograd {
     /// The band loop shared by both directions: `n_in` planes of `input` are transformed by
-    /// `transform_in` into `[36][tiles]` each, multiplied point by point by the filter (`U[ξ]` or,
-    /// if `transposed`, `U[ξ]ᵀ`, `n_out` x `n_in`), and each of the `n_out` results goes to its
-    /// plane of `out` through `transform_out`.
+    /// `transform_in` into `[36][tiles]` each, multiplied point by point by the filter `u`
+    /// (`[36][n_out][n_in]`), and each of the `n_out` results goes to its plane of `out` through
+    /// `transform_out`.
     #[allow(clippy::too_many_arguments)]
     fn bands(
         &self,
@@ -549,7 +564,6 @@ impl Winograd {
         (n_in, n_out): (usize, usize),
         input: &[f32],
         u: &[f32],
-        transposed: bool,
         out: &mut [f32],
         transform_in: impl Fn(usize, &[f32], Band, &mut [f32], &mut Scratch) + Sync,
         transform_out: impl Fn(usize, &[f32], Band, &mut [f32], &mut Scratch) + Sync,
@@ -565,8 +579,6 @@ impl Winograd {
         if m_buf.len() < most * n_out {
             m_buf.resize(most * n_out, 0.0);
         }
-        // U[ξ] is [n_out][n_in] row-major, or [n_in][n_out] to be read transposed.
-        let (u_cs, u_rs) = if transposed { (n_out, 1) } else { (1, n_in) };
         let mut ty0 = 0;
         while ty0 < th {
             let rows = band_rows.min(th - ty0);
@@ -594,8 +606,8 @@ impl Winograd {
                         (POINTS * stride) as isize,
                         false,
                         u_ptr.at(xi * n_out * n_in),
-                        u_cs as isize,
-                        u_rs as isize,
+                        1,
+                        n_in as isize,
                         v_ptr.at(xi * stride),
                         1,
                         (POINTS * stride) as isize,
@@ -630,7 +642,6 @@ impl Conv3x3 for Winograd {
             (s.c_in, s.c_out),
             input,
             &u,
-            false,
             out,
             |_, plane, band, dst, sc| input_transform(plane, hw, band, dst, sc),
             |o, m, band, plane, sc| output_transform(m, hw, band, bias.map_or(0.0, |b| b[o]), relu, plane, sc),
@@ -654,14 +665,15 @@ impl Conv3x3 for Winograd {
         }
         let plane_len = s.height * s.width;
         let hw = (s.height, s.width);
-        let u = filter.transformed("winograd-f4x4", transform_filter);
+        let u = filter.transformed("winograd-f4x4-adjoint", |f| {
+            transpose_points(&f.transformed("winograd-f4x4", transform_filter), f.c_out(), f.c_in())
+        });
         grad_in.par_iter_mut().for_each(|g| *g = 0.0);
         self.bands(
             hw,
             (s.c_out, s.c_in),
             grad_out,
             &u,
-            true,
             grad_in,
             |o, plane, band, dst, sc| {
                 let out = relu_out.map(|r| &r[o * plane_len..(o + 1) * plane_len]);
