@@ -3,6 +3,8 @@
 //! Newton-Schulz iteration; and the element-wise loops over whole layers, in parallel chunks
 //! long enough to vectorize.
 
+use std::sync::Mutex;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -35,6 +37,63 @@ pub fn copied(a: &[f32]) -> Vec<f32> {
     v
 }
 
+/// Layer-sized buffers kept from one pass to the next, so that every iteration reuses the last
+/// one's memory instead of asking the allocator (and the kernel) for fresh pages. It holds the
+/// buffers of one image size: buffers given back from a pass at another size replace them.
+#[derive(Default)]
+pub struct BufferPool {
+    free: Mutex<(usize, Vec<Vec<f32>>)>,
+}
+
+impl BufferPool {
+    /// A buffer of `len` values whose contents are unspecified (for outputs written in full).
+    pub fn take(&self, len: usize) -> Vec<f32> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        // The smallest free buffer that is large enough.
+        let best = (free.1.iter().enumerate())
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut b = free.1.swap_remove(i);
+                drop(free);
+                b.truncate(len);
+                let have = b.len();
+                b.extend(std::iter::repeat_n(0.0, len - have));
+                b
+            }
+            None => {
+                drop(free);
+                zeros(len)
+            }
+        }
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn zeros(&self, len: usize) -> Vec<f32> {
+        let mut b = self.take(len);
+        apply(&mut b, |v| *v = 0.0);
+        b
+    }
+
+    /// A copy of `a`.
+    pub fn copied(&self, a: &[f32]) -> Vec<f32> {
+        let mut b = self.take(a.len());
+        zip_apply(&mut b, a, |d, s| *d = s);
+        b
+    }
+
+    /// Gives buffers back for reuse by passes on an image of `pixels` pixels.
+    pub fn give(&self, pixels: usize, buffers: impl IntoIterator<Item = Vec<f32>>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.0 != pixels {
+            *free = (pixels, Vec::new());
+        }
+        free.1.extend(buffers.into_iter().filter(|b| b.capacity() > 0));
+    }
+}
+
 /// `f(a[i], b[i])` for every `i`, in parallel.
 pub fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
     assert_eq!(a.len(), b.len(), "zip_apply lengths");
@@ -60,8 +119,11 @@ pub fn apply(a: &mut [f32], f: impl Fn(&mut f32) + Sync) {
 /// in order).
 pub fn zip_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Sync) -> f64 {
     assert_eq!(a.len(), b.len(), "zip_sum lengths");
-    let parts: Vec<f64> =
-        a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)).map(|(a, b)| a.iter().zip(b).map(|(x, y)| f(*x, *y)).sum()).collect();
+    let parts: Vec<f64> = a
+        .par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| f(*x, *y)).sum())
+        .collect();
     parts.iter().sum()
 }
 
@@ -166,9 +228,9 @@ fn column_tasks(m: usize) -> Vec<(usize, usize)> {
 ///
 /// The product is small (`c x c`) and its inner dimension long (`m` pixels), which `gemm` does
 /// not split between threads: the pixels are split here instead, in cache-sized parts, and the
-/// parts' products added up.
+/// parts' products added up, in order.
 pub fn gram_scaled(f: &[f32], c: usize, m: usize, scale: f32) -> Vec<f32> {
-    column_tasks(m)
+    let parts: Vec<Vec<f32>> = column_tasks(m)
         .into_par_iter()
         .map(|(a, b)| {
             // Columns a..b of F: element (i, j) at i*m + j of f[a..].
@@ -177,13 +239,14 @@ pub fn gram_scaled(f: &[f32], c: usize, m: usize, scale: f32) -> Vec<f32> {
             let cols = View { data: sub, row_stride: 1, col_stride: m };
             product(c, c, b - a, rows, cols, scale, Parallelism::None)
         })
-        .reduce(
-            || vec![0.0; c * c],
-            |mut g, p| {
-                g.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-                g
-            },
-        )
+        .collect();
+    // Added in order, so that every run gives the same sums.
+    let mut parts = parts.into_iter();
+    let mut g = parts.next().unwrap_or_else(|| vec![0.0; c * c]);
+    for p in parts {
+        g.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    g
 }
 
 /// `alpha * D F` for a square `c x c` matrix `d` and a row-major `c x m` feature matrix `f`,
@@ -286,6 +349,21 @@ mod tests {
         for (a, b) in g.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{g:?}");
         }
+    }
+
+    #[test]
+    fn buffer_pool_reuses_the_best_fit_and_keeps_one_size() {
+        let pool = BufferPool::default();
+        pool.give(100, [vec![1.0; 10], vec![2.0; 50], vec![3.0; 20]]);
+        // The smallest buffer that fits, cut or grown to length; zeros() clears it.
+        let b = pool.take(15);
+        assert_eq!((b.len(), b.capacity(), b[0]), (15, 20, 3.0));
+        assert_eq!(pool.zeros(40), vec![0.0; 40]);
+        assert_eq!(pool.copied(&[4.0, 5.0]), vec![4.0, 5.0]);
+        // Buffers given back from a pass at another size replace the old ones.
+        pool.give(200, [vec![9.0; 4]]);
+        assert_eq!(pool.free.lock().unwrap().1.len(), 1);
+        assert_eq!(pool.take(30), vec![0.0; 30]); // nothing fits: a fresh buffer
     }
 
     #[test]

@@ -544,7 +544,7 @@ impl<'n> Objective<'n> {
             }
         }
         let mut grad = if with_grad { Some(self.net.backward(&fwd, &grads)?) } else { None };
-        drop(fwd);
+        self.net.recycle(fwd, grads.into_iter().map(|(_, g)| g));
         if cfg.tv_weight > 0.0 {
             terms.tv = total_variation(img, cfg.tv_weight, grad.as_deref_mut());
         }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kernels::{self, Conv3x3, ConvShape, Filter};
-use crate::linalg;
+use crate::linalg::{self, BufferPool};
 use crate::weights::{Preprocess, VggWeights};
 
 /// The pooling layers' operation.
@@ -113,6 +113,8 @@ pub struct Vgg {
     preprocess: Preprocess,
     pooling: Pooling,
     kernel: Box<dyn Conv3x3>,
+    /// Activation and gradient buffers from earlier passes, reused by the next.
+    buffers: BufferPool,
 }
 
 /// A tensor's shape: channels, height, width.
@@ -135,6 +137,10 @@ impl Forward {
     pub fn input_size(&self) -> (usize, usize) {
         (self.height, self.width)
     }
+
+    fn pixels(&self) -> usize {
+        self.height * self.width
+    }
 }
 
 impl Vgg {
@@ -153,7 +159,7 @@ impl Vgg {
             }
             stages.push(Stage::Pool { block: b + 1 });
         }
-        Vgg { stages, preprocess: weights.preprocess, pooling, kernel }
+        Vgg { stages, preprocess: weights.preprocess, pooling, kernel, buffers: BufferPool::default() }
     }
 
     /// The preprocessing the weights expect.
@@ -296,12 +302,12 @@ impl Vgg {
                 Stage::Conv { id, filter, bias, .. } => {
                     let c_out = filter.c_out();
                     let shape = ConvShape { c_in: filter.c_in(), c_out, height: h, width: w };
-                    let mut out = linalg::zeros(c_out * h * w);
+                    let mut out = self.buffers.take(c_out * h * w);
                     let keep_pre =
                         layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
                     self.kernel.conv(shape, input, filter, Some(bias), !keep_pre, &mut out);
                     let pre = keep_pre.then(|| {
-                        let pre = linalg::copied(&out);
+                        let pre = self.buffers.copied(&out);
                         linalg::apply(&mut out, |v| *v = v.max(0.0));
                         pre
                     });
@@ -311,7 +317,7 @@ impl Vgg {
                     fwd.switches.push(Vec::new());
                 }
                 Stage::Pool { .. } => {
-                    let (out, sw) = pool_forward(self.pooling, input, c, h, w);
+                    let (out, sw) = pool_forward(self.pooling, input, c, h, w, &self.buffers);
                     h /= 2;
                     w /= 2;
                     fwd.outputs.push((out, (c, h, w)));
@@ -353,7 +359,7 @@ impl Vgg {
         }
         let add = |g: &mut Option<Vec<f32>>, src: &[f32]| match g {
             Some(g) => linalg::zip_apply(g, src, |a, b| *a += b),
-            None => *g = Some(linalg::copied(src)),
+            None => *g = Some(self.buffers.copied(src)),
         };
         let mut g: Option<Vec<f32>> = None;
         for si in (0..fwd.outputs.len()).rev() {
@@ -380,29 +386,50 @@ impl Vgg {
                     }
                     if let Some(gv) = g.take() {
                         let shape = ConvShape { c_in: filter.c_in(), c_out: filter.c_out(), height: in_h, width: in_w };
-                        let mut gin = linalg::zeros(filter.c_in() * in_h * in_w);
+                        let mut gin = self.buffers.take(filter.c_in() * in_h * in_w);
                         let relu_out = (!pre_relu_grads).then_some(out.as_slice());
                         self.kernel.conv_adjoint(shape, &gv, relu_out, filter, &mut gin);
+                        self.buffers.give(fwd.pixels(), [gv]);
                         g = Some(gin);
                     }
                 }
                 Stage::Pool { .. } => {
                     if let Some(gv) = g.take() {
-                        g = Some(pool_backward(self.pooling, &gv, &fwd.switches[si], in_c, in_h, in_w));
+                        let gin = pool_backward(self.pooling, &gv, &fwd.switches[si], in_c, in_h, in_w, &self.buffers);
+                        self.buffers.give(fwd.pixels(), [gv]);
+                        g = Some(gin);
                     }
                 }
             }
         }
         let g = g.unwrap_or_else(|| vec![0.0; 3 * fwd.height * fwd.width]);
-        Ok(self.preprocess.backward(&g))
+        let grad = self.preprocess.backward(&g);
+        self.buffers.give(fwd.pixels(), [g]);
+        Ok(grad)
+    }
+
+    /// Keeps a finished pass's buffers, and any others of its size (such as the gradients given
+    /// to [`Vgg::backward`]), for the next pass.
+    pub fn recycle(&self, fwd: Forward, others: impl IntoIterator<Item = Vec<f32>>) {
+        let pixels = fwd.pixels();
+        let Forward { outputs, pre_relu, .. } = fwd;
+        let buffers = outputs.into_iter().map(|(b, _)| b).chain(pre_relu.into_iter().flatten());
+        self.buffers.give(pixels, buffers.chain(others));
     }
 }
 
 /// 2x2, stride-2 pooling of `c` planes of `h` x `w`; returns the output and, for max pooling,
 /// the position of each maximum in its window (the first one, row-major, on ties).
-fn pool_forward(pooling: Pooling, x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+fn pool_forward(
+    pooling: Pooling,
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    buffers: &BufferPool,
+) -> (Vec<f32>, Vec<u8>) {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = linalg::zeros(c * oh * ow);
+    let mut out = buffers.take(c * oh * ow);
     let mut sw = if pooling == Pooling::Max { linalg::filled(c * oh * ow, 0u8) } else { Vec::new() };
     let plane = oh * ow;
     if plane == 0 {
@@ -437,9 +464,17 @@ fn pool_forward(pooling: Pooling, x: &[f32], c: usize, h: usize, w: usize) -> (V
 }
 
 /// The gradient through [`pool_forward`]: to the maximum (max) or spread evenly (avg).
-fn pool_backward(pooling: Pooling, g: &[f32], sw: &[u8], c: usize, h: usize, w: usize) -> Vec<f32> {
+fn pool_backward(
+    pooling: Pooling,
+    g: &[f32],
+    sw: &[u8],
+    c: usize,
+    h: usize,
+    w: usize,
+    buffers: &BufferPool,
+) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = linalg::zeros(c * h * w);
+    let mut out = buffers.zeros(c * h * w);
     if oh * ow == 0 {
         return out;
     }
@@ -485,15 +520,25 @@ mod tests {
 
     #[test]
     fn max_pool_routes_gradient_to_the_maximum() {
+        // Buffers left over from another pass hold garbage: the results must not depend on it.
+        let dirty = || {
+            let pool = BufferPool::default();
+            pool.give(1, [vec![f32::NAN; 64], vec![7.0; 64]]);
+            pool
+        };
         // One 2x3 plane: the last column is dropped (floor), as in PyTorch.
         let x = [1.0, 5.0, 9.0, 3.0, 2.0, 9.0];
-        let (out, sw) = pool_forward(Pooling::Max, &x, 1, 2, 3);
+        let (out, sw) = pool_forward(Pooling::Max, &x, 1, 2, 3, &dirty());
         assert_eq!(out, vec![5.0]);
-        let g = pool_backward(Pooling::Max, &[2.0], &sw, 1, 2, 3);
+        let g = pool_backward(Pooling::Max, &[2.0], &sw, 1, 2, 3, &dirty());
         assert_eq!(g, vec![0.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
-        let (out, _) = pool_forward(Pooling::Avg, &x, 1, 2, 3);
+        let (out, _) = pool_forward(Pooling::Avg, &x, 1, 2, 3, &dirty());
         assert_eq!(out, vec![2.75]);
-        let g = pool_backward(Pooling::Avg, &[2.0], &[], 1, 2, 3);
+        let g = pool_backward(Pooling::Avg, &[2.0], &[], 1, 2, 3, &dirty());
         assert_eq!(g, vec![0.5, 0.5, 0.0, 0.5, 0.5, 0.0]);
+        // Ties go to the first maximum, row-major: windows [4 4 / 4 4], [1 2 / 2 0], [0 0 / 3 3].
+        let x = [4.0, 4.0, 1.0, 2.0, 0.0, 0.0, 4.0, 4.0, 2.0, 0.0, 3.0, 3.0];
+        let (out, sw) = pool_forward(Pooling::Max, &x, 1, 2, 6, &dirty());
+        assert_eq!((out, sw), (vec![4.0, 2.0, 3.0], vec![0, 1, 2]));
     }
 }

@@ -107,6 +107,23 @@ fn kernels_agree_through_the_network() {
     assert!(err < 1e-4 * norm, "{err} vs {norm}");
 }
 
+/// The network reuses its buffers from one evaluation to the next: evaluating an image again
+/// after another one gives exactly the same loss and gradient.
+#[test]
+fn evaluations_do_not_depend_on_earlier_ones() {
+    for pooling in [Pooling::Max, Pooling::Avg] {
+        let net = Vgg::new(tiny_weights(6, [16, 16, 16, 16, 16]), pooling);
+        let mut rng = Lcg(10);
+        let (content, style, x, other) = (rng.image(37, 29), rng.image(30, 30), rng.image(37, 29), rng.image(37, 29));
+        let obj = Objective::new(&net, &config(), &content, &[style]).unwrap();
+        let (first, g1) = obj.evaluate(&x, true).unwrap();
+        obj.evaluate(&other, true).unwrap();
+        let (again, g2) = obj.evaluate(&x, true).unwrap();
+        assert_eq!(first.total.to_bits(), again.total.to_bits(), "{first:?} vs {again:?}");
+        assert!(g1.unwrap().iter().zip(&g2.unwrap()).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
+
 /// Style blend weights: two identical style images with any blend give the one-style loss.
 #[test]
 fn blend_of_identical_styles_is_the_single_style() {

@@ -113,13 +113,15 @@ impl std::fmt::Debug for Filter {
 pub trait Conv3x3: Send + Sync {
     /// `out[o] = act(bias[o] + sum_i weight[o][i] * input[i])` where `*` is a 3x3 correlation,
     /// `act` is ReLU when `relu` is set and the identity otherwise, and a missing bias is zero.
-    /// `input` has `c_in` planes, `out` `c_out` planes, as `shape` and `filter` say.
+    /// `input` has `c_in` planes, `out` `c_out` planes, as `shape` and `filter` say. Every
+    /// element of `out` is written: what it held before does not matter.
     fn conv(&self, shape: ConvShape, input: &[f32], filter: &Filter, bias: Option<&[f32]>, relu: bool, out: &mut [f32]);
 
     /// The gradient with respect to the input of [`conv`](Conv3x3::conv) without bias (the
     /// adjoint, `Wᵀ`): `grad_out` has `shape.c_out` planes, `grad_in` `shape.c_in`. With
     /// `relu_out`, the conv's output after ReLU, the ReLU is included: `grad_out` counts only
-    /// where `relu_out` is positive. By default, the conv with the flipped, transposed filter.
+    /// where `relu_out` is positive. Every element of `grad_in` is written. By default, the conv
+    /// with the flipped, transposed filter.
     fn conv_adjoint(
         &self,
         shape: ConvShape,

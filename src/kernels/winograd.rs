@@ -147,15 +147,15 @@ macro_rules! lanewise {
             #[inline(always)]
             fn $method(mut self, o: Lanes) -> Lanes {
                 for (a, b) in self.0.iter_mut().zip(o.0) {
-                    *a = *a $op b;
+                    *a $op b;
                 }
                 self
             }
         }
     };
 }
-lanewise!(Add, add, +);
-lanewise!(Sub, sub, -);
+lanewise!(Add, add, +=);
+lanewise!(Sub, sub, -=);
 
 impl std::ops::Mul<f32> for Lanes {
     type Output = Lanes;
