@@ -39,13 +39,17 @@ pub fn copied(a: &[f32]) -> Vec<f32> {
 
 /// Layer-sized buffers kept from one pass to the next, so that every iteration reuses the last
 /// one's memory instead of asking the allocator (and the kernel) for fresh pages. It holds the
-/// buffers of one image size: buffers given back from a pass at another size replace them.
+/// buffers of one image size (buffers given back from a pass at another size replace them), and
+/// at most [`BufferPool::MAX_BUFFERS`].
 #[derive(Default)]
 pub struct BufferPool {
     free: Mutex<(usize, Vec<Vec<f32>>)>,
 }
 
 impl BufferPool {
+    /// More than a pass of VGG19 uses at once; past it, the oldest buffers are let go.
+    pub const MAX_BUFFERS: usize = 128;
+
     /// A buffer of `len` values whose contents are unspecified (for outputs written in full).
     pub fn take(&self, len: usize) -> Vec<f32> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -91,6 +95,8 @@ impl BufferPool {
             *free = (pixels, Vec::new());
         }
         free.1.extend(buffers.into_iter().filter(|b| b.capacity() > 0));
+        let excess = free.1.len().saturating_sub(Self::MAX_BUFFERS);
+        free.1.drain(..excess);
     }
 }
 
@@ -250,10 +256,10 @@ pub fn gram_scaled(f: &[f32], c: usize, m: usize, scale: f32) -> Vec<f32> {
 }
 
 /// `alpha * D F` for a square `c x c` matrix `d` and a row-major `c x m` feature matrix `f`,
-/// computed in cache-sized column blocks in parallel (the style loss's gradient).
-pub fn times_features(d: &[f32], f: &[f32], c: usize, m: usize, alpha: f32) -> Vec<f32> {
-    assert_eq!((d.len(), f.len()), (c * c, c * m), "times_features operands");
-    let mut out = zeros(c * m);
+/// computed in cache-sized column blocks in parallel (the style loss's gradient), into `out`
+/// (whatever it held).
+pub fn times_features(d: &[f32], f: &[f32], c: usize, m: usize, alpha: f32, mut out: Vec<f32>) -> Vec<f32> {
+    assert_eq!((d.len(), f.len(), out.len()), (c * c, c * m, c * m), "times_features operands");
     let out_ptr = SendPtr(out.as_mut_ptr());
     column_tasks(m).into_par_iter().for_each(|(a, b)| {
         // SAFETY: this task writes only columns a..b of `out` (c x m row-major), and reads
@@ -364,6 +370,8 @@ mod tests {
         pool.give(200, [vec![9.0; 4]]);
         assert_eq!(pool.free.lock().unwrap().1.len(), 1);
         assert_eq!(pool.take(30), vec![0.0; 30]); // nothing fits: a fresh buffer
+        pool.give(200, (0..BufferPool::MAX_BUFFERS + 5).map(|_| vec![0.0; 1]));
+        assert_eq!(pool.free.lock().unwrap().1.len(), BufferPool::MAX_BUFFERS);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::image_io::{Image, resize};
-use crate::linalg::{self, gram, gram_scaled, identity, sqrt_newton_schulz, square};
+use crate::linalg::{self, BufferPool, gram, gram_scaled, identity, sqrt_newton_schulz, square};
 use crate::vgg::{LayerId, Vgg};
 
 /// How style is compared.
@@ -325,10 +325,14 @@ fn downsample(mask: &[f32], mut width: usize, mut height: usize, times: usize) -
 
 /// `f` (`c x m`) with each column scaled by `mask`.
 fn apply_mask(f: &[f32], mask: &[f32]) -> Vec<f32> {
-    let m = mask.len();
     let mut out = linalg::copied(f);
-    out.par_chunks_mut(m).for_each(|r| r.iter_mut().zip(mask).for_each(|(v, k)| *v *= k));
+    mask_in_place(&mut out, mask);
     out
+}
+
+/// Each plane of `f` times `mask`, in place.
+fn mask_in_place(f: &mut [f32], mask: &[f32]) {
+    f.par_chunks_mut(mask.len()).for_each(|r| r.iter_mut().zip(mask).for_each(|(v, k)| *v *= k));
 }
 
 /// Scales `g` to L1 norm `strength` (neural-style's gradient normalisation).
@@ -511,7 +515,7 @@ impl<'n> Objective<'n> {
             terms.content += cfg.content_weight * sq_dist(f, &t.target) / n;
             if with_grad {
                 let k = (2.0 * cfg.content_weight / n) as f32;
-                let mut g = linalg::copied(f);
+                let mut g = self.net.buffers().copied(f);
                 linalg::zip_apply(&mut g, &t.target, |a, b| *a = k * (*a - b));
                 if cfg.normalize_gradients {
                     normalize_l1(&mut g, cfg.content_weight);
@@ -525,8 +529,8 @@ impl<'n> Objective<'n> {
             let mut layer_grad: Option<Vec<f32>> = None;
             for group in &t.groups {
                 let (loss, grad) = match cfg.style_loss {
-                    StyleLoss::Gram => gram_term(f, c, h * w, group, strength, with_grad),
-                    StyleLoss::W2 => w2_term(f, c, h * w, group, strength, with_grad),
+                    StyleLoss::Gram => gram_term(f, c, h * w, group, strength, with_grad, self.net.buffers()),
+                    StyleLoss::W2 => w2_term(f, c, h * w, group, strength, with_grad, self.net.buffers()),
                 };
                 terms.style += loss;
                 if let Some(g) = grad {
@@ -562,6 +566,7 @@ fn gram_term(
     group: &StyleGroup,
     strength: f64,
     with_grad: bool,
+    buffers: &BufferPool,
 ) -> (f64, Option<Vec<f32>>) {
     if group.norm <= 0.0 {
         return (0.0, None); // an all-black region: this style applies nowhere
@@ -577,9 +582,9 @@ fn gram_term(
     let bsum = group.total_blend as f32;
     let d: Vec<f32> = g.iter().zip(&group.blended).map(|(gv, a)| bsum * gv - a).collect();
     let alpha = (4.0 * strength / (cc * group.norm)) as f32;
-    let mut grad = linalg::times_features(&d, fm, c, m, alpha);
+    let mut grad = linalg::times_features(&d, fm, c, m, alpha, buffers.take(c * m));
     if let Some(r) = &group.region {
-        grad = apply_mask(&grad, r);
+        mask_in_place(&mut grad, r);
     }
     (loss, Some(grad))
 }
@@ -594,6 +599,7 @@ fn w2_term(
     group: &StyleGroup,
     strength: f64,
     with_grad: bool,
+    buffers: &BufferPool,
 ) -> (f64, Option<Vec<f32>>) {
     let mo = group.moments.as_ref().expect("W2 targets");
     let (mean, x) = centre(f, c, m);
@@ -613,7 +619,7 @@ fn w2_term(
     let id = identity(c);
     d_cov.iter_mut().zip(&id).for_each(|(v, i)| *v = i - *v);
     let k = (2.0 * strength / m as f64) as f32;
-    let mut grad = linalg::times_features(&d_cov, &x, c, m, k);
+    let mut grad = linalg::times_features(&d_cov, &x, c, m, k, buffers.take(c * m));
     grad.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
         let shift = k * (mean[i] - mo.mean[i]);
         r.iter_mut().for_each(|v| *v += shift);

@@ -408,6 +408,12 @@ impl Vgg {
         Ok(grad)
     }
 
+    /// The buffers this network reuses between passes (the losses take their gradients'
+    /// buffers from it, and [`Vgg::recycle`] gives them back).
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
+    }
+
     /// Keeps a finished pass's buffers, and any others of its size (such as the gradients given
     /// to [`Vgg::backward`]), for the next pass.
     pub fn recycle(&self, fwd: Forward, others: impl IntoIterator<Item = Vec<f32>>) {
