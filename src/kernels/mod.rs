@@ -10,6 +10,7 @@
 
 mod im2col;
 mod reference;
+mod simd;
 mod winograd;
 
 use std::sync::{Arc, Mutex, OnceLock};

@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::simd::{LANES, Lanes, simd_dispatch};
 use super::{Conv3x3, ConvShape, Filter, Im2colGemm, check};
 use crate::linalg::SendPtr;
 
@@ -100,72 +101,6 @@ fn g_1d(g: [f64; 3]) -> [f64; 6] {
         g0 / 24.0 - g1 / 12.0 + g2 / 6.0,
         g2,
     ]
-}
-
-/// Tiles transformed at once, one per SIMD lane (16 f32 fill one AVX-512 register).
-const LANES: usize = 16;
-
-/// One value of each of [`LANES`] neighbouring tiles. The transforms below are written on
-/// these, so each arithmetic operation is one vector instruction across the tiles.
-#[derive(Clone, Copy)]
-struct Lanes([f32; LANES]);
-
-impl Lanes {
-    const ZERO: Lanes = Lanes([0.0; LANES]);
-
-    /// `s[0..LANES]`.
-    #[inline(always)]
-    fn load(s: &[f32]) -> Lanes {
-        Lanes(s[..LANES].try_into().expect("LANES values"))
-    }
-    /// Writes into `d[0..LANES]`.
-    #[inline(always)]
-    fn store(self, d: &mut [f32]) {
-        d[..LANES].copy_from_slice(&self.0);
-    }
-    /// Adds into `d[0..LANES]`.
-    #[inline(always)]
-    fn add_to(self, d: &mut [f32]) {
-        for (d, v) in d[..LANES].iter_mut().zip(self.0) {
-            *d += v;
-        }
-    }
-    /// Each lane through `f`.
-    #[inline(always)]
-    fn map(mut self, f: impl Fn(f32) -> f32) -> Lanes {
-        for v in &mut self.0 {
-            *v = f(*v);
-        }
-        self
-    }
-}
-
-macro_rules! lanewise {
-    ($trait:ident, $method:ident, $op:tt) => {
-        impl std::ops::$trait for Lanes {
-            type Output = Lanes;
-            #[inline(always)]
-            fn $method(mut self, o: Lanes) -> Lanes {
-                for (a, b) in self.0.iter_mut().zip(o.0) {
-                    *a $op b;
-                }
-                self
-            }
-        }
-    };
-}
-lanewise!(Add, add, +=);
-lanewise!(Sub, sub, -=);
-
-impl std::ops::Mul<f32> for Lanes {
-    type Output = Lanes;
-    #[inline(always)]
-    fn mul(mut self, k: f32) -> Lanes {
-        for v in &mut self.0 {
-            *v *= k;
-        }
-        self
-    }
 }
 
 /// `Bᵀ d` for six values.
@@ -294,36 +229,6 @@ fn interleave(phases: &[f32], len: usize, row: &mut [f32]) {
     for ((((q, a), b), c), d) in row[..4 * len].chunks_exact_mut(4).zip(p0).zip(p1).zip(p2).zip(p3) {
         (q[0], q[1], q[2], q[3]) = (*a, *b, *c, *d);
     }
-}
-
-/// Defines `fn $name(args)` that runs `$body(args)` compiled for AVX-512 or AVX2 + FMA when the
-/// CPU has them (the lane-wise transforms vectorize fully only there), and as built otherwise.
-macro_rules! simd_dispatch {
-    ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:ident) => {
-        $(#[$attr])*
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
-                    // SAFETY: this CPU has every feature `avx512` is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above, for `avx2`.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
 }
 
 simd_dispatch! {
