@@ -113,7 +113,8 @@ pub struct Vgg {
     preprocess: Preprocess,
     pooling: Pooling,
     kernel: Box<dyn Conv3x3>,
-    /// Activation and gradient buffers from earlier passes, reused by the next.
+    /// The activations and loss gradients of the last pass, reused by the next (the backward
+    /// pass's own buffers are not kept: holding them too would raise the peak memory).
     buffers: BufferPool,
 }
 
@@ -359,7 +360,7 @@ impl Vgg {
         }
         let add = |g: &mut Option<Vec<f32>>, src: &[f32]| match g {
             Some(g) => linalg::zip_apply(g, src, |a, b| *a += b),
-            None => *g = Some(self.buffers.copied(src)),
+            None => *g = Some(linalg::copied(src)),
         };
         let mut g: Option<Vec<f32>> = None;
         for si in (0..fwd.outputs.len()).rev() {
@@ -386,26 +387,21 @@ impl Vgg {
                     }
                     if let Some(gv) = g.take() {
                         let shape = ConvShape { c_in: filter.c_in(), c_out: filter.c_out(), height: in_h, width: in_w };
-                        let mut gin = self.buffers.take(filter.c_in() * in_h * in_w);
+                        let mut gin = linalg::zeros(filter.c_in() * in_h * in_w);
                         let relu_out = (!pre_relu_grads).then_some(out.as_slice());
                         self.kernel.conv_adjoint(shape, &gv, relu_out, filter, &mut gin);
-                        self.buffers.give(fwd.pixels(), [gv]);
                         g = Some(gin);
                     }
                 }
                 Stage::Pool { .. } => {
                     if let Some(gv) = g.take() {
-                        let gin = pool_backward(self.pooling, &gv, &fwd.switches[si], in_c, in_h, in_w, &self.buffers);
-                        self.buffers.give(fwd.pixels(), [gv]);
-                        g = Some(gin);
+                        g = Some(pool_backward(self.pooling, &gv, &fwd.switches[si], in_c, in_h, in_w));
                     }
                 }
             }
         }
         let g = g.unwrap_or_else(|| vec![0.0; 3 * fwd.height * fwd.width]);
-        let grad = self.preprocess.backward(&g);
-        self.buffers.give(fwd.pixels(), [g]);
-        Ok(grad)
+        Ok(self.preprocess.backward(&g))
     }
 
     /// The buffers this network reuses between passes (the losses take their gradients'
@@ -470,17 +466,9 @@ fn pool_forward(
 }
 
 /// The gradient through [`pool_forward`]: to the maximum (max) or spread evenly (avg).
-fn pool_backward(
-    pooling: Pooling,
-    g: &[f32],
-    sw: &[u8],
-    c: usize,
-    h: usize,
-    w: usize,
-    buffers: &BufferPool,
-) -> Vec<f32> {
+fn pool_backward(pooling: Pooling, g: &[f32], sw: &[u8], c: usize, h: usize, w: usize) -> Vec<f32> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = buffers.zeros(c * h * w);
+    let mut out = linalg::zeros(c * h * w);
     if oh * ow == 0 {
         return out;
     }
@@ -536,11 +524,11 @@ mod tests {
         let x = [1.0, 5.0, 9.0, 3.0, 2.0, 9.0];
         let (out, sw) = pool_forward(Pooling::Max, &x, 1, 2, 3, &dirty());
         assert_eq!(out, vec![5.0]);
-        let g = pool_backward(Pooling::Max, &[2.0], &sw, 1, 2, 3, &dirty());
+        let g = pool_backward(Pooling::Max, &[2.0], &sw, 1, 2, 3);
         assert_eq!(g, vec![0.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
         let (out, _) = pool_forward(Pooling::Avg, &x, 1, 2, 3, &dirty());
         assert_eq!(out, vec![2.75]);
-        let g = pool_backward(Pooling::Avg, &[2.0], &[], 1, 2, 3, &dirty());
+        let g = pool_backward(Pooling::Avg, &[2.0], &[], 1, 2, 3);
         assert_eq!(g, vec![0.5, 0.5, 0.0, 0.5, 0.5, 0.0]);
         // Ties go to the first maximum, row-major: windows [4 4 / 4 4], [1 2 / 2 0], [0 0 / 3 3].
         let x = [4.0, 4.0, 1.0, 2.0, 0.0, 0.0, 4.0, 4.0, 2.0, 0.0, 3.0, 3.0];
