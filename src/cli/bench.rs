@@ -81,8 +81,9 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
         let objective = Objective::new(&net, &config, &content, &[style])?;
         let x = noise_image(size, size, 3);
         let layers: Vec<_> = config.content_layers.iter().chain(&config.style_layers).copied().collect();
+        // Each pass's buffers go back to the network for the next, as in a run.
         let forward = median_seconds(runs, || {
-            net.forward(&x.data, size, size, &layers).expect("forward");
+            net.recycle(net.forward(&x.data, size, size, &layers).expect("forward"), []);
         });
         let fwd = net.forward(&x.data, size, size, &layers)?;
         let grads: Vec<_> = layers
