@@ -16,6 +16,12 @@
 //! when the summed-over channels are contiguous), and `B M̄ Bᵀ` gives 6x6 windows that are added
 //! up where they overlap.
 //!
+//! The transforms work on 16 neighbouring tiles at once, one per vector lane ([`Lanes`]), and
+//! are compiled for AVX-512 and AVX2 as well ([`simd_dispatch!`]). Tile `tx` reads image
+//! columns `4tx-1 .. 4tx+5`, so a padded row is first split into its four phases (columns
+//! `4i + p`): the six columns of 16 tiles are then six contiguous loads, at `i` in phases 0-3
+//! and at `i + 1` in phases 0 and 1. Outputs are put back together the same way.
+//!
 //! The transforms' constants are the standard ones for the points 0, ±1, ±2 and ∞. A pass whose
 //! input has few channels (conv1_1's forward pass, on the image's 3) or whose image has very few
 //! tiles (the deepest layers of a small image) goes to [`Im2colGemm`], where Winograd would cost
