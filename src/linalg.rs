@@ -50,6 +50,16 @@ impl BufferPool {
     /// More than a pass of VGG19 uses at once; past it, the oldest buffers are let go.
     pub const MAX_BUFFERS: usize = 128;
 
+    /// Lets go of the buffers unless they are for passes on images of `pixels` pixels (a pass
+    /// calls this first, so that a run moving to a larger scale does not hold the smaller
+    /// scale's buffers while it makes its own).
+    pub fn size_for(&self, pixels: usize) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.0 != pixels {
+            *free = (pixels, Vec::new());
+        }
+    }
+
     /// A buffer of `len` values whose contents are unspecified (for outputs written in full).
     pub fn take(&self, len: usize) -> Vec<f32> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,10 +100,8 @@ impl BufferPool {
 
     /// Gives buffers back for reuse by passes on an image of `pixels` pixels.
     pub fn give(&self, pixels: usize, buffers: impl IntoIterator<Item = Vec<f32>>) {
+        self.size_for(pixels);
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.0 != pixels {
-            *free = (pixels, Vec::new());
-        }
         free.1.extend(buffers.into_iter().filter(|b| b.capacity() > 0));
         let excess = free.1.len().saturating_sub(Self::MAX_BUFFERS);
         free.1.drain(..excess);
@@ -369,6 +377,11 @@ mod tests {
         // Buffers given back from a pass at another size replace the old ones.
         pool.give(200, [vec![9.0; 4]]);
         assert_eq!(pool.free.lock().unwrap().1.len(), 1);
+        pool.size_for(200);
+        assert_eq!(pool.free.lock().unwrap().1.len(), 1);
+        pool.size_for(300);
+        assert!(pool.free.lock().unwrap().1.is_empty());
+        pool.give(200, [vec![9.0; 4]]);
         assert_eq!(pool.take(30), vec![0.0; 30]); // nothing fits: a fresh buffer
         pool.give(200, (0..BufferPool::MAX_BUFFERS + 5).map(|_| vec![0.0; 1]));
         assert_eq!(pool.free.lock().unwrap().1.len(), BufferPool::MAX_BUFFERS);

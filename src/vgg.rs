@@ -294,6 +294,7 @@ impl Vgg {
                 "the image is {width}x{height} pixels, but layer {deepest} needs at least {min}x{min}"
             )));
         }
+        self.buffers.size_for(height * width);
         let mut x = self.preprocess.apply(image);
         let (mut c, mut h, mut w) = (3, height, width);
         let mut fwd = Forward { height, width, outputs: Vec::new(), pre_relu: Vec::new(), switches: Vec::new() };
