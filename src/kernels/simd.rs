@@ -70,6 +70,11 @@ impl std::ops::Mul<f32> for Lanes {
 
 /// Defines `fn $name(args)` that runs `$body(args)` compiled for AVX-512 or AVX2 + FMA when the
 /// CPU has them (the lane-wise transforms vectorize fully only there), and as built otherwise.
+///
+/// `$body` must be `#[inline(always)]`, and so must what it calls in its loops (the `Lanes`
+/// operations are), for it to be compiled inside each copy. Closures passed to library
+/// functions such as arrays' `map` are not reliably inlined: the transforms were 2x slower
+/// with them.
 macro_rules! simd_dispatch {
     ($(#[$attr:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:ident) => {
         $(#[$attr])*

@@ -598,3 +598,42 @@ impl Conv3x3 for Winograd {
         "winograd-f4x4+im2col"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The copy of each transform that runs here (AVX-512 or AVX2 where the CPU has them) gives
+    /// exactly what its baseline build gives, so the copy other CPUs run is tested too.
+    #[test]
+    fn every_build_of_the_transforms_agrees() {
+        let (h, w) = (9, 70); // 3 tile rows of 18 tiles: one whole and one partial group of 16
+        let values = |seed: usize, n: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 37 + seed * 11) % 101) as f32 / 7.0 - 7.0).collect()
+        };
+        let (plane, relu_out) = (values(1, h * w), values(2, h * w));
+        let (th, tw) = (h.div_ceil(TILE), w.div_ceil(TILE));
+        let band = Band { ty0: 0, rows: th, tw, stride: Band::stride_for(th * tw) };
+        let points = POINTS * band.stride;
+        let (mut v, mut v_plain) = (vec![0.0; points], vec![0.0; points]);
+        input_transform(&plane, (h, w), band, &mut v, &mut Scratch::default());
+        input_transform_lanes(&plane, (h, w), band, &mut v_plain, &mut Scratch::default());
+        assert_eq!(v, v_plain, "input transform");
+
+        let (mut y, mut y_plain) = (vec![0.0; h * w], vec![0.0; h * w]);
+        output_transform(&v, (h, w), band, 0.5, true, &mut y, &mut Scratch::default());
+        output_transform_lanes(&v, (h, w), band, 0.5, true, &mut y_plain, &mut Scratch::default());
+        assert_eq!(y, y_plain, "output transform");
+
+        let (mut m, mut m_plain) = (vec![0.0; points], vec![0.0; points]);
+        output_adjoint(&plane, Some(&relu_out), (h, w), band, &mut m, &mut Scratch::default());
+        output_adjoint_lanes(&plane, Some(&relu_out), (h, w), band, &mut m_plain, &mut Scratch::default());
+        assert_eq!(m, m_plain, "output adjoint");
+
+        let (mut g, mut g_plain) = (vec![0.0; h * w], vec![0.0; h * w]);
+        input_adjoint(&m, (h, w), band, &mut g, &mut Scratch::default());
+        input_adjoint_lanes(&m, (h, w), band, &mut g_plain, &mut Scratch::default());
+        assert_eq!(g, g_plain, "input adjoint");
+        assert!(g.iter().any(|v| *v != 0.0));
+    }
+}
