@@ -84,13 +84,6 @@ impl BufferPool {
         }
     }
 
-    /// A buffer of `len` zeros.
-    pub fn zeros(&self, len: usize) -> Vec<f32> {
-        let mut b = self.take(len);
-        apply(&mut b, |v| *v = 0.0);
-        b
-    }
-
     /// A copy of `a`.
     pub fn copied(&self, a: &[f32]) -> Vec<f32> {
         let mut b = self.take(a.len());
@@ -369,10 +362,11 @@ mod tests {
     fn buffer_pool_reuses_the_best_fit_and_keeps_one_size() {
         let pool = BufferPool::default();
         pool.give(100, [vec![1.0; 10], vec![2.0; 50], vec![3.0; 20]]);
-        // The smallest buffer that fits, cut or grown to length; zeros() clears it.
+        // The smallest buffer that fits, cut or grown to length.
         let b = pool.take(15);
         assert_eq!((b.len(), b.capacity(), b[0]), (15, 20, 3.0));
-        assert_eq!(pool.zeros(40), vec![0.0; 40]);
+        let b = pool.take(40);
+        assert_eq!((b.len(), b.capacity()), (40, 50));
         assert_eq!(pool.copied(&[4.0, 5.0]), vec![4.0, 5.0]);
         // Buffers given back from a pass at another size replace the old ones.
         pool.give(200, [vec![9.0; 4]]);
