@@ -26,7 +26,7 @@ use crate::colour::{self, Colour};
 use crate::error::{Error, Result, available_memory, gib};
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
 use crate::loss::{LossConfig, LossTerms, Masks, Objective, StyleLoss};
-use crate::optim::{Adam, AdamConfig, Lbfgs, Optimizer};
+use crate::optim::{Adam, AdamConfig, Lbfgs, LineSearch, Optimizer, Verdict};
 use crate::vgg::Vgg;
 
 /// The gradient method.
@@ -82,6 +82,19 @@ pub enum Scales {
 /// `Scales::Auto` turns the pyramid on for outputs larger than this (long side, pixels).
 pub const AUTO_PYRAMID_ABOVE: usize = 512;
 
+/// The long sides of a pyramid from `start` by `factor` up to `size`, ending at `size` (a scale
+/// within 10% of `size` is left out).
+pub fn pyramid_sides(start: usize, factor: f64, size: usize) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut s = start as f64;
+    while s * 1.1 < size as f64 {
+        v.push(s.round() as usize);
+        s *= factor;
+    }
+    v.push(size);
+    v
+}
+
 /// Everything about one stylization. Every field has a setter of the same name, so a
 /// configuration reads as a chain from the defaults:
 ///
@@ -95,13 +108,15 @@ pub const AUTO_PYRAMID_ABOVE: usize = 512;
 pub struct StyleConfig {
     /// Long side of the output in pixels. An image already at that size is used as it is.
     pub size: usize,
-    /// Loss evaluations (one optimizer step each).
+    /// Loss evaluations (a line search's trials included).
     pub iterations: usize,
     pub optimizer: OptimizerKind,
     /// Adam's step size, in pixel units (0..255).
     pub lr: f64,
     /// L-BFGS history size.
     pub lbfgs_history: usize,
+    /// L-BFGS's step rule.
+    pub lbfgs_line_search: LineSearch,
     pub loss: LossConfig,
     /// Style images get the output's pixel count times `style_scale^2`.
     pub style_scale: f64,
@@ -130,6 +145,7 @@ impl Default for StyleConfig {
             optimizer: OptimizerKind::Lbfgs,
             lr: 10.0,
             lbfgs_history: 100,
+            lbfgs_line_search: LineSearch::StrongWolfe,
             loss: LossConfig::default(),
             style_scale: 1.0,
             init: Init::Content,
@@ -165,6 +181,7 @@ setters! {
     /// Adam's step size in pixel units.
     lr: f64 => lr;
     lbfgs_history: usize => lbfgs_history;
+    lbfgs_line_search: LineSearch => lbfgs_line_search;
     style_scale: f64 => style_scale;
     init: Init => init;
     seed: u64 => seed;
@@ -237,15 +254,7 @@ impl StyleConfig {
                 if self.scale_start == 0 {
                     return Err(Error::config("--scale-start must be at least 1"));
                 }
-                let mut v = Vec::new();
-                let mut s = self.scale_start as f64;
-                // Stop one step short when the next size would be within 10% of the target.
-                while s * 1.1 < self.size as f64 {
-                    v.push(s.round() as usize);
-                    s *= self.scale_factor;
-                }
-                v.push(self.size);
-                v
+                pyramid_sides(self.scale_start, self.scale_factor, self.size)
             }
             Scales::List(v) => {
                 let shown = v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
@@ -321,8 +330,9 @@ impl StyleConfig {
     pub fn memory_estimate(&self, net: &Vgg, width: usize, height: usize) -> Result<u64> {
         let image = (3 * width * height * 4) as u64;
         let optimizer = match self.optimizer {
-            OptimizerKind::Lbfgs => (2 * self.lbfgs_history as u64 + 4) * image,
-            OptimizerKind::Adam => 3 * image,
+            // The pairs, the iterate, its gradient, the direction and the best image so far.
+            OptimizerKind::Lbfgs => (2 * self.lbfgs_history as u64 + 6) * image,
+            OptimizerKind::Adam => 4 * image,
         };
         Ok(net.memory_estimate(height, width, &self.loss.layers())? + optimizer + 4 * image)
     }
@@ -337,14 +347,22 @@ pub struct Progress<'a> {
     /// 1-based scale of the pyramid, and how many there are.
     pub scale: usize,
     pub scales: usize,
+    /// This evaluation's loss (not finite if it overflowed: a line search then steps back).
     pub terms: LossTerms,
+    /// Whether the evaluated image became the optimizer's iterate (the start, or a step it
+    /// took); `false` for a line search's trials.
+    pub accepted: bool,
+    /// The lowest loss evaluated so far at this scale, and at which evaluation (over all scales).
+    pub best: LossTerms,
+    pub best_iteration: usize,
     /// Since the start of the optimisation (of the first scale).
     pub elapsed: Duration,
-    /// The image just evaluated (the running average, with `average`).
+    /// The best image so far at this scale (the running average, with `average`): what would be
+    /// written if the run stopped now.
     pub image: &'a Image,
 }
 
-/// Receives every evaluation; `Break` stops the run (the current image is returned).
+/// Receives every evaluation; `Break` stops the run (the best image so far is returned).
 pub trait Observer {
     fn on_iteration(&mut self, progress: &Progress<'_>) -> ControlFlow<()>;
 }
@@ -356,13 +374,17 @@ impl<F: FnMut(&Progress<'_>) -> ControlFlow<()>> Observer for F {
 }
 
 /// Why a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Stop {
     /// All iterations ran.
     Finished,
+    /// The optimizer found no further decrease (a stationary point, to the loss's precision).
+    Converged,
     /// The observer asked to stop.
     Interrupted,
-    /// The loss was NaN or infinite at this evaluation; the image is the last good one.
+    /// The loss was NaN or infinite at this evaluation and the optimizer could not step back
+    /// (the first evaluation of a scale, or Adam).
     NonFinite { iteration: usize },
     /// The time limit was reached.
     TimeLimit,
@@ -371,11 +393,15 @@ pub enum Stop {
 /// The result of a run.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    /// The last image whose loss was finite.
+    /// The image with the lowest loss evaluated (at the last scale reached), or the start if no
+    /// loss was finite.
     pub image: Image,
     /// Its loss (zero if none was finite).
     pub terms: LossTerms,
-    /// Evaluations with a finite loss.
+    /// Which evaluation it came from (1-based over all scales; 0 if none was finite, or for an
+    /// average of the iterates that scored better than each of them).
+    pub best_iteration: usize,
+    /// Evaluations made.
     pub iterations: usize,
     pub stop: Stop,
 }
@@ -504,10 +530,12 @@ impl<'n> Stylizer<'n> {
                 &mut scaled,
             )?;
             curvature = optimizer.inverse_curvature().map(|inv| (inv, pixels));
-            done += iterations;
             let stop = if scaled.timed_out { Stop::TimeLimit } else { result.stop };
-            outcome = Some(Outcome { iterations: done - iterations + result.iterations, stop, ..result });
-            if stop != Stop::Finished {
+            let best_iteration = if result.best_iteration > 0 { done + result.best_iteration } else { 0 };
+            done += result.iterations;
+            outcome = Some(Outcome { iterations: done, stop, best_iteration, ..result });
+            // A scale that converged early hands over to the next one.
+            if !matches!(stop, Stop::Finished | Stop::Converged) {
                 break;
             }
             previous = outcome.as_ref().map(|o| (o.image.clone(), content_k.clone()));
@@ -544,9 +572,10 @@ impl<'n> Stylizer<'n> {
         let cfg = &self.config;
         match cfg.optimizer {
             OptimizerKind::Lbfgs => {
+                let lbfgs = Lbfgs::with_line_search(cfg.lbfgs_history, cfg.lbfgs_line_search);
                 let lbfgs = match inverse_curvature {
-                    Some(h0) => Lbfgs::warm(cfg.lbfgs_history, 1.0, h0),
-                    None => Lbfgs::new(cfg.lbfgs_history, 1.0),
+                    Some(h0) => lbfgs.warm(h0),
+                    None => lbfgs,
                 };
                 // Pixels stay in 0..255: the saved image is the one optimised.
                 Box::new(lbfgs.bounded(0.0, 255.0))
@@ -584,6 +613,7 @@ impl Observer for ScaleObserver<'_> {
         self.inner.on_iteration(&Progress {
             image: coloured.as_ref().unwrap_or(p.image),
             iteration: self.offset + p.iteration,
+            best_iteration: self.offset + p.best_iteration,
             iterations: self.total,
             scale: self.scale,
             scales: self.scales,
@@ -618,9 +648,32 @@ impl Average {
     }
 }
 
+/// The best evaluation so far: its image, loss and (1-based) number.
+struct Best {
+    image: Image,
+    terms: LossTerms,
+    iteration: usize,
+}
+
+impl Best {
+    /// Keeps `x` if its loss is lower than the best's (reusing the best's buffer).
+    fn offer(best: &mut Option<Best>, x: &Image, terms: LossTerms, iteration: usize) {
+        match best {
+            Some(b) if terms.total >= b.terms.total => {}
+            Some(b) => {
+                b.image.data.copy_from_slice(&x.data);
+                (b.terms, b.iteration) = (terms, iteration);
+            }
+            None => *best = Some(Best { image: x.clone(), terms, iteration }),
+        }
+    }
+}
+
 /// The optimisation loop over any objective: `evaluate` gives the loss and gradient of an image.
-/// Each iteration is one evaluation. The returned image is the last one evaluated with a finite
-/// loss or, with `average`, the average of the iterates up to it.
+/// Each iteration is one evaluation, whatever the optimizer does with it. However the run ends
+/// (the last iteration, the observer, convergence, a loss that cannot be recovered from), the
+/// image returned is the one with the lowest loss evaluated, or with `average` the average of
+/// the iterates if that scores lower still (it is evaluated once more, at the end).
 pub fn optimize(
     evaluate: &mut Evaluate<'_>,
     mut x: Image,
@@ -631,37 +684,67 @@ pub fn optimize(
 ) -> Result<Outcome> {
     let start = Instant::now();
     let mut avg = average.map(|decay| Average { decay, sum: Vec::new(), weight: 0.0 });
-    let mut last_good: Option<(Image, LossTerms)> = None;
+    let mut best: Option<Best> = None;
+    let mut stop = Stop::Finished;
+    let mut done = 0;
     for i in 1..=iterations {
         let (terms, grad) = evaluate(&x)?;
-        if !terms.total.is_finite() || grad.iter().any(|g| !g.is_finite()) {
-            let (image, terms) = last_good.unwrap_or((x, LossTerms::default()));
-            return Ok(Outcome { image, terms, iterations: i - 1, stop: Stop::NonFinite { iteration: i } });
+        done = i;
+        let finite = terms.total.is_finite() && grad.iter().all(|g| g.is_finite());
+        if !finite && best.is_none() {
+            // Nothing to step back to: the start itself does not have a finite loss.
+            stop = Stop::NonFinite { iteration: i };
+            break;
         }
-        let shown = match &mut avg {
-            Some(a) => {
-                a.update(&x.data);
-                a.value(&x)
-            }
-            None => x.clone(),
-        };
+        if finite {
+            Best::offer(&mut best, &x, terms, i);
+        }
+        if let Some(a) = &mut avg
+            && finite
+        {
+            a.update(&x.data);
+        }
+        let verdict = optimizer.step(&mut x.data, finite.then_some((terms.total, &grad[..])));
+        let b = best.as_ref().expect("a finite evaluation");
+        let shown = avg.as_ref().map(|a| a.value(&b.image));
         let flow = observer.on_iteration(&Progress {
             iteration: i,
             iterations,
             scale: 1,
             scales: 1,
             terms,
+            accepted: verdict == Verdict::Accepted,
+            best: b.terms,
+            best_iteration: b.iteration,
             elapsed: start.elapsed(),
-            image: &shown,
+            image: shown.as_ref().unwrap_or(&b.image),
         });
-        if flow.is_break() || i == iterations {
-            let stop = if flow.is_break() { Stop::Interrupted } else { Stop::Finished };
-            return Ok(Outcome { image: shown, terms, iterations: i, stop });
+        if verdict == Verdict::Failed {
+            stop = Stop::NonFinite { iteration: i };
+            break;
         }
-        last_good = Some((shown, terms));
-        optimizer.step(&mut x.data, terms.total, &grad);
+        if flow.is_break() {
+            stop = Stop::Interrupted;
+            break;
+        }
+        if verdict == Verdict::Converged {
+            stop = Stop::Converged;
+            break;
+        }
     }
-    unreachable!("iterations is at least 1")
+    let Some(mut best) = best else {
+        return Ok(Outcome { image: x, terms: LossTerms::default(), best_iteration: 0, iterations: done, stop });
+    };
+    if let Some(a) = avg
+        && a.weight > 0.0
+    {
+        let mean = a.value(&best.image);
+        let (terms, _) = evaluate(&mean)?;
+        if terms.total < best.terms.total {
+            best = Best { image: mean, terms, iteration: 0 };
+        }
+    }
+    Ok(Outcome { image: best.image, terms: best.terms, best_iteration: best.iteration, iterations: done, stop })
 }
 
 /// Uniform noise in 0..255 from a seed (SplitMix64), the same on every platform.
@@ -692,9 +775,10 @@ mod tests {
         assert!((mean - 127.5).abs() < 30.0, "{mean}");
     }
 
-    /// A loss that becomes NaN at the 4th evaluation: the run keeps the 3rd image.
+    /// A loss that becomes NaN at the 4th evaluation: Adam cannot step back, so the run stops
+    /// there and keeps the best image of the first three.
     #[test]
-    fn non_finite_loss_keeps_the_last_good_image() {
+    fn non_finite_loss_keeps_the_best_image() {
         let mut calls = 0;
         let mut eval = |img: &Image| {
             calls += 1;
@@ -704,28 +788,69 @@ mod tests {
         };
         let mut seen = Vec::new();
         let mut obs = |p: &Progress| {
-            seen.push(p.image.clone());
+            seen.push((p.terms.total, p.best_iteration, p.image.clone()));
             ControlFlow::Continue(())
         };
         let x = Image { width: 1, height: 1, data: vec![10.0, -4.0, 3.0] };
         let mut adam = Adam::new(AdamConfig { lr: 1.0, ..Default::default() });
         let out = optimize(&mut eval, x, &mut adam, None, 10, &mut obs).unwrap();
         assert_eq!(out.stop, Stop::NonFinite { iteration: 4 });
-        assert_eq!(out.iterations, 3);
-        assert_eq!(seen.len(), 3);
-        assert_eq!(out.image, seen[2]);
-        assert!(out.terms.total.is_finite());
+        assert_eq!(out.iterations, 4);
+        assert_eq!(seen.len(), 4);
+        assert!(seen[3].0.is_nan());
+        // Adam lowered the loss at each of its steps: the third image is the best.
+        assert_eq!(out.best_iteration, 3);
+        assert_eq!((seen[2].1, seen[3].1), (3, 3));
+        assert_eq!(out.image, seen[3].2);
+        assert!(out.terms.total.is_finite() && out.terms.total < seen[0].0);
+    }
+
+    /// A line search's trials that overshoot are never what the observer shows or the run
+    /// returns: the best image so far never gets worse.
+    #[test]
+    fn best_so_far_is_monotone_and_returned() {
+        // A loss with a narrow valley along x0 = x1: long trials overshoot it.
+        let f = |x: &[f32]| {
+            let (a, b) = (x[0] as f64, x[1] as f64);
+            let l = 1e4 * (a - b).powi(2) + (a - 3.0).powi(2) + (b - 3.0).powi(2);
+            (l, vec![(2e4 * (a - b) + 2.0 * (a - 3.0)) as f32, (-2e4 * (a - b) + 2.0 * (b - 3.0)) as f32, 0.0])
+        };
+        let mut eval = |img: &Image| {
+            let (total, g) = f(&img.data);
+            Ok((LossTerms { total, ..Default::default() }, g))
+        };
+        let mut best = Vec::new();
+        let mut evaluated = Vec::new();
+        let mut obs = |p: &Progress| {
+            let (l, _) = f(&p.image.data);
+            assert_eq!(l, p.best.total, "the image shown is the best one");
+            best.push(p.best.total);
+            evaluated.push((p.terms.total, p.accepted));
+            ControlFlow::Continue(())
+        };
+        let x = Image { width: 1, height: 1, data: vec![0.0, 1.0, 0.0] };
+        let out = optimize(&mut eval, x, &mut Lbfgs::new(5), None, 40, &mut obs).unwrap();
+        assert!(best.windows(2).all(|w| w[1] <= w[0]), "{best:?}");
+        assert!(evaluated.iter().any(|(l, accepted)| !accepted && *l > best[0]), "no trial overshot: {evaluated:?}");
+        let accepted: Vec<f64> = evaluated.iter().filter(|e| e.1).map(|e| e.0).collect();
+        assert!(accepted.windows(2).all(|w| w[1] < w[0]), "an accepted step raised the loss: {accepted:?}");
+        assert_eq!(out.terms.total, *best.last().unwrap());
+        assert_eq!(f(&out.image.data).0, out.terms.total);
+        assert!(out.terms.total < 1e-6, "{}", out.terms.total);
     }
 
     #[test]
     fn observer_can_interrupt() {
-        let mut eval = |img: &Image| Ok((LossTerms { total: 1.0, ..Default::default() }, vec![1.0; img.data.len()]));
-        let mut obs = |p: &Progress| if p.iteration == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+        let mut eval = |img: &Image| {
+            let total = img.data.iter().map(|v| (*v as f64 - 50.0).powi(2)).sum();
+            Ok((LossTerms { total, ..Default::default() }, img.data.iter().map(|v| 2.0 * (v - 50.0)).collect()))
+        };
+        let mut obs = |p: &Progress| if p.iteration == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
         let x = Image::filled(2, 2, 100.0);
-        let out = optimize(&mut eval, x, &mut Lbfgs::new(5, 1.0), None, 10, &mut obs).unwrap();
+        let out = optimize(&mut eval, x, &mut Lbfgs::new(5), None, 10, &mut obs).unwrap();
         assert_eq!(out.stop, Stop::Interrupted);
-        assert_eq!(out.iterations, 2);
-        assert_ne!(out.image, Image::filled(2, 2, 100.0), "one step was taken before the break");
+        assert_eq!(out.iterations, 3);
+        assert!(out.best_iteration > 1 && out.terms.total < 12.0 * 2500.0, "a step was taken before the break");
     }
 
     #[test]
@@ -763,22 +888,33 @@ mod tests {
         assert!(StyleConfig::default().average(Some(0.9)).validate(1).unwrap_err().to_string().contains("adam"));
     }
 
-    /// With averaging, the output is the bias-corrected moving average of the iterates.
+    /// With averaging, the images shown are the bias-corrected moving average of the iterates,
+    /// and the average is written when it scores better than every iterate.
     #[test]
     fn averaged_iterates() {
-        let mut eval = |img: &Image| Ok((LossTerms { total: 1.0, ..Default::default() }, vec![1.0; img.data.len()]));
+        // EMA with decay 0.5 and bias correction of the iterates 100, 99, 98.
+        let want3 = (0.5 * 98.0 + 0.25 * 99.0 + 0.125 * 100.0) / (1.0 - 0.125);
+        let loss = |img: &Image| img.data.iter().map(|v| (*v as f64 - want3).powi(2)).sum::<f64>();
+        // A constant gradient: Adam's steps are then exactly lr each.
+        let mut eval = |img: &Image| Ok((LossTerms { total: loss(img), ..Default::default() }, vec![1.0; img.data.len()]));
         let mut seen = Vec::new();
         let mut obs = |p: &Progress| {
-            seen.push(p.image.data[0]);
+            seen.push(p.image.data[0] as f64);
             ControlFlow::Continue(())
         };
         let x = Image::filled(1, 1, 100.0);
-        // Adam's steps with a constant gradient are exactly lr each: iterates 100, 99, 98.
         let mut adam = Adam::new(AdamConfig { lr: 1.0, ..Default::default() });
-        let out = optimize(&mut eval, x, &mut adam, Some(0.5), 3, &mut obs).unwrap();
-        // EMA with decay 0.5 and bias correction: (0.25*100 + 0.5*99... ) over (1 - 0.5^t).
-        let want3 = (0.5 * 98.0 + 0.25 * 99.0 + 0.125 * 100.0) / (1.0 - 0.125);
+        let out = optimize(&mut eval, x.clone(), &mut adam, Some(0.5), 3, &mut obs).unwrap();
         assert!((seen[0] - 100.0).abs() < 1e-4 && (seen[2] - want3).abs() < 1e-3, "{seen:?}");
-        assert!((out.image.data[0] - want3).abs() < 1e-3);
+        assert!((out.image.data[0] as f64 - want3).abs() < 1e-3);
+        assert_eq!(out.best_iteration, 0);
+        // When an iterate scores better than the average, the iterate is written.
+        let mut eval = |img: &Image| {
+            let total = img.data.iter().map(|v| (*v as f64 - 98.0).powi(2)).sum();
+            Ok((LossTerms { total, ..Default::default() }, vec![1.0; img.data.len()]))
+        };
+        let mut adam = Adam::new(AdamConfig { lr: 1.0, ..Default::default() });
+        let out = optimize(&mut eval, x, &mut adam, Some(0.5), 3, &mut |_: &Progress| ControlFlow::Continue(())).unwrap();
+        assert_eq!((out.best_iteration, out.image.data[0]), (3, 98.0));
     }
 }

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use impasto::Result;
 use impasto::loss::LossConfig;
+use impasto::optim::LineSearch;
 use impasto::transfer::{OptimizerKind, Scales, StyleConfig};
 use impasto::vgg::{LayerId, Pooling};
 use impasto::weights::Preprocess;
@@ -40,15 +41,54 @@ pub enum Command {
     /// Fetch the default weights or show where they are.
     #[command(subcommand)]
     Weights(WeightsCommand),
-    /// Time one iteration and each conv layer (forward and image gradient) at given sizes.
-    Bench {
-        /// Square image sizes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "256,512")]
-        sizes: Vec<usize>,
-        /// Timed runs per measurement (the median is shown).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-    },
+    /// Time one iteration and each conv layer (forward and image gradient) at given sizes; with
+    /// --robustness, check that runs converge over a corpus of pairs.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Image sizes, comma-separated [default: 256,512; with --robustness 200,288,384,448,512].
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<usize>>,
+    /// Timed runs per measurement (the median is shown).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Run the robustness benchmark instead: every content x style pair at each size, style
+    /// weight and pyramid setting, with each method, for a fixed number of evaluations.
+    #[arg(long)]
+    pub robustness: bool,
+    /// Content images (--robustness).
+    #[arg(long, value_delimiter = ',', value_name = "FILE,...")]
+    pub contents: Vec<PathBuf>,
+    /// Style images (--robustness).
+    #[arg(long, value_delimiter = ',', value_name = "FILE,...")]
+    pub styles: Vec<PathBuf>,
+    /// Style weights (--robustness).
+    #[arg(long, value_delimiter = ',', default_value = "1e2,1e3,1e5")]
+    pub style_weights: Vec<f64>,
+    /// Pyramid settings (--robustness): off (one scale), on (from half the size by √2).
+    #[arg(long, value_delimiter = ',', default_value = "off,on")]
+    pub pyramid: Vec<PyramidArg>,
+    /// Methods to compare (--robustness).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "lbfgs")]
+    pub methods: Vec<crate::cli::robustness::Method>,
+    /// Loss evaluations per case (--robustness).
+    #[arg(long, default_value_t = 60)]
+    pub evaluations: usize,
+    /// The JSON-lines file of finished cases (--robustness); cases already in it are skipped.
+    #[arg(long, default_value = "robustness.jsonl", value_name = "FILE")]
+    pub records: PathBuf,
+    /// Only print the summary of the records file (--robustness).
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// The robustness benchmark's pyramid settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PyramidArg {
+    Off,
+    On,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +115,15 @@ pub enum PoolingArg {
 pub enum OptimizerArg {
     Lbfgs,
     Adam,
+}
+
+/// L-BFGS's step rule.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LineSearchArg {
+    /// Moré and Thuente's strong Wolfe line search (a step is taken only if the loss went down).
+    StrongWolfe,
+    /// One evaluation a step, as PyTorch's LBFGS(max_iter=1) (for comparisons).
+    None,
 }
 
 /// The preprocessing a weights file expects.
@@ -168,6 +217,9 @@ pub struct StylizeArgs {
     /// L-BFGS history size.
     #[arg(long, default_value_t = defaults().lbfgs_history)]
     pub lbfgs_history: usize,
+    /// L-BFGS's step rule: a strong Wolfe line search, or PyTorch's one evaluation a step.
+    #[arg(long, value_enum, default_value = "strong-wolfe")]
+    pub lbfgs_line_search: LineSearchArg,
     /// Start from `content`, `random` (white noise from --seed) or an image FILE.
     #[arg(long, default_value = "content", value_name = "content|random|FILE")]
     pub init: String,
@@ -267,6 +319,10 @@ impl StylizeArgs {
             },
             lr: self.lr,
             lbfgs_history: self.lbfgs_history,
+            lbfgs_line_search: match self.lbfgs_line_search {
+                LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
+                LineSearchArg::None => LineSearch::None,
+            },
             seed: self.seed,
             scales: match self.scales.as_str() {
                 "auto" => Scales::Auto,

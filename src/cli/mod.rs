@@ -4,6 +4,7 @@
 pub mod args;
 pub mod bench;
 pub mod progress;
+pub mod robustness;
 
 use std::path::Path;
 
@@ -33,18 +34,47 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("{}", path.display());
             Ok(0)
         }
-        Command::Bench { sizes, runs } => {
-            if sizes.iter().any(|&s| s < 16) || runs == 0 {
-                bail!("--sizes must be at least 16 (relu5_1 needs 16x16) and --runs at least 1");
-            }
-            bench::run(&sizes, runs, bench::default_weights()?)?;
-            Ok(0)
-        }
+        Command::Bench(a) => bench(a),
         Command::Weights(WeightsCommand::Path) => {
             println!("{}", weights::fetch::default_weights_path()?.display());
             Ok(0)
         }
     }
+}
+
+fn bench(a: args::BenchArgs) -> Result<i32> {
+    if a.robustness {
+        if a.summary {
+            robustness::print_summary(&robustness::read_records(&a.records)?);
+            return Ok(0);
+        }
+        if a.contents.is_empty() || a.styles.is_empty() {
+            bail!("--robustness needs --contents and --styles (bench/robustness.sh gives the corpus)");
+        }
+        let sizes = a.sizes.unwrap_or_else(|| vec![200, 288, 384, 448, 512]);
+        if sizes.iter().any(|&s| s < 32) {
+            bail!("--sizes must be at least 32 for --robustness");
+        }
+        let net = Vgg::new(bench::default_weights()?, Default::default());
+        let plan = robustness::Plan {
+            contents: a.contents,
+            styles: a.styles,
+            sizes,
+            style_weights: a.style_weights,
+            pyramid: a.pyramid.iter().map(|p| *p == args::PyramidArg::On).collect(),
+            methods: a.methods,
+            evaluations: a.evaluations,
+            records: a.records,
+        };
+        robustness::run(&net, &plan)?;
+        return Ok(0);
+    }
+    let sizes = a.sizes.unwrap_or_else(|| vec![256, 512]);
+    if sizes.iter().any(|&s| s < 16) || a.runs == 0 {
+        bail!("--sizes must be at least 16 (relu5_1 needs 16x16) and --runs at least 1");
+    }
+    bench::run(&sizes, a.runs, bench::default_weights()?)?;
+    Ok(0)
 }
 
 /// Loads `--style-mask`-like lists: a file per style, `none` or `-` for no mask.
@@ -115,39 +145,43 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
     observer.finish();
     let outcome = outcome?;
     image_io::save(&outcome.image, &a.output).with_context(|| "cannot write the result")?;
-    if let Some(e) = observer.error {
+    observer.log_outcome(&outcome);
+    if let Some(e) = observer.error.take() {
         return Err(e.context(format!(
-            "stopped at iteration {}; wrote the image so far to {}",
+            "stopped at iteration {}; wrote the best image so far to {}",
             outcome.iterations,
             a.output.display()
         )));
     }
     let out = a.output.display();
+    let best = match outcome.best_iteration {
+        0 => format!("the average of the iterates, loss {:.4e}", outcome.terms.total),
+        n => format!("the best of {} evaluations: #{n}, loss {:.4e}", outcome.iterations, outcome.terms.total),
+    };
+    let (w, h) = (outcome.image.width, outcome.image.height);
     match outcome.stop {
-        Stop::Finished => {
+        Stop::Finished | Stop::Converged => {
             if !a.quiet {
-                eprintln!(
-                    "impasto: wrote {out} ({}x{}, {} iterations, loss {:.4e})",
-                    outcome.image.width, outcome.image.height, outcome.iterations, outcome.terms.total
-                );
+                let converged = if outcome.stop == Stop::Converged { "; converged early" } else { "" };
+                eprintln!("impasto: wrote {out} ({w}x{h}, {best}{converged})");
             }
             Ok(0)
         }
         Stop::TimeLimit => {
             if !a.quiet {
-                eprintln!("impasto: time limit reached after {} iterations; wrote {out}", outcome.iterations);
+                eprintln!("impasto: time limit reached; wrote {out} ({w}x{h}, {best})");
             }
             Ok(0)
         }
         Stop::Interrupted => {
-            eprintln!("impasto: interrupted at iteration {}; wrote the current image to {out}", outcome.iterations);
+            eprintln!("impasto: interrupted at iteration {}; wrote {out} ({best})", outcome.iterations);
             Ok(EXIT_INTERRUPTED)
         }
         Stop::NonFinite { iteration } => {
+            let kept = if outcome.best_iteration == 0 { "the initial image".to_string() } else { best };
             eprintln!(
-                "impasto: the loss became NaN or infinite at iteration {iteration}; wrote the last good image \
-                 (iteration {}) to {out}; try lower --style-weight, --content-weight or --lr",
-                outcome.iterations
+                "impasto: the loss became NaN or infinite at iteration {iteration}; wrote {out} ({kept}); \
+                 try lower --style-weight, --content-weight or --lr"
             );
             Ok(EXIT_FAILED)
         }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use impasto::image_io;
-use impasto::transfer::{Observer, Progress};
+use impasto::transfer::{Observer, Outcome, Progress};
 
 /// Shows, logs and saves each evaluation; stops when Ctrl-C was pressed.
 pub struct CliObserver {
@@ -69,16 +69,41 @@ impl CliObserver {
         }
     }
 
+    /// Ends the log with what was written: the evaluation the image came from, its loss, and
+    /// why the run stopped.
+    pub fn log_outcome(&mut self, outcome: &Outcome) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some((path, log)) = &mut self.log {
+            let line = serde_json::json!({
+                "written": true,
+                "best_iteration": outcome.best_iteration,
+                "total": outcome.terms.total,
+                "content": outcome.terms.content,
+                "style": outcome.terms.style,
+                "tv": outcome.terms.tv,
+                "iterations": outcome.iterations,
+                "stop": outcome.stop,
+                "width": outcome.image.width,
+                "height": outcome.image.height,
+            });
+            if let Err(e) = writeln!(log, "{line}").and_then(|()| log.flush()) {
+                self.error = Some(anyhow::Error::from(e).context(format!("{}: cannot write the log", path.display())));
+            }
+        }
+    }
+
     fn record(&mut self, p: &Progress<'_>) -> anyhow::Result<()> {
         if let Some(bar) = &self.bar {
             bar.set_position(p.iteration as u64);
             if p.scales > 1 {
                 bar.set_message(format!(
                     "{:.4e} (scale {}/{}, {}x{})",
-                    p.terms.total, p.scale, p.scales, p.image.width, p.image.height
+                    p.best.total, p.scale, p.scales, p.image.width, p.image.height
                 ));
             } else {
-                bar.set_message(format!("{:.4e}", p.terms.total));
+                bar.set_message(format!("{:.4e}", p.best.total));
             }
         }
         if let Some((path, log)) = &mut self.log {
@@ -88,6 +113,9 @@ impl CliObserver {
                 "content": p.terms.content,
                 "style": p.terms.style,
                 "tv": p.terms.tv,
+                "accepted": p.accepted,
+                "best": p.best.total,
+                "best_iteration": p.best_iteration,
                 "seconds": p.elapsed.as_secs_f64(),
                 "scale": p.scale,
                 "width": p.image.width,

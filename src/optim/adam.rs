@@ -1,7 +1,7 @@
 //! Adam (Kingma and Ba, 2015) with bias correction. Pixels may be clamped to a range after each
-//! step (crowsonkb's style transfer does this; L-BFGS is left unclamped, as everywhere).
+//! step (crowsonkb's style transfer does this).
 
-use super::Optimizer;
+use super::{Optimizer, Verdict};
 
 /// Adam's settings; `Default` is PyTorch's (lr 1e-3, betas 0.9/0.999, eps 1e-8), no clamping.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,7 +34,8 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn step(&mut self, x: &mut [f32], _loss: f64, g: &[f32]) {
+    fn step(&mut self, x: &mut [f32], evaluation: Option<(f64, &[f32])>) -> Verdict {
+        let Some((_, g)) = evaluation else { return Verdict::Failed };
         if self.m.len() != x.len() {
             self.m = vec![0.0; x.len()];
             self.v = vec![0.0; x.len()];
@@ -53,6 +54,7 @@ impl Optimizer for Adam {
                 x[i] = x[i].clamp(lo, hi);
             }
         }
+        Verdict::Accepted
     }
 }
 
@@ -65,25 +67,22 @@ mod tests {
     fn minimises_rosenbrock() {
         let mut x = vec![-1.2f32, 1.0];
         let start = rosenbrock(&x).0;
-        let end = minimise(&mut Adam::new(AdamConfig { lr: 0.02, ..Default::default() }), &mut x, 5000);
-        assert!(end < 1e-3 * start, "{start} -> {end}");
+        let end = minimise(&mut Adam::new(AdamConfig { lr: 0.02, ..Default::default() }), &mut x, 5000, rosenbrock);
+        assert!(end.best < 1e-3 * start, "{start} -> {}", end.best);
     }
 
     #[test]
     fn first_step_moves_each_coordinate_by_lr() {
         let mut x = vec![0.0f32, 5.0, 1.0];
-        Adam::new(AdamConfig { lr: 0.5, ..Default::default() }).step(&mut x, 0.0, &[3.0, -0.001, 0.0]);
+        Adam::new(AdamConfig { lr: 0.5, ..Default::default() }).step(&mut x, Some((0.0, &[3.0, -0.001, 0.0])));
         assert!((x[0] + 0.5).abs() < 1e-5 && (x[1] - 5.5).abs() < 1e-3 && x[2] == 1.0, "{x:?}");
     }
 
     #[test]
     fn clamps_to_the_range() {
         let mut x = vec![0.2f32, 254.9];
-        Adam::new(AdamConfig { lr: 1.0, clamp: Some((0.0, 255.0)), ..Default::default() }).step(
-            &mut x,
-            0.0,
-            &[1.0, -1.0],
-        );
+        Adam::new(AdamConfig { lr: 1.0, clamp: Some((0.0, 255.0)), ..Default::default() })
+            .step(&mut x, Some((0.0, &[1.0, -1.0])));
         assert_eq!(x, vec![0.0, 255.0]);
     }
 }
