@@ -26,7 +26,7 @@ use crate::colour::{self, Colour};
 use crate::error::{Error, Result, available_memory, gib};
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
 use crate::loss::{LossConfig, LossTerms, Masks, Objective, StyleLoss};
-use crate::optim::{Adam, AdamConfig, Lbfgs, LineSearch, Optimizer, Verdict};
+use crate::optim::{Adam, AdamConfig, Bounds, Lbfgs, LineSearch, Optimizer, Verdict};
 use crate::vgg::Vgg;
 
 /// The gradient method.
@@ -117,6 +117,8 @@ pub struct StyleConfig {
     pub lbfgs_history: usize,
     /// L-BFGS's step rule.
     pub lbfgs_line_search: LineSearch,
+    /// How L-BFGS keeps the pixels in 0..255.
+    pub lbfgs_bounds: Bounds,
     pub loss: LossConfig,
     /// Style images get the output's pixel count times `style_scale^2`.
     pub style_scale: f64,
@@ -146,6 +148,7 @@ impl Default for StyleConfig {
             lr: 10.0,
             lbfgs_history: 100,
             lbfgs_line_search: LineSearch::StrongWolfe,
+            lbfgs_bounds: Bounds::Projected,
             loss: LossConfig::default(),
             style_scale: 1.0,
             init: Init::Content,
@@ -182,6 +185,7 @@ setters! {
     lr: f64 => lr;
     lbfgs_history: usize => lbfgs_history;
     lbfgs_line_search: LineSearch => lbfgs_line_search;
+    lbfgs_bounds: Bounds => lbfgs_bounds;
     style_scale: f64 => style_scale;
     init: Init => init;
     seed: u64 => seed;
@@ -578,7 +582,7 @@ impl<'n> Stylizer<'n> {
                     None => lbfgs,
                 };
                 // Pixels stay in 0..255: the saved image is the one optimised.
-                Box::new(lbfgs.bounded(0.0, 255.0))
+                Box::new(lbfgs.bounded(0.0, 255.0).bounds_method(cfg.lbfgs_bounds))
             }
             OptimizerKind::Adam => Box::new(Adam::new(AdamConfig {
                 lr: cfg.lr as f32,
@@ -896,7 +900,8 @@ mod tests {
         let want3 = (0.5 * 98.0 + 0.25 * 99.0 + 0.125 * 100.0) / (1.0 - 0.125);
         let loss = |img: &Image| img.data.iter().map(|v| (*v as f64 - want3).powi(2)).sum::<f64>();
         // A constant gradient: Adam's steps are then exactly lr each.
-        let mut eval = |img: &Image| Ok((LossTerms { total: loss(img), ..Default::default() }, vec![1.0; img.data.len()]));
+        let mut eval =
+            |img: &Image| Ok((LossTerms { total: loss(img), ..Default::default() }, vec![1.0; img.data.len()]));
         let mut seen = Vec::new();
         let mut obs = |p: &Progress| {
             seen.push(p.image.data[0] as f64);
@@ -914,7 +919,8 @@ mod tests {
             Ok((LossTerms { total, ..Default::default() }, vec![1.0; img.data.len()]))
         };
         let mut adam = Adam::new(AdamConfig { lr: 1.0, ..Default::default() });
-        let out = optimize(&mut eval, x, &mut adam, Some(0.5), 3, &mut |_: &Progress| ControlFlow::Continue(())).unwrap();
+        let out =
+            optimize(&mut eval, x, &mut adam, Some(0.5), 3, &mut |_: &Progress| ControlFlow::Continue(())).unwrap();
         assert_eq!((out.best_iteration, out.image.data[0]), (3, 98.0));
     }
 }

@@ -41,8 +41,19 @@ fn stylize_ok(out: &Path, extra: &[&str]) -> Output {
     o
 }
 
+/// The log's evaluation lines (the last line, saying what was written, is left out).
 fn read_log(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let (evaluations, written) = read_log_and_result(path);
+    assert_eq!(written["written"], Value::Bool(true), "the log's last line says what was written: {written}");
+    evaluations
+}
+
+/// The log's evaluation lines and its last line.
+fn read_log_and_result(path: &Path) -> (Vec<Value>, Value) {
+    let mut lines: Vec<Value> =
+        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = lines.pop().expect("a log line");
+    (lines, last)
 }
 
 /// The files in `dir`, sorted.
@@ -63,17 +74,29 @@ fn stylize_end_to_end_loss_falls_tenfold() {
     let args = ["stylize", content(), style(), "-o", s(&out), "--size", "256", "--iterations", "30", "--log", s(&log)];
     let o = impasto(&args);
     assert!(o.status.success(), "{}", describe(&args, &o));
-    let log = read_log(&log);
+    let (log, written) = read_log_and_result(&log);
     assert_eq!(log.len(), 30);
+    let mut best = (f64::INFINITY, 0);
     for (i, l) in log.iter().enumerate() {
         assert_eq!(l["iteration"].as_u64(), Some(i as u64 + 1));
-        for k in ["total", "content", "style", "tv", "seconds"] {
+        for k in ["total", "content", "style", "tv", "seconds", "best"] {
             assert!(l[k].is_f64(), "{k} missing in {l}");
         }
+        assert!(l["accepted"].is_boolean(), "{l}");
         let sum = l["content"].as_f64().unwrap() + l["style"].as_f64().unwrap() + l["tv"].as_f64().unwrap();
         assert!((sum - l["total"].as_f64().unwrap()).abs() < 1e-6 * sum);
+        if l["total"].as_f64().unwrap() < best.0 {
+            best = (l["total"].as_f64().unwrap(), i + 1);
+        }
+        // The best loss so far, as logged, is the lowest total so far.
+        assert_eq!((l["best"].as_f64().unwrap(), l["best_iteration"].as_u64().unwrap()), (best.0, best.1 as u64));
     }
-    let (first, last) = (log[0]["total"].as_f64().unwrap(), log[29]["total"].as_f64().unwrap());
+    assert_eq!(log[0]["accepted"], Value::Bool(true));
+    // The last line says which evaluation the image came from: the best one.
+    assert_eq!(written["best_iteration"].as_u64(), Some(best.1 as u64), "{written}");
+    assert_eq!(written["total"].as_f64(), Some(best.0));
+    assert_eq!(written["stop"], "finished");
+    let (first, last) = (log[0]["total"].as_f64().unwrap(), best.0);
     assert!(first / last >= 10.0, "loss {first} -> {last}");
     assert!(log[29]["seconds"].as_f64() > log[0]["seconds"].as_f64());
     let img = image_io::load(&out).unwrap();
@@ -87,7 +110,7 @@ fn stylize_end_to_end_loss_falls_tenfold() {
     let o = impasto(&args);
     assert!(o.status.success(), "{}", describe(&args, &o));
     let saved = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["total"].as_f64().unwrap();
-    assert!((saved - last).abs() < 0.1 * last, "saved image scores {saved}, the last iteration {last}");
+    assert!((saved - last).abs() < 0.1 * last, "saved image scores {saved}, the best iteration {last}");
 }
 
 #[test]
@@ -188,6 +211,15 @@ fn interrupt_writes_the_current_image() {
     assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted at iteration"));
     assert_eq!(image_io::load(&out).unwrap().width, 64);
+    // The image written is the best one evaluated, and the log's last line says which.
+    let (log, written) = read_log_and_result(&log);
+    assert_eq!(written["stop"], "interrupted", "{written}");
+    let best = log.iter().map(|l| l["total"].as_f64().unwrap_or(f64::INFINITY)).fold(f64::INFINITY, f64::min);
+    assert_eq!(written["total"].as_f64(), Some(best));
+    let args = ["score", content(), style(), "--image", s(&out), "--size", "64", "--weights", &w];
+    let o = impasto(&args);
+    let saved = serde_json::from_slice::<Value>(&o.stdout).unwrap()["total"].as_f64().unwrap();
+    assert!((saved - best).abs() < 0.1 * best, "saved {saved}, best {best}");
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
@@ -539,6 +571,7 @@ fn time_limit_stops_the_run() {
         &["--size", "96", "--scales", "48,96", "--iterations", "100000", "--time-limit", "4", "--log", s(&log)],
     );
     assert!(stderr(&o).contains("time limit reached"), "{}", stderr(&o));
+    assert_eq!(read_log_and_result(&log).1["stop"], "time-limit");
     let n = read_log(&log).len();
     assert!(n > 0 && n < 100000);
     assert_eq!(image_io::load(&out).unwrap().width, 96);

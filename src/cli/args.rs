@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use impasto::Result;
 use impasto::loss::LossConfig;
-use impasto::optim::LineSearch;
+use impasto::optim::{Bounds, LineSearch};
 use impasto::transfer::{OptimizerKind, Scales, StyleConfig};
 use impasto::vgg::{LayerId, Pooling};
 use impasto::weights::Preprocess;
@@ -126,6 +126,15 @@ pub enum LineSearchArg {
     None,
 }
 
+/// How L-BFGS keeps the pixels in range.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BoundsArg {
+    /// The two-loop direction, searched along the projected path.
+    Projected,
+    /// L-BFGS-B's generalised Cauchy point and subspace minimisation.
+    Cauchy,
+}
+
 /// The preprocessing a weights file expects.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PreprocessArg {
@@ -220,6 +229,9 @@ pub struct StylizeArgs {
     /// L-BFGS's step rule: a strong Wolfe line search, or PyTorch's one evaluation a step.
     #[arg(long, value_enum, default_value = "strong-wolfe")]
     pub lbfgs_line_search: LineSearchArg,
+    /// How L-BFGS keeps pixels in 0..255: a projected search path, or L-BFGS-B's Cauchy point.
+    #[arg(long, value_enum, default_value = "projected")]
+    pub lbfgs_bounds: BoundsArg,
     /// Start from `content`, `random` (white noise from --seed) or an image FILE.
     #[arg(long, default_value = "content", value_name = "content|random|FILE")]
     pub init: String,
@@ -322,6 +334,10 @@ impl StylizeArgs {
             lbfgs_line_search: match self.lbfgs_line_search {
                 LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
                 LineSearchArg::None => LineSearch::None,
+            },
+            lbfgs_bounds: match self.lbfgs_bounds {
+                BoundsArg::Projected => Bounds::Projected,
+                BoundsArg::Cauchy => Bounds::Cauchy,
             },
             seed: self.seed,
             scales: match self.scales.as_str() {

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use impasto::image_io::{self, Image};
-use impasto::optim::LineSearch;
+use impasto::optim::{Bounds, LineSearch};
 use impasto::transfer::{OptimizerKind, Progress, Scales, StyleConfig, Stylizer, pyramid_sides};
 use impasto::vgg::Vgg;
 
@@ -35,6 +35,9 @@ use impasto::vgg::Vgg;
 pub enum Method {
     /// L-BFGS with the strong Wolfe line search (the default).
     Lbfgs,
+    /// L-BFGS-B: the strong Wolfe line search from the generalised Cauchy point
+    /// (`--lbfgs-bounds cauchy`).
+    LbfgsCauchy,
     /// L-BFGS with PyTorch's one evaluation a step (`--lbfgs-line-search none`; impasto before
     /// the line search).
     LbfgsNone,
@@ -46,6 +49,7 @@ impl Method {
     fn configure(self, config: StyleConfig) -> StyleConfig {
         match self {
             Method::Lbfgs => config.optimizer(OptimizerKind::Lbfgs).lbfgs_line_search(LineSearch::StrongWolfe),
+            Method::LbfgsCauchy => config.optimizer(OptimizerKind::Lbfgs).lbfgs_bounds(Bounds::Cauchy),
             Method::LbfgsNone => config.optimizer(OptimizerKind::Lbfgs).lbfgs_line_search(LineSearch::None),
             Method::Adam => config.optimizer(OptimizerKind::Adam),
         }
@@ -347,7 +351,7 @@ pub fn print_summary(records: &[Record]) {
          median seconds to 1/50 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for method in [Method::Lbfgs, Method::LbfgsNone, Method::Adam] {
+    for method in [Method::Lbfgs, Method::LbfgsCauchy, Method::LbfgsNone, Method::Adam] {
         for pyramid in [false, true] {
             let rs: Vec<&Record> = records.iter().filter(|r| r.method == method && r.pyramid == pyramid).collect();
             if rs.is_empty() {
@@ -356,7 +360,11 @@ pub fn print_summary(records: &[Record]) {
             let count = |f: fn(&Record) -> bool| rs.iter().filter(|r| f(r)).count();
             let reached: Vec<(usize, f64)> = rs.iter().filter_map(|r| r.to_fiftieth).collect();
             let vs = |m: Method| {
-                if m == method { "-".into() } else { show(median(rs.iter().filter_map(|r| relative(r, m)).collect()), 3) }
+                if m == method {
+                    "-".into()
+                } else {
+                    show(median(rs.iter().filter_map(|r| relative(r, m)).collect()), 3)
+                }
             };
             println!(
                 "| {:?} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |",

@@ -195,7 +195,8 @@ impl MoreThuente {
             self.hi = self.t + EXTRAPOLATE_UP * (self.t - self.x.t);
         }
         self.t = self.t.clamp(0.0, self.t_max);
-        if self.bracketed && (self.t <= self.lo || self.t >= self.hi || self.hi - self.lo <= self.params.xtol * self.hi) {
+        if self.bracketed && (self.t <= self.lo || self.t >= self.hi || self.hi - self.lo <= self.params.xtol * self.hi)
+        {
             // Rounding has left no room: fall back to the best step (the caller compares it).
             self.t = self.x.t;
         }
@@ -326,11 +327,19 @@ mod tests {
         let beta1 = 0.01;
         let beta2 = 0.001;
         let phi1 = |t: f64| (-t / (t * t + 2.0), (t * t - 2.0) / (t * t + 2.0).powi(2));
-        let phi2 = |t: f64| ((t + 0.004).powi(5) - 2.0 * (t + 0.004).powi(4), 5.0 * (t + 0.004).powi(4) - 8.0 * (t + 0.004).powi(3));
+        let phi2 = |t: f64| {
+            ((t + 0.004).powi(5) - 2.0 * (t + 0.004).powi(4), 5.0 * (t + 0.004).powi(4) - 8.0 * (t + 0.004).powi(3))
+        };
         let phi3 = |t: f64| {
             let (l, b) = (39.0, 0.01);
             let (s, c) = ((l * std::f64::consts::PI * t / 2.0).sin(), (l * std::f64::consts::PI * t / 2.0).cos());
-            let (f0, g0) = if t <= 1.0 - b { (1.0 - t, -1.0) } else if t >= 1.0 + b { (t - 1.0, 1.0) } else { ((t - 1.0).powi(2) / (2.0 * b) + b / 2.0, (t - 1.0) / b) };
+            let (f0, g0) = if t <= 1.0 - b {
+                (1.0 - t, -1.0)
+            } else if t >= 1.0 + b {
+                (t - 1.0, 1.0)
+            } else {
+                ((t - 1.0).powi(2) / (2.0 * b) + b / 2.0, (t - 1.0) / b)
+            };
             let k = 2.0 * (1.0 - b) / (l * std::f64::consts::PI);
             (f0 + k * s, g0 + k * l * std::f64::consts::PI / 2.0 * c)
         };

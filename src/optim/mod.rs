@@ -8,11 +8,12 @@
 //! - [`Adam`]: Kingma and Ba, with bias correction and optional clamping to the pixel range.
 
 mod adam;
+mod cauchy;
 mod lbfgs;
 pub mod line_search;
 
 pub use adam::{Adam, AdamConfig};
-pub use lbfgs::{BACKTRACK_FACTOR, FIRST_STEP_RMS, Lbfgs, LineSearch};
+pub use lbfgs::{BACKTRACK_FACTOR, Bounds, FIRST_STEP_RMS, Lbfgs, LineSearch};
 
 /// What the evaluation an optimizer was just given turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
