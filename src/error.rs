@@ -44,17 +44,3 @@ impl Error {
         Error::Config(message.into())
     }
 }
-
-/// The memory this process may still allocate, in bytes: `MemAvailable` from `/proc/meminfo`,
-/// or `None` where that is not known (the checks that use it are then skipped).
-pub fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Bytes as GiB with one decimal, for messages.
-pub fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
-}

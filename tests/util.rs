@@ -3,7 +3,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use candle_core::{Device, Tensor};
 use impasto::image_io::{self, Image};
 use impasto::vgg::{Pooling, Vgg};
 use impasto::weights::{self, ConvParams, Preprocess, VggWeights};
@@ -71,20 +70,24 @@ pub fn tiny_weights(seed: u64, widths: [usize; 5]) -> VggWeights {
 
 /// Writes `w` as a safetensors file with torchvision's `features.N` keys.
 pub fn write_safetensors(w: &VggWeights, path: &Path, preprocess: Option<&str>) {
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut idx = 0;
     for block in &w.blocks {
         for c in block {
-            let wt = Tensor::from_vec(c.weight.clone(), (c.c_out, c.c_in, 3, 3), &Device::Cpu).unwrap();
-            let b = Tensor::from_vec(c.bias.clone(), c.c_out, &Device::Cpu).unwrap();
-            tensors.push((format!("features.{idx}.weight"), wt));
-            tensors.push((format!("features.{idx}.bias"), b));
+            tensors.push((format!("features.{idx}.weight"), vec![c.c_out, c.c_in, 3, 3], bytes(&c.weight)));
+            tensors.push((format!("features.{idx}.bias"), vec![c.c_out], bytes(&c.bias)));
             idx += 2;
         }
         idx += 1;
     }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(k, shape, data)| (k.clone(), TensorView::new(Dtype::F32, shape.clone(), data).unwrap()))
+        .collect();
     let meta = preprocess.map(|p| HashMap::from([("preprocess".to_string(), p.to_string())]));
-    safetensors::tensor::serialize_to_file(tensors.iter().map(|(k, v)| (k.as_str(), v)), meta, path).unwrap();
+    safetensors::tensor::serialize_to_file(views, meta, path).unwrap();
 }
 
 /// Writes pickles the way `torch.save` does, for files in the legacy and zip formats.

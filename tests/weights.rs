@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use impasto::weights::{self, Preprocess, VggWeights};
+use impasto::weights::{self, Preprocess, Tensor, TensorData, VggWeights};
 
 use crate::util::pickle::{self, Entry};
 use crate::util::*;
@@ -19,7 +19,7 @@ fn load_err(path: &Path, p: Option<Preprocess>) -> String {
 }
 
 /// The legacy reader on a file this test writes: strided views with offsets, and u8 storages
-/// whose index 255 must survive (candle's u8 index_select turns it into 0).
+/// whose index 255 must survive (candle's u8 index_select once turned it into 0).
 #[test]
 fn legacy_reader_reads_views_and_bytes() {
     let floats: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 1.0).collect();
@@ -38,9 +38,9 @@ fn legacy_reader_reads_views_and_bytes() {
     let file = pickle::legacy_file(&entries);
     assert!(weights::torch_legacy::sniff(&file));
     let t: std::collections::HashMap<_, _> = weights::torch_legacy::read(&file).unwrap().into_iter().collect();
-    let want: Vec<Vec<f32>> = (0..3).map(|i| (0..2).map(|j| floats[2 + j * 3 + i]).collect()).collect();
-    assert_eq!(t["a.t"].to_vec2::<f32>().unwrap(), want);
-    assert_eq!(t["q"].to_vec2::<u8>().unwrap(), vec![vec![0, 1], vec![254, 255]]);
+    let want: Vec<f32> = (0..3).flat_map(|i| (0..2).map(move |j| (i, j))).map(|(i, j)| floats[2 + j * 3 + i]).collect();
+    assert_eq!(t["a.t"], Tensor { shape: vec![3, 2], data: TensorData::F32(want) });
+    assert_eq!(t["q"], Tensor { shape: vec![2, 2], data: TensorData::U8(vec![0, 1, 254, 255]) });
     // A truncated file and a view past its storage are errors, not panics.
     assert!(weights::torch_legacy::read(&file[..file.len() - 3]).unwrap_err().contains("truncated"));
     let bad = [Entry { size: vec![4, 4], stride: vec![4, 1], ..pickle::floats("x", &floats, &[12]) }];
@@ -134,8 +134,8 @@ fn default_weights_are_vgg19() {
     assert_eq!(shape, vec![vec![64; 2], vec![128; 2], vec![256; 4], vec![512; 4], vec![512; 4]]);
     let raw: std::collections::HashMap<_, _> =
         weights::torch_legacy::read(&std::fs::read(&path).unwrap()).unwrap().into_iter().collect();
-    let table = raw["block3_conv2_W_table"].to_vec1::<f32>().unwrap();
-    let q = raw["block3_conv2_W_q"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let table = raw["block3_conv2_W_table"].to_f32();
+    let TensorData::U8(q) = &raw["block3_conv2_W_q"].data else { panic!("u8 indices") };
     let i255 = q.iter().position(|&v| v == 255).expect("index 255 is used");
     assert_eq!(w.blocks[2][1].weight[i255], table[255]);
     assert_ne!(table[255], 0.0);

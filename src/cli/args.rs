@@ -355,7 +355,9 @@ impl StylizeArgs {
             average: self.average,
             time_limit: match self.time_limit {
                 None => None,
-                Some(t) if t.is_finite() && t > 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+                Some(t) if t > 0.0 && std::time::Duration::try_from_secs_f64(t).is_ok() => {
+                    Some(std::time::Duration::from_secs_f64(t))
+                }
                 Some(t) => {
                     return Err(impasto::Error::Config(format!(
                         "--time-limit must be a positive number of seconds, got {t}"

@@ -16,6 +16,9 @@ use impasto::transfer::noise_image;
 use impasto::vgg::{LayerId, Pooling, Vgg};
 use impasto::weights::{self, VggWeights};
 
+/// The largest benchmark size.
+pub const MAX_SIZE: usize = 16_384;
+
 /// Median of `runs` timings of `f`, in seconds, after one warm-up call.
 fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -46,6 +49,18 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
     println!("impasto bench: {} threads, conv kernel {}", rayon::current_num_threads(), kernel.name());
     let deepest: LayerId = "relu5_1".parse()?; // the deepest layer the default losses use
     for &size in sizes {
+        // The layer buffers below and the objective's passes, against the memory budget.
+        let need = impasto::transfer::StyleConfig::default()
+            .optimizer(impasto::transfer::OptimizerKind::Adam)
+            .memory_estimate(&net, size, size, &[(size, size)])?
+            .saturating_add(3 * 4 * 64 * (size * size) as u64);
+        if let Err(avail) = impasto::memory::fits(need) {
+            anyhow::bail!(
+                "--sizes {size}: the benchmark needs about {} of memory but only {} is available",
+                impasto::memory::gib(need),
+                impasto::memory::gib(avail)
+            );
+        }
         println!("\n## {size}x{size}\n");
         println!(
             "| layer | in -> out channels | size | forward ms | forward GFLOP/s | image-gradient ms | image-gradient GFLOP/s |"

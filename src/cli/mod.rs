@@ -17,9 +17,8 @@ use impasto::{image_io, weights};
 use args::{Cli, Command, LossArgs, ScoreArgs, StylizeArgs, WeightsCommand};
 use progress::CliObserver;
 
-/// Exit codes.
+/// Exit codes (a signal gives 128 + its number).
 pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Runs a parsed command line; returns the exit code (errors are mapped to 2 by `main`).
 pub fn run(cli: Cli) -> Result<i32> {
@@ -52,8 +51,8 @@ fn bench(a: args::BenchArgs) -> Result<i32> {
             bail!("--robustness needs --contents and --styles (bench/robustness.sh gives the corpus)");
         }
         let sizes = a.sizes.unwrap_or_else(|| vec![200, 288, 384, 448, 512]);
-        if sizes.iter().any(|&s| s < 32) {
-            bail!("--sizes must be at least 32 for --robustness");
+        if sizes.iter().any(|&s| !(32..=bench::MAX_SIZE).contains(&s)) {
+            bail!("--sizes must be between 32 and {} for --robustness", bench::MAX_SIZE);
         }
         let net = Vgg::new(bench::default_weights()?, Default::default());
         let plan = robustness::Plan {
@@ -70,11 +69,36 @@ fn bench(a: args::BenchArgs) -> Result<i32> {
         return Ok(0);
     }
     let sizes = a.sizes.unwrap_or_else(|| vec![256, 512]);
-    if sizes.iter().any(|&s| s < 16) || a.runs == 0 {
-        bail!("--sizes must be at least 16 (relu5_1 needs 16x16) and --runs at least 1");
+    if sizes.iter().any(|&s| !(16..=bench::MAX_SIZE).contains(&s)) || !(1..=1000).contains(&a.runs) {
+        bail!("--sizes must be between 16 (relu5_1 needs 16x16) and {} and --runs between 1 and 1000", bench::MAX_SIZE);
     }
     bench::run(&sizes, a.runs, bench::default_weights()?)?;
     Ok(0)
+}
+
+/// Prints a command-line error as one line (clap's own are several) and returns the exit code:
+/// 0 for `--help` and `--version`, which print as usual, 2 otherwise.
+pub fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::{ContextKind, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 };
+    }
+    let text = e.render().to_string();
+    // The message is the lines up to the first blank one (clap lists missing arguments below
+    // its first line).
+    let lines: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let first = lines.join(" ").trim_start_matches("error: ").replace(": ", ": ").to_string();
+    let first = first.trim_end_matches(':');
+    let tip = match e.get(ContextKind::SuggestedArg).or_else(|| e.get(ContextKind::SuggestedValue)) {
+        Some(s) => format!(" (did you mean {s}?)"),
+        None => String::new(),
+    };
+    eprintln!("impasto: {first}{tip}; see impasto --help");
+    2
 }
 
 /// Loads `--style-mask`-like lists: a file per style, `none` or `-` for no mask.
@@ -129,9 +153,9 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
     let mut config = a.config()?;
     image_io::check_output(&a.output)?;
     if let Some(log) = &a.log {
-        let dir = log.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            bail!("{}: the log directory {} does not exist", log.display(), dir.display());
+        image_io::check_writable_file(log)?;
+        if log == &a.output {
+            bail!("{}: --log and --output name the same file", log.display());
         }
     }
     config.init = match Init::parse_keyword(&a.init) {
@@ -174,8 +198,9 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
             Ok(0)
         }
         Stop::Interrupted => {
+            let signal = observer.signal().unwrap_or(signal_hook::consts::SIGINT);
             eprintln!("impasto: interrupted at iteration {}; wrote {out} ({best})", outcome.iterations);
-            Ok(EXIT_INTERRUPTED)
+            Ok(128 + signal)
         }
         Stop::NonFinite { iteration } => {
             let kept = if outcome.best_iteration == 0 { "the initial image".to_string() } else { best };
@@ -193,6 +218,13 @@ fn score(a: &ScoreArgs) -> Result<i32> {
     let image = image_io::load(&a.image)?;
     let (content, styles, net) = load_inputs(&a.loss, &mut config, true)?;
     let terms = Stylizer::new(&net, config)?.score(&content, &styles, &image)?;
+    if !terms.total.is_finite() {
+        eprintln!(
+            "impasto: {}: the loss overflows (is not finite); try lower --style-weight or --content-weight",
+            a.image.display()
+        );
+        return Ok(EXIT_FAILED);
+    }
     println!("{}", serde_json::to_string(&terms)?);
     Ok(0)
 }

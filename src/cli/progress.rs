@@ -1,12 +1,16 @@
 //! The command line's observer of a run: the progress bar, the JSON log, periodic saves and
-//! Ctrl-C. (indicatif is used here only; the library reports through [`Observer`].)
+//! signals. (indicatif is used here only; the library reports through [`Observer`].)
+//!
+//! SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the run after the current evaluation; the best image
+//! so far is written and the exit code is 128 + the signal's number (130, 143, 129). A second
+//! signal exits at once, removing any half-written temporary file first.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +24,8 @@ pub struct CliObserver {
     log: Option<(PathBuf, BufWriter<File>)>,
     save_every: Option<usize>,
     output: PathBuf,
-    interrupted: Arc<AtomicBool>,
+    /// The signal that asked the run to stop (0: none).
+    interrupted: Arc<AtomicI32>,
     /// The first error met while logging or saving; the run stops on it.
     pub error: Option<anyhow::Error>,
 }
@@ -51,15 +56,27 @@ impl CliObserver {
             }
             None => None,
         };
-        let interrupted = Arc::new(AtomicBool::new(false));
+        let interrupted = Arc::new(AtomicI32::new(0));
         let flag = interrupted.clone();
-        // The first Ctrl-C stops the run after the current evaluation; a second one exits now.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            std::thread::spawn(move || {
+                for sig in signals.forever() {
+                    // The first signal stops the run after the current evaluation; a second one
+                    // exits now.
+                    if flag.swap(sig, Ordering::SeqCst) != 0 {
+                        image_io::remove_pending_files();
+                        std::process::exit(128 + sig);
+                    }
+                }
+            });
+        }
         Ok(CliObserver { bar, log, save_every, output: output.to_path_buf(), interrupted, error: None })
+    }
+
+    /// The signal that stopped the run, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        Some(self.interrupted.load(Ordering::SeqCst)).filter(|&s| s != 0)
     }
 
     /// Removes the progress bar.
@@ -141,7 +158,7 @@ impl Observer for CliObserver {
             self.error = Some(e);
             return ControlFlow::Break(());
         }
-        if self.interrupted.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if self.signal().is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     }
 }
 

