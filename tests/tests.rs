@@ -18,3 +18,6 @@ mod cli;
 
 /// The transfer loop on the real network.
 mod transfer;
+
+/// Hostile input: a generated file or flag for each class of attack, under an address-space limit.
+mod hostile;
