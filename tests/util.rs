@@ -126,9 +126,15 @@ pub mod pickle {
         out.extend_from_slice(s.as_bytes());
     }
 
+    /// BININT, or LONG1 for values that do not fit in an i32.
     fn int_op(out: &mut Vec<u8>, v: usize) {
-        out.push(b'J');
-        out.extend_from_slice(&(v as i32).to_le_bytes());
+        if v <= i32::MAX as usize {
+            out.push(b'J');
+            out.extend_from_slice(&(v as i32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&[0x8a, 8]);
+            out.extend_from_slice(&(v as i64).to_le_bytes());
+        }
     }
 
     /// The pickle of an OrderedDict of tensors whose storages are keyed "0", "1", ...
