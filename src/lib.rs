@@ -13,6 +13,8 @@
 //! - [`linalg`]: matrix products, Gram matrices, the parallel element-wise loops;
 //! - [`vgg`]: the VGG conv stack with named layers, its forward pass and its image gradient;
 //! - [`loss`]: content, Gram style and total-variation losses and their gradients;
+//! - [`evaluator`]: the seam between the loop and the objective's computation
+//!   ([`evaluator::Backend`], [`evaluator::Evaluator`]; the CPU network is one backend);
 //! - [`optim`]: L-BFGS and Adam;
 //! - [`transfer`]: the configuration and the optimisation loop.
 //!
@@ -34,6 +36,7 @@
 
 pub mod colour;
 pub mod error;
+pub mod evaluator;
 pub mod image_io;
 pub mod kernels;
 pub mod linalg;

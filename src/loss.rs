@@ -34,7 +34,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::image_io::{Image, resize};
 use crate::linalg::{self, BufferPool, gram, gram_scaled, identity, sqrt_newton_schulz, square};
-use crate::vgg::{LayerId, Vgg};
+use crate::vgg::{LayerId, Vgg, Workspace};
 
 /// How style is compared.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -363,6 +363,8 @@ pub struct Objective<'n> {
     content: Vec<ContentTerm>,
     style: Vec<StyleTerm>,
     layers: Vec<LayerId>,
+    /// This objective's scratch memory; the network is shared.
+    workspace: Workspace,
 }
 
 impl<'n> Objective<'n> {
@@ -380,7 +382,8 @@ impl<'n> Objective<'n> {
             let sum: f64 = blend.iter().sum();
             blend.iter_mut().for_each(|b| *b /= sum);
         }
-        let cf = net.forward(&content.data, content.height, content.width, &config.content_layers)?;
+        let workspace = Workspace::new();
+        let cf = net.forward(&workspace, &content.data, content.height, content.width, &config.content_layers)?;
         let mut content_terms = Vec::new();
         for &layer in &config.content_layers {
             content_terms.push(ContentTerm { layer, target: net.activation(&cf, layer)?.0.to_vec() });
@@ -402,7 +405,7 @@ impl<'n> Objective<'n> {
                 }
                 _ => None,
             };
-            let sf = net.forward(&img.data, img.height, img.width, &config.style_layers)?;
+            let sf = net.forward(&workspace, &img.data, img.height, img.width, &config.style_layers)?;
             for (li, &layer) in config.style_layers.iter().enumerate() {
                 let (f, (c, h, w)) = net.activation(&sf, layer)?;
                 let pools = net.pools_before(layer)?;
@@ -489,6 +492,7 @@ impl<'n> Objective<'n> {
             content: content_terms,
             style: style_terms,
             layers: config.layers(),
+            workspace,
         })
     }
 
@@ -506,7 +510,7 @@ impl<'n> Objective<'n> {
             )));
         }
         let cfg = &self.config;
-        let fwd = self.net.forward(&img.data, img.height, img.width, &self.layers)?;
+        let fwd = self.net.forward(&self.workspace, &img.data, img.height, img.width, &self.layers)?;
         let mut terms = LossTerms::default();
         let mut grads: Vec<(LayerId, Vec<f32>)> = Vec::new();
         for t in &self.content {
@@ -515,7 +519,7 @@ impl<'n> Objective<'n> {
             terms.content += cfg.content_weight * sq_dist(f, &t.target) / n;
             if with_grad {
                 let k = (2.0 * cfg.content_weight / n) as f32;
-                let mut g = self.net.buffers().copied(f);
+                let mut g = self.workspace.buffers().copied(f);
                 linalg::zip_apply(&mut g, &t.target, |a, b| *a = k * (*a - b));
                 if cfg.normalize_gradients {
                     normalize_l1(&mut g, cfg.content_weight);
@@ -529,8 +533,8 @@ impl<'n> Objective<'n> {
             let mut layer_grad: Option<Vec<f32>> = None;
             for group in &t.groups {
                 let (loss, grad) = match cfg.style_loss {
-                    StyleLoss::Gram => gram_term(f, c, h * w, group, strength, with_grad, self.net.buffers()),
-                    StyleLoss::W2 => w2_term(f, c, h * w, group, strength, with_grad, self.net.buffers()),
+                    StyleLoss::Gram => gram_term(f, c, h * w, group, strength, with_grad, self.workspace.buffers()),
+                    StyleLoss::W2 => w2_term(f, c, h * w, group, strength, with_grad, self.workspace.buffers()),
                 };
                 terms.style += loss;
                 if let Some(g) = grad {
@@ -548,7 +552,7 @@ impl<'n> Objective<'n> {
             }
         }
         let mut grad = if with_grad { Some(self.net.backward(&fwd, &grads)?) } else { None };
-        self.net.recycle(fwd, grads.into_iter().map(|(_, g)| g));
+        self.workspace.recycle(fwd, grads.into_iter().map(|(_, g)| g));
         if cfg.tv_weight > 0.0 {
             terms.tv = total_variation(img, cfg.tv_weight, grad.as_deref_mut());
         }

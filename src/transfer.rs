@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use crate::colour::{self, Colour};
 use crate::error::{Error, Result};
+use crate::evaluator::Backend;
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
-use crate::loss::{LossConfig, LossTerms, Masks, Objective, StyleLoss};
-use crate::memory::{self, gib};
+use crate::loss::{LossConfig, LossTerms, Masks, StyleLoss};
+use crate::memory::gib;
 use crate::optim::{Adam, AdamConfig, Bounds, Lbfgs, LineSearch, Optimizer, Verdict};
-use crate::vgg::Vgg;
 
 /// The gradient method.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -328,7 +328,7 @@ impl StyleConfig {
     }
 
     /// The content image at the output size, and the style images at their scaled sizes.
-    pub fn prepare(&self, net: &Vgg, content: &Image, styles: &[Image]) -> Result<(Image, Vec<Image>)> {
+    pub fn prepare(&self, net: &dyn Backend, content: &Image, styles: &[Image]) -> Result<(Image, Vec<Image>)> {
         let (w, h) = self.output_size(content);
         let min = net.min_input_side(&self.loss.layers())?;
         if w < min || h < min {
@@ -361,7 +361,13 @@ impl StyleConfig {
     /// Bytes a run at `width` x `height` needs (network passes, optimizer state, images), with
     /// style images of these sizes (as loaded; they are scaled to the output's pixel count times
     /// `style_scale²` and passed through the network one at a time). Saturates rather than wraps.
-    pub fn memory_estimate(&self, net: &Vgg, width: usize, height: usize, styles: &[(usize, usize)]) -> Result<u64> {
+    pub fn memory_estimate(
+        &self,
+        net: &dyn Backend,
+        width: usize,
+        height: usize,
+        styles: &[(usize, usize)],
+    ) -> Result<u64> {
         let image = 12u64.saturating_mul(width as u64).saturating_mul(height as u64);
         let optimizer = match self.optimizer {
             // The pairs, the iterate, its gradient, the direction and the best image so far.
@@ -372,11 +378,11 @@ impl StyleConfig {
         let mut style = 0u64;
         for &(sw, sh) in styles {
             let (w, h) = fit_pixels(sw, sh, target);
-            let pass = net.memory_estimate(h, w, &self.loss.style_layers)?;
+            let pass = net.memory_estimate(w, h, &self.loss.style_layers)?;
             style = style.max(pass.saturating_add(12u64.saturating_mul(w as u64).saturating_mul(h as u64)));
         }
         Ok(net
-            .memory_estimate(height, width, &self.loss.layers())?
+            .memory_estimate(width, height, &self.loss.layers())?
             .saturating_add(optimizer)
             .saturating_add(4 * image)
             .saturating_add(style))
@@ -465,12 +471,13 @@ pub struct Outcome {
 /// # Ok(()) }
 /// ```
 pub struct Stylizer<'n> {
-    net: &'n Vgg,
+    net: &'n dyn Backend,
     config: StyleConfig,
 }
 
 impl<'n> Stylizer<'n> {
-    pub fn new(net: &'n Vgg, config: StyleConfig) -> Result<Self> {
+    /// A stylizer on `net` (the CPU network [`crate::vgg::Vgg`], or another [`Backend`]).
+    pub fn new(net: &'n dyn Backend, config: StyleConfig) -> Result<Self> {
         net.check_layers(&config.loss.layers())?;
         Ok(Stylizer { net, config })
     }
@@ -498,7 +505,7 @@ impl<'n> Stylizer<'n> {
         self.check_memory(content, styles, false)?;
         let (content, styles) = self.colour_inputs(content, styles);
         let (content, styles) = self.config.prepare(self.net, &content, &styles)?;
-        let objective = Objective::new(self.net, &self.config.loss, &content, &styles)?;
+        let objective = self.net.evaluator(&self.config.loss, &content, &styles)?;
         let mut image = resize(image, content.width, content.height);
         if self.config.colour == Colour::Luminance {
             image = colour::luminance_image(&image);
@@ -523,7 +530,7 @@ impl<'n> Stylizer<'n> {
         for (k, &(side, iterations)) in schedule.iter().enumerate() {
             let scale_cfg = StyleConfig { size: side, ..cfg.clone() };
             let (content_k, styles_k) = scale_cfg.prepare(self.net, &c_in, &s_in)?;
-            let objective = Objective::new(self.net, &cfg.loss, &content_k, &styles_k)?;
+            let objective = self.net.evaluator(&cfg.loss, &content_k, &styles_k)?;
             let (w, h) = (content_k.width, content_k.height);
             let x = match (&previous, &cfg.init) {
                 (Some((prev, prev_content)), _) => {
@@ -603,7 +610,7 @@ impl<'n> Stylizer<'n> {
         let sizes: Vec<(usize, usize)> = styles.iter().map(|s| (s.width, s.height)).collect();
         let scoring = StyleConfig { optimizer: OptimizerKind::Adam, ..cfg.clone() };
         let need = if run { cfg } else { &scoring }.memory_estimate(self.net, width, height, &sizes)?;
-        if let Err(avail) = memory::fits(need) {
+        if let Err(avail) = self.net.fits(need) {
             let without_styles = cfg.memory_estimate(self.net, width, height, &[])?;
             let advice = if need > 2 * without_styles {
                 "lower --style-scale or --size"

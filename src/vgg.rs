@@ -6,6 +6,11 @@
 //! deepest requested layer run. No weight gradients are computed: the backward pass goes through
 //! the ReLU masks, the pooling switches and, for each conv, a conv with flipped and transposed
 //! weights (see [`crate::kernels`]).
+//!
+//! A [`Vgg`] is immutable once built (weights, prepared filters, the kernel) and `Send + Sync`:
+//! one network serves every run and thread (share it by reference or in an `Arc`). What a run
+//! writes lives in its own [`Workspace`]: the activations and loss gradients one pass keeps for
+//! the next.
 
 use std::fmt;
 use std::str::FromStr;
@@ -98,12 +103,12 @@ enum Stage {
 /// A VGG network ready to run: weights, pooling, preprocessing and the conv kernel.
 ///
 /// ```no_run
-/// use impasto::{vgg::{LayerId, Pooling, Vgg}, weights};
+/// use impasto::{vgg::{LayerId, Pooling, Vgg, Workspace}, weights};
 /// # fn main() -> impasto::Result<()> {
 /// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Pooling::Avg);
 /// let relu4_2: LayerId = "relu4_2".parse()?;
 /// let image = vec![128.0; 3 * 64 * 64];
-/// let fwd = net.forward(&image, 64, 64, &[relu4_2])?;
+/// let fwd = net.forward(&Workspace::new(), &image, 64, 64, &[relu4_2])?;
 /// let (features, (c, h, w)) = net.activation(&fwd, relu4_2)?;
 /// assert_eq!((c, h, w, features.len()), (512, 8, 8, 512 * 64));
 /// # Ok(()) }
@@ -113,9 +118,37 @@ pub struct Vgg {
     preprocess: Preprocess,
     pooling: Pooling,
     kernel: Box<dyn Conv3x3>,
-    /// The activations and loss gradients of the last pass, reused by the next (the backward
-    /// pass's own buffers are not kept: holding them too would raise the peak memory).
+}
+
+/// The scratch memory of one run on a [`Vgg`]: the activations and loss gradients of the last
+/// pass, reused by the next (the backward pass's own buffers are not kept: holding them too
+/// would raise the peak memory). It holds buffers for one image size at a time and lets them go
+/// when a pass at another size starts. One per run (per evaluator); runs in other threads have
+/// their own.
+#[derive(Default)]
+pub struct Workspace {
     buffers: BufferPool,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The buffers passes reuse (the losses take their gradients' buffers from here, and
+    /// [`Workspace::recycle`] gives them back).
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
+    }
+
+    /// Keeps a finished pass's buffers, and any others of its size (such as the gradients given
+    /// to [`Vgg::backward`]), for the next pass.
+    pub fn recycle(&self, fwd: Forward, others: impl IntoIterator<Item = Vec<f32>>) {
+        let pixels = fwd.pixels();
+        let Forward { outputs, pre_relu, .. } = fwd;
+        let buffers = outputs.into_iter().map(|(b, _)| b).chain(pre_relu.into_iter().flatten());
+        self.buffers.give(pixels, buffers.chain(others));
+    }
 }
 
 /// A tensor's shape: channels, height, width.
@@ -160,7 +193,7 @@ impl Vgg {
             }
             stages.push(Stage::Pool { block: b + 1 });
         }
-        Vgg { stages, preprocess: weights.preprocess, pooling, kernel, buffers: BufferPool::default() }
+        Vgg { stages, preprocess: weights.preprocess, pooling, kernel }
     }
 
     /// The preprocessing the weights expect.
@@ -284,8 +317,17 @@ impl Vgg {
     }
 
     /// Runs the network on `image` (RGB 0..255 planes, `height` x `width`) up to the deepest of
-    /// `layers`. Pre-ReLU outputs are kept for the `convB_K` layers among them.
-    pub fn forward(&self, image: &[f32], height: usize, width: usize, layers: &[LayerId]) -> Result<Forward> {
+    /// `layers`, in the buffers of `ws`. Pre-ReLU outputs are kept for the `convB_K` layers among
+    /// them.
+    pub fn forward(
+        &self,
+        ws: &Workspace,
+        image: &[f32],
+        height: usize,
+        width: usize,
+        layers: &[LayerId],
+    ) -> Result<Forward> {
+        let buffers = &ws.buffers;
         let last = self.deepest(layers)?;
         let min = self.min_input_side(layers)?;
         if height < min || width < min {
@@ -294,7 +336,7 @@ impl Vgg {
                 "the image is {width}x{height} pixels, but layer {deepest} needs at least {min}x{min}"
             )));
         }
-        self.buffers.size_for(height * width);
+        buffers.size_for(height * width);
         let mut x = self.preprocess.apply(image);
         let (mut c, mut h, mut w) = (3, height, width);
         let mut fwd = Forward { height, width, outputs: Vec::new(), pre_relu: Vec::new(), switches: Vec::new() };
@@ -304,12 +346,12 @@ impl Vgg {
                 Stage::Conv { id, filter, bias, .. } => {
                     let c_out = filter.c_out();
                     let shape = ConvShape { c_in: filter.c_in(), c_out, height: h, width: w };
-                    let mut out = self.buffers.take(c_out * h * w);
+                    let mut out = buffers.take(c_out * h * w);
                     let keep_pre =
                         layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
                     self.kernel.conv(shape, input, filter, Some(bias), !keep_pre, &mut out);
                     let pre = keep_pre.then(|| {
-                        let pre = self.buffers.copied(&out);
+                        let pre = buffers.copied(&out);
                         linalg::apply(&mut out, |v| *v = v.max(0.0));
                         pre
                     });
@@ -319,7 +361,7 @@ impl Vgg {
                     fwd.switches.push(Vec::new());
                 }
                 Stage::Pool { .. } => {
-                    let (out, sw) = pool_forward(self.pooling, input, c, h, w, &self.buffers);
+                    let (out, sw) = pool_forward(self.pooling, input, c, h, w, buffers);
                     h /= 2;
                     w /= 2;
                     fwd.outputs.push((out, (c, h, w)));
@@ -403,21 +445,6 @@ impl Vgg {
         }
         let g = g.unwrap_or_else(|| vec![0.0; 3 * fwd.height * fwd.width]);
         Ok(self.preprocess.backward(&g))
-    }
-
-    /// The buffers this network reuses between passes (the losses take their gradients'
-    /// buffers from it, and [`Vgg::recycle`] gives them back).
-    pub fn buffers(&self) -> &BufferPool {
-        &self.buffers
-    }
-
-    /// Keeps a finished pass's buffers, and any others of its size (such as the gradients given
-    /// to [`Vgg::backward`]), for the next pass.
-    pub fn recycle(&self, fwd: Forward, others: impl IntoIterator<Item = Vec<f32>>) {
-        let pixels = fwd.pixels();
-        let Forward { outputs, pre_relu, .. } = fwd;
-        let buffers = outputs.into_iter().map(|(b, _)| b).chain(pre_relu.into_iter().flatten());
-        self.buffers.give(pixels, buffers.chain(others));
     }
 }
 

@@ -124,6 +124,39 @@ fn evaluations_do_not_depend_on_earlier_ones() {
     }
 }
 
+/// One network, two runs in two threads at once (different sizes, so each run's buffers differ):
+/// the same losses and gradients, bit for bit, as the runs one after the other.
+#[test]
+fn two_threads_on_one_network_match_one_after_the_other() {
+    let net = std::sync::Arc::new(Vgg::new(tiny_weights(6, [16, 16, 16, 16, 16]), Pooling::Max));
+    let mut rng = Lcg(12);
+    let jobs: Vec<(Image, Image, Vec<Image>)> = [(37, 29), (24, 40)]
+        .iter()
+        .map(|&(w, h)| (rng.image(w, h), rng.image(30, 30), (0..4).map(|_| rng.image(w, h)).collect()))
+        .collect();
+    let run = |net: &Vgg, (content, style, xs): &(Image, Image, Vec<Image>)| -> Vec<(u64, Vec<u32>)> {
+        let obj = Objective::new(net, &config(), content, std::slice::from_ref(style)).unwrap();
+        xs.iter()
+            .map(|x| {
+                let (t, g) = obj.evaluate(x, true).unwrap();
+                (t.total.to_bits(), g.unwrap().iter().map(|v| v.to_bits()).collect())
+            })
+            .collect()
+    };
+    let sequential: Vec<_> = jobs.iter().map(|j| run(&net, j)).collect();
+    let concurrent: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|j| {
+                let net = std::sync::Arc::clone(&net);
+                scope.spawn(move || run(&net, j))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sequential, concurrent);
+}
+
 /// Style blend weights: two identical style images with any blend give the one-style loss.
 #[test]
 fn blend_of_identical_styles_is_the_single_style() {

@@ -13,7 +13,7 @@ use impasto::image_io::Image;
 use impasto::kernels::ConvShape;
 use impasto::loss::{LossConfig, Objective};
 use impasto::transfer::noise_image;
-use impasto::vgg::{LayerId, Pooling, Vgg};
+use impasto::vgg::{LayerId, Pooling, Vgg, Workspace};
 use impasto::weights::{self, VggWeights};
 
 /// The largest benchmark size.
@@ -96,11 +96,12 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
         let objective = Objective::new(&net, &config, &content, &[style])?;
         let x = noise_image(size, size, 3);
         let layers: Vec<_> = config.content_layers.iter().chain(&config.style_layers).copied().collect();
-        // Each pass's buffers go back to the network for the next, as in a run.
+        // Each pass's buffers go back to the workspace for the next, as in a run.
+        let ws = Workspace::new();
         let forward = median_seconds(runs, || {
-            net.recycle(net.forward(&x.data, size, size, &layers).expect("forward"), []);
+            ws.recycle(net.forward(&ws, &x.data, size, size, &layers).expect("forward"), []);
         });
-        let fwd = net.forward(&x.data, size, size, &layers)?;
+        let fwd = net.forward(&ws, &x.data, size, size, &layers)?;
         let grads: Vec<_> = layers
             .iter()
             .map(|&l| net.activation(&fwd, l).map(|(a, _)| (l, vec![1e-3f32; a.len()])))
