@@ -10,11 +10,18 @@
 //!   content's, before the run.
 //!
 //! Luminance and chroma are BT.601 YCbCr (as in JPEG), on 0..255 values.
+//!
+//! A mode acts at three points of a run, all here: [`Colour::inputs`] prepares the content and
+//! style images the objective sees, [`Colour::candidate`] turns any image that enters the
+//! objective from outside (a start image, noise, an image to score) into the mode's terms, and
+//! [`Colour::present`] turns an optimised image into what the user sees (previews and the
+//! output).
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use crate::error::Error;
-use crate::image_io::Image;
+use crate::image_io::{Image, resize};
 
 /// The colour mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +41,51 @@ impl FromStr for Colour {
             "luminance" => Ok(Colour::Luminance),
             "match" => Ok(Colour::Match),
             _ => Err(Error::Config(format!("unknown colour mode '{s}': use keep, luminance or match"))),
+        }
+    }
+}
+
+impl Colour {
+    /// The content and style images as the objective sees them in this mode.
+    pub fn inputs(self, content: &Image, styles: &[Image]) -> (Image, Vec<Image>) {
+        match self {
+            Colour::Keep => (content.clone(), styles.to_vec()),
+            Colour::Luminance => {
+                (luminance_image(content), styles.iter().map(|s| matched_luminance(s, content)).collect())
+            }
+            Colour::Match => (content.clone(), styles.iter().map(|s| match_colour(s, content)).collect()),
+        }
+    }
+
+    /// An image entering the objective from outside (a start image, noise, an image to score) in
+    /// this mode's terms: its luminance in luminance mode, as it is otherwise.
+    pub fn candidate(self, image: Image) -> Image {
+        match self {
+            Colour::Luminance => luminance_image(&image),
+            Colour::Keep | Colour::Match => image,
+        }
+    }
+
+    /// What the user sees of optimised images at `width` x `height`, for the original
+    /// `content` image (in luminance mode the content's chroma, resized once here).
+    pub fn presenter(self, content: &Image, width: usize, height: usize) -> Presenter {
+        Presenter { chroma: (self == Colour::Luminance).then(|| resize(content, width, height)) }
+    }
+}
+
+/// Turns optimised images into what the user sees, at one size ([`Colour::presenter`]).
+pub struct Presenter {
+    /// Luminance mode: the content at this size, whose chroma the images get.
+    chroma: Option<Image>,
+}
+
+impl Presenter {
+    /// The image as shown and written: in luminance mode its luminance with the content's
+    /// chroma, otherwise the image itself.
+    pub fn show<'a>(&self, optimised: &'a Image) -> Cow<'a, Image> {
+        match &self.chroma {
+            Some(content) => Cow::Owned(with_content_chroma(optimised, content)),
+            None => Cow::Borrowed(optimised),
         }
     }
 }

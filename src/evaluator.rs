@@ -108,21 +108,29 @@ mod tests {
     use crate::transfer::{Progress, Scales, StyleConfig, Stylizer};
 
     /// A backend with no network: the objective is the mean squared distance to the inverted
-    /// content image, and a run needs `need` bytes.
+    /// content image, and a run needs `need` bytes. It notes whether it was asked to evaluate an
+    /// image in colour (the three planes not equal).
+    #[derive(Default)]
     struct Inverse {
         need: u64,
+        saw_colour: std::sync::atomic::AtomicBool,
     }
 
-    struct InverseObjective {
+    struct InverseObjective<'a> {
         target: Image,
+        saw_colour: &'a std::sync::atomic::AtomicBool,
     }
 
-    impl Evaluator for InverseObjective {
+    impl Evaluator for InverseObjective<'_> {
         fn size(&self) -> (usize, usize) {
             (self.target.width, self.target.height)
         }
 
         fn evaluate(&self, image: &Image, with_grad: bool) -> Result<(LossTerms, Option<Vec<f32>>)> {
+            let p = image.pixels();
+            if image.data[..p] != image.data[p..2 * p] || image.data[..p] != image.data[2 * p..] {
+                self.saw_colour.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let n = image.data.len() as f64;
             let d: Vec<f32> = image.data.iter().zip(&self.target.data).map(|(x, t)| x - t).collect();
             let total = d.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / n;
@@ -146,7 +154,7 @@ mod tests {
         }
         fn evaluator<'a>(&'a self, _: &LossConfig, content: &Image, _: &[Image]) -> Result<Box<dyn Evaluator + 'a>> {
             let data = content.data.iter().map(|v| 255.0 - v).collect();
-            Ok(Box::new(InverseObjective { target: Image { data, ..*content } }))
+            Ok(Box::new(InverseObjective { target: Image { data, ..*content }, saw_colour: &self.saw_colour }))
         }
     }
 
@@ -161,7 +169,7 @@ mod tests {
     fn the_loop_runs_on_any_backend() {
         let (content, style) = (ramp(40, 30), ramp(8, 8));
         let config = StyleConfig::default().size(40).iterations(30).scales(Scales::List(vec![20, 40]));
-        let backend = Inverse { need: 0 };
+        let backend = Inverse::default();
         let mut scales_seen = Vec::new();
         let out = Stylizer::new(&backend, config)
             .unwrap()
@@ -180,12 +188,35 @@ mod tests {
     #[test]
     fn the_memory_check_uses_the_backends_estimate() {
         let (content, style) = (ramp(40, 30), ramp(8, 8));
-        let backend = Inverse { need: u64::MAX / 4 };
+        let backend = Inverse { need: u64::MAX / 4, ..Inverse::default() };
         let err = Stylizer::new(&backend, StyleConfig::default().size(40).iterations(3))
             .unwrap()
             .run(&content, &[style], &mut |_: &Progress| ControlFlow::Continue(()))
             .err()
             .expect("too large for any machine");
         assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    /// In luminance mode every image the objective sees is grey, whatever the start: the
+    /// content, noise, the content mixed with noise, or a given image (noise starts were once
+    /// left in colour).
+    #[test]
+    fn luminance_mode_evaluates_grey_images_from_every_start() {
+        use crate::colour::Colour;
+        use crate::transfer::Init;
+        let (content, style) = (ramp(40, 30), ramp(8, 8));
+        for init in [Init::Content, Init::Random, Init::Noise(0.5), Init::Image(ramp(13, 9))] {
+            for colour in [Colour::Luminance, Colour::Keep] {
+                let backend = Inverse::default();
+                let config =
+                    StyleConfig::default().size(40).iterations(3).init(init.clone()).colour(colour).scales(Scales::Off);
+                Stylizer::new(&backend, config)
+                    .unwrap()
+                    .run(&content, std::slice::from_ref(&style), &mut |_: &Progress| ControlFlow::Continue(()))
+                    .unwrap();
+                let coloured = backend.saw_colour.load(std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(coloured, colour == Colour::Keep, "{init:?} {colour:?}");
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use crate::colour::{self, Colour};
+use crate::colour::{Colour, Presenter};
 use crate::error::{Error, Result};
 use crate::evaluator::Backend;
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
@@ -486,30 +486,15 @@ impl<'n> Stylizer<'n> {
         &self.config
     }
 
-    /// The content and style images as the objective sees them in this colour mode.
-    fn colour_inputs(&self, content: &Image, styles: &[Image]) -> (Image, Vec<Image>) {
-        match self.config.colour {
-            Colour::Keep => (content.clone(), styles.to_vec()),
-            Colour::Luminance => (
-                colour::luminance_image(content),
-                styles.iter().map(|s| colour::matched_luminance(s, content)).collect(),
-            ),
-            Colour::Match => (content.clone(), styles.iter().map(|s| colour::match_colour(s, content)).collect()),
-        }
-    }
-
     /// The loss of `image` (resized to the output size if needed) for these content and styles,
     /// at the output size, in the colour mode's terms (luminance mode scores luminances).
     pub fn score(&self, content: &Image, styles: &[Image], image: &Image) -> Result<LossTerms> {
         self.config.validate(styles.len())?;
         self.check_memory(content, styles, false)?;
-        let (content, styles) = self.colour_inputs(content, styles);
+        let (content, styles) = self.config.colour.inputs(content, styles);
         let (content, styles) = self.config.prepare(self.net, &content, &styles)?;
         let objective = self.net.evaluator(&self.config.loss, &content, &styles)?;
-        let mut image = resize(image, content.width, content.height);
-        if self.config.colour == Colour::Luminance {
-            image = colour::luminance_image(&image);
-        }
+        let image = self.config.colour.candidate(resize(image, content.width, content.height));
         Ok(objective.evaluate(&image, false)?.0)
     }
 
@@ -519,7 +504,7 @@ impl<'n> Stylizer<'n> {
         cfg.validate(styles.len())?;
         let schedule = cfg.schedule()?;
         let (final_w, final_h) = self.check_memory(content, styles, true)?;
-        let (c_in, s_in) = self.colour_inputs(content, styles);
+        let (c_in, s_in) = cfg.colour.inputs(content, styles);
         let total: usize = schedule.iter().map(|s| s.1).sum();
         let mut done = 0;
         let start = Instant::now();
@@ -545,16 +530,15 @@ impl<'n> Stylizer<'n> {
                     }
                 }
                 (None, Init::Content) => content_k.clone(),
-                (None, Init::Random) => noise_image(w, h, cfg.seed),
+                // Noise and given images enter in the colour mode's terms (grey in luminance
+                // mode, as the content and styles are).
+                (None, Init::Random) => cfg.colour.candidate(noise_image(w, h, cfg.seed)),
                 (None, Init::Noise(a)) => {
-                    let noise = noise_image(w, h, cfg.seed);
+                    let noise = cfg.colour.candidate(noise_image(w, h, cfg.seed));
                     let data = content_k.data.iter().zip(&noise.data).map(|(c, n)| (1.0 - a) * c + a * n).collect();
                     Image { data, ..content_k.clone() }
                 }
-                (None, Init::Image(img)) => {
-                    let img = resize(img, w, h);
-                    if cfg.colour == Colour::Luminance { colour::luminance_image(&img) } else { img }
-                }
+                (None, Init::Image(img)) => cfg.colour.candidate(resize(img, w, h)),
             };
             // The optimizers keep pixels in 0..255, where they start too.
             let mut x = x;
@@ -568,7 +552,7 @@ impl<'n> Stylizer<'n> {
                 start,
                 time_limit: cfg.time_limit,
                 timed_out: false,
-                chroma: (cfg.colour == Colour::Luminance).then(|| resize(content, w, h)),
+                presenter: cfg.colour.presenter(content, w, h),
             };
             // The losses are means over positions, so the inverse curvature grows with the
             // pixel count from one scale to the next.
@@ -596,9 +580,7 @@ impl<'n> Stylizer<'n> {
         let mut outcome = outcome.expect("at least one scale");
         // A run stopped early at a coarse scale still gives an output at the requested size.
         outcome.image = resize(&outcome.image, final_w, final_h);
-        if cfg.colour == Colour::Luminance {
-            outcome.image = colour::with_content_chroma(&outcome.image, &resize(content, final_w, final_h));
-        }
+        outcome.image = cfg.colour.presenter(content, final_w, final_h).show(&outcome.image).into_owned();
         Ok(outcome)
     }
 
@@ -661,8 +643,8 @@ struct ScaleObserver<'o> {
     start: Instant,
     time_limit: Option<Duration>,
     timed_out: bool,
-    /// Luminance mode: the content at this scale, whose chroma the images shown get.
-    chroma: Option<Image>,
+    /// The colour mode's view of this scale's images.
+    presenter: Presenter,
 }
 
 impl Observer for ScaleObserver<'_> {
@@ -671,9 +653,9 @@ impl Observer for ScaleObserver<'_> {
             self.timed_out = true;
             return ControlFlow::Break(());
         }
-        let coloured = self.chroma.as_ref().map(|c| colour::with_content_chroma(p.image, c));
+        let shown = self.presenter.show(p.image);
         self.inner.on_iteration(&Progress {
-            image: coloured.as_ref().unwrap_or(p.image),
+            image: &shown,
             iteration: self.offset + p.iteration,
             best_iteration: self.offset + p.best_iteration,
             iterations: self.total,
