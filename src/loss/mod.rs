@@ -33,8 +33,11 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::image_io::{Image, resize};
-use crate::linalg::{self, BufferPool, gram, gram_scaled, identity, sqrt_newton_schulz, square};
+use crate::linalg::{self, BufferPool};
 use crate::vgg::{LayerId, Vgg, Workspace};
+
+mod gram;
+mod w2;
 
 /// How style is compared.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +60,64 @@ impl FromStr for StyleLoss {
     }
 }
 
+impl StyleLoss {
+    /// The name `--style-loss` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            StyleLoss::Gram => "gram",
+            StyleLoss::W2 => "w2",
+        }
+    }
+
+    /// The measure behind this choice.
+    fn measure(self) -> &'static dyn StyleMeasure {
+        match self {
+            StyleLoss::Gram => &gram::Gram,
+            StyleLoss::W2 => &w2::W2,
+        }
+    }
+}
+
+/// One way of comparing a layer's features with the style images'. Each is one file (`gram.rs`,
+/// `w2.rs`); a new one is a new file, a [`StyleLoss`] variant and its line in
+/// [`StyleLoss::measure`]. Masks are applied around it: a style image's features come with its
+/// source mask's weights on their columns, a candidate's with its region mask's, and the
+/// gradient is masked again on the way back.
+trait StyleMeasure: Sync {
+    /// The layer weight `w_l` when no `--style-layer-weights` are given, for a layer of
+    /// `channels` channels.
+    fn default_layer_weight(&self, channels: usize) -> f64;
+
+    /// Whether region and source masks apply.
+    fn takes_masks(&self) -> bool;
+
+    /// An empty target for a layer of `channels` channels, for [`StyleTarget::add`].
+    fn target(&self, channels: usize) -> Box<dyn StyleTarget>;
+}
+
+/// The target statistics of one group of style images at one layer, and the term against them.
+trait StyleTarget: Send + Sync {
+    /// Adds a style image's features `f` (`C x m`) with blend weight `blend`. With a source mask
+    /// the columns are weighted by it and `norm` is the sum of its squared weights.
+    fn add(&mut self, blend: f64, f: &[f32], m: usize, norm: Option<f64>);
+
+    /// Called once, after the last [`StyleTarget::add`].
+    fn finish(&mut self);
+
+    /// `strength` times the term at the candidate's features `f` (`C x m`, columns weighted by
+    /// the region mask, `norm` the sum of its squared weights, or `m` without one) and, if
+    /// `with_grad`, its gradient with respect to `f`, in a buffer from `buffers`.
+    fn term(
+        &self,
+        f: &[f32],
+        m: usize,
+        norm: f64,
+        strength: f64,
+        with_grad: bool,
+        buffers: &BufferPool,
+    ) -> (f64, Option<Vec<f32>>);
+}
+
 /// Spatial control: per style image, an optional mask (white = 1, black = 0, any size with the
 /// right aspect ratio) of where in the output it applies, and of which part of the style image
 /// to take the style from.
@@ -71,9 +132,6 @@ impl Masks {
         self.regions.iter().any(Option::is_some)
     }
 }
-
-/// Newton-Schulz iterations for the W2 loss's matrix square roots.
-const NEWTON_SCHULZ_ITERATIONS: usize = 20;
 
 /// What to optimise: layers and weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,10 +212,13 @@ impl LossConfig {
                 )));
             }
         }
-        if self.style_loss == StyleLoss::W2
+        if !self.style_loss.measure().takes_masks()
             && (self.masks.has_regions() || self.masks.sources.iter().any(Option::is_some))
         {
-            return Err(Error::config("--style-loss w2 does not take masks yet; use --style-loss gram with masks"));
+            return Err(Error::config(format!(
+                "--style-loss {} does not take masks; use --style-loss gram with masks",
+                self.style_loss.name()
+            )));
         }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
             return Err(Error::config("no content and no style layers: nothing to optimise"));
@@ -254,33 +315,7 @@ struct StyleGroup {
     region: Option<Vec<f32>>,
     /// `sum(m^2)`: the Gram normalisation (`M` without a mask).
     norm: f64,
-    /// `(b_s, A_s)` for each style image in the group (Gram loss).
-    targets: Vec<(f64, Vec<f32>)>,
-    /// `sum_s b_s A_s`: the gradient needs only this.
-    blended: Vec<f32>,
-    /// `sum_s b_s`.
-    total_blend: f64,
-    /// The W2 target: blended mean, covariance square root and covariance trace.
-    moments: Option<Moments>,
-}
-
-struct Moments {
-    mean: Vec<f32>,
-    cov_sqrt: Vec<f32>,
-    cov_trace: f64,
-    /// A ridge added to `S_t^(1/2) S S_t^(1/2)` before its square root, so that rank-deficient
-    /// covariances (fewer positions than channels) keep a finite inverse root. It depends on
-    /// the target only, so the gradient stays exact for the regularised loss.
-    ridge: f32,
-}
-
-/// Row means of a `c x m` matrix and the centred matrix.
-fn centre(f: &[f32], c: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
-    let mean: Vec<f32> = f.chunks(m).map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / m as f64) as f32).collect();
-    let mut x = linalg::copied(f);
-    x.par_chunks_mut(m).zip(mean.par_iter()).for_each(|(r, mu)| r.iter_mut().for_each(|v| *v -= mu));
-    debug_assert_eq!(mean.len(), c);
-    (mean, x)
+    target: Box<dyn StyleTarget>,
 }
 
 /// Checks that a mask has the aspect ratio (within 2%) of the `width` x `height` image it
@@ -397,6 +432,7 @@ impl<'n> Objective<'n> {
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
+        let measure = config.style_loss.measure();
         let mut style_terms: Vec<StyleTerm> = Vec::new();
         for (s, img) in styles.iter().enumerate() {
             let source = match config.masks.sources.get(s) {
@@ -410,13 +446,9 @@ impl<'n> Objective<'n> {
                 let (f, (c, h, w)) = net.activation(&sf, layer)?;
                 let pools = net.pools_before(layer)?;
                 if s == 0 {
-                    let weight = match (&config.style_layer_weights, config.style_loss) {
-                        (Some(w), _) => w[li],
-                        (None, StyleLoss::Gram) => 1.0 / (c * c) as f64,
-                        // W2^2 grows with C and is far larger than a mean of squared Gram
-                        // entries: 1e-3/C makes the default style weight (1e3) balance the
-                        // content as the Gram default does (measured on the fixture pair).
-                        (None, StyleLoss::W2) => 1e-3 / c as f64,
+                    let weight = match &config.style_layer_weights {
+                        Some(w) => w[li],
+                        None => measure.default_layer_weight(c),
                     };
                     style_terms.push(StyleTerm { layer, weight, groups: Vec::new() });
                 }
@@ -427,63 +459,21 @@ impl<'n> Objective<'n> {
                     let (lh, lw) = (content.height >> pools, content.width >> pools);
                     let norm =
                         region.as_ref().map_or((lh * lw) as f64, |m| m.iter().map(|v| (*v as f64).powi(2)).sum());
-                    term.groups.push(StyleGroup {
-                        region,
-                        norm,
-                        targets: Vec::new(),
-                        blended: vec![0.0; c * c],
-                        total_blend: 0.0,
-                        moments: None,
-                    });
+                    term.groups.push(StyleGroup { region, norm, target: measure.target(c) });
                 }
                 let group = term.groups.last_mut().unwrap();
-                let b = blend[s];
-                group.total_blend += b;
                 let m = h * w;
-                let a = match &source {
+                match &source {
                     Some(src) => {
                         let mask = downsample(src, img.width, img.height, pools);
                         let norm: f64 = mask.iter().map(|v| (*v as f64).powi(2)).sum();
-                        let fm = apply_mask(f, &mask);
-                        gram_scaled(&fm, c, m, (1.0 / norm.max(1e-12)) as f32)
+                        group.target.add(blend[s], &apply_mask(f, &mask), m, Some(norm));
                     }
-                    None => gram(f, c, m),
-                };
-                group.blended.iter_mut().zip(&a).for_each(|(t, v)| *t += b as f32 * v);
-                if config.style_loss == StyleLoss::W2 {
-                    // Blend the Gaussian fits' moments: the mean, and the covariance through the
-                    // second moment (blended Gram minus the blended mean's outer product).
-                    let (mean, _) = centre(f, c, m);
-                    let mo = group.moments.get_or_insert_with(|| Moments {
-                        mean: vec![0.0; c],
-                        cov_sqrt: Vec::new(),
-                        cov_trace: 0.0,
-                        ridge: 0.0,
-                    });
-                    mo.mean.iter_mut().zip(&mean).for_each(|(t, v)| *t += b as f32 * v);
-                }
-                group.targets.push((b, a));
-            }
-        }
-        if config.style_loss == StyleLoss::W2 {
-            for term in &mut style_terms {
-                for g in &mut term.groups {
-                    let mo = g.moments.as_mut().expect("moments");
-                    let c = mo.mean.len();
-                    let mut cov = g.blended.clone();
-                    for i in 0..c {
-                        for j in 0..c {
-                            cov[i * c + j] = cov[i * c + j] / g.total_blend as f32
-                                - mo.mean[i] * mo.mean[j] / (g.total_blend * g.total_blend) as f32;
-                        }
-                    }
-                    mo.mean.iter_mut().for_each(|v| *v /= g.total_blend as f32);
-                    mo.cov_trace = (0..c).map(|i| cov[i * c + i] as f64).sum();
-                    mo.ridge = (1e-5 * (mo.cov_trace / c as f64).powi(2) + 1e-12) as f32;
-                    mo.cov_sqrt = sqrt_newton_schulz(&cov, c, NEWTON_SCHULZ_ITERATIONS).0;
+                    None => group.target.add(blend[s], f, m, None),
                 }
             }
         }
+        style_terms.iter_mut().flat_map(|t| &mut t.groups).for_each(|g| g.target.finish());
         Ok(Objective {
             net,
             width: content.width,
@@ -531,11 +521,9 @@ impl<'n> Objective<'n> {
             let (f, (c, h, w)) = self.net.activation(&fwd, t.layer)?;
             let strength = cfg.style_weight * t.weight;
             let mut layer_grad: Option<Vec<f32>> = None;
+            debug_assert!(f.len() == c * h * w);
             for group in &t.groups {
-                let (loss, grad) = match cfg.style_loss {
-                    StyleLoss::Gram => gram_term(f, c, h * w, group, strength, with_grad, self.workspace.buffers()),
-                    StyleLoss::W2 => w2_term(f, c, h * w, group, strength, with_grad, self.workspace.buffers()),
-                };
+                let (loss, grad) = style_group_term(f, h * w, group, strength, with_grad, self.workspace.buffers());
                 terms.style += loss;
                 if let Some(g) = grad {
                     match &mut layer_grad {
@@ -561,11 +549,9 @@ impl<'n> Objective<'n> {
     }
 }
 
-/// `strength * sum_s b_s mean((G - A_s)^2)` with `G` the (masked) Gram matrix, and its gradient:
-/// `4 strength (B G - sum_s b_s A_s) (F m) / (C^2 N)`, masked again (`B = sum_s b_s`).
-fn gram_term(
+/// A group's style term at features `f` (`C x m`): through its region mask, if it has one.
+fn style_group_term(
     f: &[f32],
-    c: usize,
     m: usize,
     group: &StyleGroup,
     strength: f64,
@@ -576,59 +562,12 @@ fn gram_term(
         return (0.0, None); // an all-black region: this style applies nowhere
     }
     let masked = group.region.as_ref().map(|r| apply_mask(f, r));
-    let fm = masked.as_deref().unwrap_or(f);
-    let g = gram_scaled(fm, c, m, (1.0 / group.norm) as f32);
-    let cc = (c * c) as f64;
-    let loss: f64 = group.targets.iter().map(|(b, a)| b * sq_dist(&g, a) / cc).sum::<f64>() * strength;
-    if !with_grad {
-        return (loss, None);
+    let (loss, mut grad) =
+        group.target.term(masked.as_deref().unwrap_or(f), m, group.norm, strength, with_grad, buffers);
+    if let (Some(g), Some(r)) = (grad.as_mut(), &group.region) {
+        mask_in_place(g, r);
     }
-    let bsum = group.total_blend as f32;
-    let d: Vec<f32> = g.iter().zip(&group.blended).map(|(gv, a)| bsum * gv - a).collect();
-    let alpha = (4.0 * strength / (cc * group.norm)) as f32;
-    let mut grad = linalg::times_features(&d, fm, c, m, alpha, buffers.take(c * m));
-    if let Some(r) = &group.region {
-        mask_in_place(&mut grad, r);
-    }
-    (loss, Some(grad))
-}
-
-/// `strength * W2^2` between the Gaussian fit of `f` and the group's target moments, and its
-/// gradient: `(2 strength / M) (dL/dS X + (mu - mu_t) 1^T)`, `X` the centred features,
-/// `dL/dS = I - S_t^(1/2) (S_t^(1/2) S S_t^(1/2))^(-1/2) S_t^(1/2)`.
-fn w2_term(
-    f: &[f32],
-    c: usize,
-    m: usize,
-    group: &StyleGroup,
-    strength: f64,
-    with_grad: bool,
-    buffers: &BufferPool,
-) -> (f64, Option<Vec<f32>>) {
-    let mo = group.moments.as_ref().expect("W2 targets");
-    let (mean, x) = centre(f, c, m);
-    let cov = gram(&x, c, m);
-    let st = &mo.cov_sqrt;
-    let mut inner = square(&square(st, &cov, c), st, c);
-    (0..c).for_each(|i| inner[i * c + i] += mo.ridge);
-    let (root, inv_root) = sqrt_newton_schulz(&inner, c, NEWTON_SCHULZ_ITERATIONS);
-    let mean_term: f64 = mean.iter().zip(&mo.mean).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-    let trace = |a: &[f32]| (0..c).map(|i| a[i * c + i] as f64).sum::<f64>();
-    let w2 = (mean_term + trace(&cov) + mo.cov_trace - 2.0 * trace(&root)).max(0.0);
-    let loss = strength * w2;
-    if !with_grad {
-        return (loss, None);
-    }
-    let mut d_cov = square(&square(st, &inv_root, c), st, c);
-    let id = identity(c);
-    d_cov.iter_mut().zip(&id).for_each(|(v, i)| *v = i - *v);
-    let k = (2.0 * strength / m as f64) as f32;
-    let mut grad = linalg::times_features(&d_cov, &x, c, m, k, buffers.take(c * m));
-    grad.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
-        let shift = k * (mean[i] - mo.mean[i]);
-        r.iter_mut().for_each(|v| *v += shift);
-    });
-    (loss, Some(grad))
+    (loss, grad)
 }
 
 #[cfg(test)]
