@@ -6,12 +6,10 @@
 //! The unrolled matrix is built for a band of rows at a time, so its size stays bounded
 //! (`band_floats`) at any image size, and its buffer is allocated once and reused.
 
-use std::sync::Mutex;
-
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{Conv3x3, ConvShape, Filter, check};
+use super::{Conv3x3, ConvShape, Filter, ScratchPool, check};
 
 /// The default bound on the unrolled matrix: 8 Mi floats (32 MiB), enough for whole layers up
 /// to 512 px deep in the network and a band of about 110 rows of conv1_2 at 512 px.
@@ -20,7 +18,7 @@ const DEFAULT_BAND_FLOATS: usize = 8 << 20;
 /// im2col + gemm.
 pub struct Im2colGemm {
     band_floats: usize,
-    scratch: Mutex<Vec<f32>>,
+    scratch: ScratchPool<Vec<f32>>,
 }
 
 impl Default for Im2colGemm {
@@ -36,7 +34,7 @@ impl Im2colGemm {
 
     /// A kernel whose unrolled matrix holds at most `band_floats` floats (at least one row).
     pub fn with_band_floats(band_floats: usize) -> Self {
-        Im2colGemm { band_floats, scratch: Mutex::new(Vec::new()) }
+        Im2colGemm { band_floats, scratch: ScratchPool::new() }
     }
 }
 
@@ -76,7 +74,7 @@ impl Conv3x3 for Im2colGemm {
         let (h, w) = (s.height, s.width);
         let k = s.c_in * 9;
         let band_rows = (self.band_floats / (k * w)).clamp(1, h);
-        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scratch = self.scratch.take();
         if scratch.len() < k * band_rows * w {
             scratch.resize(k * band_rows * w, 0.0);
         }
@@ -114,6 +112,7 @@ impl Conv3x3 for Im2colGemm {
             }
             y0 += rows;
         }
+        self.scratch.give(scratch);
         if bias.is_some() || relu {
             out.par_chunks_mut(h * w).enumerate().for_each(|(o, plane)| {
                 let b = bias.map_or(0.0, |b| b[o]);

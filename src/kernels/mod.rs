@@ -19,6 +19,25 @@ pub use im2col::Im2colGemm;
 pub use reference::Reference;
 pub use winograd::Winograd;
 
+/// Scratch space a kernel lends to one convolution at a time: a call takes a buffer (or a new,
+/// empty one) and gives it back when done, so that runs in other threads on the same network
+/// get their own instead of waiting for it.
+pub(crate) struct ScratchPool<T>(Mutex<Vec<T>>);
+
+impl<T: Default> ScratchPool<T> {
+    pub(crate) fn new() -> Self {
+        ScratchPool(Mutex::new(Vec::new()))
+    }
+
+    pub(crate) fn take(&self) -> T {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default()
+    }
+
+    pub(crate) fn give(&self, scratch: T) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+    }
+}
+
 /// The default CPU kernel: Winograd F(4x4, 3x3) where it pays, im2col + gemm elsewhere.
 pub fn default_kernel() -> Box<dyn Conv3x3> {
     Box::new(Winograd::new())

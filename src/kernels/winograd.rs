@@ -27,13 +27,11 @@
 //! tiles (the deepest layers of a small image) goes to [`Im2colGemm`], where Winograd would cost
 //! more than it saves.
 
-use std::sync::Mutex;
-
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::simd::{LANES, Lanes, simd_dispatch};
-use super::{Conv3x3, ConvShape, Filter, Im2colGemm, check};
+use super::{Conv3x3, ConvShape, Filter, Im2colGemm, ScratchPool, check};
 use crate::linalg::SendPtr;
 
 /// Output tile side.
@@ -54,7 +52,7 @@ pub struct Winograd {
     band_floats: usize,
     min_tiles: usize,
     /// The transformed input `[c_in][36][tiles]` and the products `[c_out][36][tiles]` of a band.
-    scratch: Mutex<(Vec<f32>, Vec<f32>)>,
+    scratch: ScratchPool<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Default for Winograd {
@@ -71,12 +69,7 @@ impl Winograd {
     /// A kernel whose per-band buffers hold at most about `band_floats` floats (at least one row
     /// of tiles).
     pub fn with_band_floats(band_floats: usize) -> Self {
-        Winograd {
-            fallback: Im2colGemm::new(),
-            band_floats,
-            min_tiles: MIN_TILES,
-            scratch: Mutex::new((Vec::new(), Vec::new())),
-        }
+        Winograd { fallback: Im2colGemm::new(), band_floats, min_tiles: MIN_TILES, scratch: ScratchPool::new() }
     }
 
     /// Runs every layer with at least `min_tiles` 4x4 tiles as Winograd (default 16); 1 makes
@@ -481,8 +474,8 @@ impl Winograd {
     ) {
         let (th, tw) = (h.div_ceil(TILE), w.div_ceil(TILE));
         let band_rows = (self.band_floats / (POINTS * tw * (n_in + n_out))).clamp(1, th);
-        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let (v_buf, m_buf) = &mut *scratch;
+        let mut scratch = self.scratch.take();
+        let (v_buf, m_buf) = &mut scratch;
         let most = POINTS * Band::stride_for(band_rows * tw);
         if v_buf.len() < most * n_in {
             v_buf.resize(most * n_in, 0.0);
@@ -537,6 +530,7 @@ impl Winograd {
                 .for_each_init(Scratch::default, |sc, (o, (plane, mo))| transform_out(o, mo, band, plane, sc));
             ty0 += band.rows;
         }
+        self.scratch.give(scratch);
     }
 }
 
