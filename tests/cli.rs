@@ -315,6 +315,8 @@ fn bad_input_is_one_clear_line_and_no_output() {
         if !args.iter().any(|a| a == "--weights") {
             args.extend(["--weights".into(), w.clone()]);
         }
+        // A refused run leaves no log either.
+        args.extend(["--log".into(), s(&d.join("out").join("run.jsonl")).to_string()]);
         let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let r = impasto(&argv);
         let e = stderr(&r);

@@ -21,7 +21,9 @@ use impasto::transfer::{Observer, Outcome, Progress};
 /// Shows, logs and saves each evaluation; stops when Ctrl-C was pressed.
 pub struct CliObserver {
     bar: Option<ProgressBar>,
-    log: Option<(PathBuf, BufWriter<File>)>,
+    /// The log's path, and the file once its first line is written (a run refused before it
+    /// starts leaves no log file).
+    log: Option<(PathBuf, Option<BufWriter<File>>)>,
     save_every: Option<usize>,
     output: PathBuf,
     /// The signal that asked the run to stop (0: none).
@@ -49,13 +51,7 @@ impl CliObserver {
             );
             bar
         });
-        let log = match log {
-            Some(p) => {
-                let f = File::create(p).with_context(|| format!("{}: cannot create the log file", p.display()))?;
-                Some((p.to_path_buf(), BufWriter::new(f)))
-            }
-            None => None,
-        };
+        let log = log.map(|p| (p.to_path_buf(), None));
         let interrupted = Arc::new(AtomicI32::new(0));
         let flag = interrupted.clone();
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -92,23 +88,34 @@ impl CliObserver {
         if self.error.is_some() {
             return;
         }
-        if let Some((path, log)) = &mut self.log {
-            let line = serde_json::json!({
-                "written": true,
-                "best_iteration": outcome.best_iteration,
-                "total": outcome.terms.total,
-                "content": outcome.terms.content,
-                "style": outcome.terms.style,
-                "tv": outcome.terms.tv,
-                "iterations": outcome.iterations,
-                "stop": outcome.stop,
-                "width": outcome.image.width,
-                "height": outcome.image.height,
-            });
-            if let Err(e) = writeln!(log, "{line}").and_then(|()| log.flush()) {
-                self.error = Some(anyhow::Error::from(e).context(format!("{}: cannot write the log", path.display())));
-            }
+        let line = serde_json::json!({
+            "written": true,
+            "best_iteration": outcome.best_iteration,
+            "total": outcome.terms.total,
+            "content": outcome.terms.content,
+            "style": outcome.terms.style,
+            "tv": outcome.terms.tv,
+            "iterations": outcome.iterations,
+            "stop": outcome.stop,
+            "width": outcome.image.width,
+            "height": outcome.image.height,
+        });
+        if let Err(e) = self.log_line(&line) {
+            self.error = Some(e);
         }
+    }
+
+    /// Writes one line to the log, creating the file at the first.
+    fn log_line(&mut self, line: &serde_json::Value) -> anyhow::Result<()> {
+        let Some((path, file)) = &mut self.log else { return Ok(()) };
+        if file.is_none() {
+            let f = File::create(&*path).with_context(|| format!("{}: cannot create the log file", path.display()))?;
+            *file = Some(BufWriter::new(f));
+        }
+        let log = file.as_mut().expect("opened above");
+        writeln!(log, "{line}")
+            .and_then(|()| log.flush())
+            .with_context(|| format!("{}: cannot write the log", path.display()))
     }
 
     fn record(&mut self, p: &Progress<'_>) -> anyhow::Result<()> {
@@ -123,7 +130,7 @@ impl CliObserver {
                 bar.set_message(format!("{:.4e}", p.best.total));
             }
         }
-        if let Some((path, log)) = &mut self.log {
+        if self.log.is_some() {
             let line = serde_json::json!({
                 "iteration": p.iteration,
                 "total": p.terms.total,
@@ -138,9 +145,7 @@ impl CliObserver {
                 "width": p.image.width,
                 "height": p.image.height,
             });
-            writeln!(log, "{line}")
-                .and_then(|()| log.flush())
-                .with_context(|| format!("{}: cannot write the log", path.display()))?;
+            self.log_line(&line)?;
         }
         if let Some(n) = self.save_every
             && p.iteration.is_multiple_of(n)
