@@ -256,6 +256,15 @@ impl StyleConfig {
                 return Err(Error::config(format!("--average must be in 0..1 (e.g. 0.99), got {d}")));
             }
         }
+        // The automatic pyramid's parameters are checked even where this size runs one scale.
+        if self.scales == Scales::Auto {
+            if !(self.scale_factor.is_finite() && self.scale_factor > 1.0) {
+                return Err(Error::config(format!("--scale-factor must be > 1, got {}", self.scale_factor)));
+            }
+            if self.scale_start == 0 {
+                return Err(Error::config("--scale-start must be at least 1"));
+            }
+        }
         self.schedule()?;
         self.loss.validate(n_styles)
     }

@@ -291,6 +291,11 @@ fn bad_input_is_one_clear_line_and_no_output() {
         (vec![c.clone(), st.clone(), "--tv-weight".into(), "inf".into()], vec!["--tv-weight".into()]),
         (vec![c.clone(), st.clone(), "--size".into(), "0".into()], vec!["--size".into()]),
         (vec![c.clone(), st.clone(), "--size".into(), "8".into()], vec!["--size".into(), "16x16".into()]),
+        // Negative numbers reach the option's own check, which names it; the automatic pyramid's
+        // factor is checked even at a size that runs one scale.
+        (vec![c.clone(), st.clone(), "--scale-factor".into(), "-2".into()], vec!["--scale-factor".into()]),
+        (vec![c.clone(), st.clone(), "--seed".into(), "-1".into()], vec!["--seed".into()]),
+        (vec![c.clone(), st.clone(), "--time-limit".into(), "-1".into()], vec!["--time-limit".into()]),
         (
             vec![c.clone(), st.clone(), "--weights".into(), p("junk.pth")],
             vec![p("junk.pth"), "not a weights file".into()],

@@ -49,10 +49,10 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Image sizes, comma-separated [default: 256,512; with --robustness 200,288,384,448,512].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub sizes: Option<Vec<usize>>,
     /// Timed runs per measurement (the median is shown).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub runs: usize,
     /// Run the robustness benchmark instead: every content x style pair at each size, style
     /// weight and pyramid setting, with each method, for a fixed number of evaluations.
@@ -74,7 +74,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_enum, default_value = "lbfgs")]
     pub methods: Vec<crate::cli::robustness::Method>,
     /// Loss evaluations per case (--robustness).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, allow_negative_numbers = true)]
     pub evaluations: usize,
     /// The JSON-lines file of finished cases (--robustness); cases already in it are skipped.
     #[arg(long, default_value = "robustness.jsonl", value_name = "FILE")]
@@ -153,7 +153,7 @@ pub struct LossArgs {
     #[arg(required = true)]
     pub styles: Vec<PathBuf>,
     /// Long side of the output in pixels (an image already at that size is used as it is).
-    #[arg(long, default_value_t = defaults().size)]
+    #[arg(long, default_value_t = defaults().size, allow_negative_numbers = true)]
     pub size: usize,
     /// Weight of the content loss.
     #[arg(long, default_value_t = defaults().loss.content_weight, allow_negative_numbers = true)]
@@ -215,7 +215,7 @@ pub struct StylizeArgs {
     #[arg(short, long, value_name = "OUT")]
     pub output: PathBuf,
     /// Loss evaluations (one optimizer step each).
-    #[arg(long, default_value_t = defaults().iterations)]
+    #[arg(long, default_value_t = defaults().iterations, allow_negative_numbers = true)]
     pub iterations: usize,
     /// The gradient method.
     #[arg(long, value_enum, default_value = "lbfgs")]
@@ -224,7 +224,7 @@ pub struct StylizeArgs {
     #[arg(long, default_value_t = defaults().lr, allow_negative_numbers = true)]
     pub lr: f64,
     /// L-BFGS history size.
-    #[arg(long, default_value_t = defaults().lbfgs_history)]
+    #[arg(long, default_value_t = defaults().lbfgs_history, allow_negative_numbers = true)]
     pub lbfgs_history: usize,
     /// L-BFGS's step rule: a strong Wolfe line search, or PyTorch's one evaluation a step.
     #[arg(long, value_enum, default_value = "strong-wolfe")]
@@ -236,10 +236,10 @@ pub struct StylizeArgs {
     #[arg(long, default_value = "content", value_name = "content|random|FILE")]
     pub init: String,
     /// Seed for random initialisation (same seed, same output).
-    #[arg(long, default_value_t = defaults().seed)]
+    #[arg(long, default_value_t = defaults().seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Also write the image every N iterations (OUT with the iteration number: out.0100.png).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub save_every: Option<usize>,
     /// Print nothing but errors.
     #[arg(short, long)]
@@ -252,17 +252,17 @@ pub struct StylizeArgs {
     #[arg(long, default_value = "auto", value_name = "auto|off|S1,S2,...")]
     pub scales: String,
     /// First long side of the automatic pyramid.
-    #[arg(long, default_value_t = defaults().scale_start, value_name = "N")]
+    #[arg(long, default_value_t = defaults().scale_start, value_name = "N", allow_negative_numbers = true)]
     pub scale_start: usize,
     /// Ratio between successive scales of the automatic pyramid.
-    #[arg(long, default_value_t = defaults().scale_factor, value_name = "F")]
+    #[arg(long, default_value_t = defaults().scale_factor, value_name = "F", allow_negative_numbers = true)]
     pub scale_factor: f64,
     /// Iterations at each scale, comma-separated (one value: all scales) [default: --iterations
     /// at the first scale, half as many at the others].
-    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...", allow_negative_numbers = true)]
     pub scale_iterations: Option<Vec<usize>>,
     /// Stop after this many seconds and write the image so far (at full size).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub time_limit: Option<f64>,
     /// Adam only: output the moving average of the iterates with this decay (e.g. 0.99).
     #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
