@@ -16,7 +16,12 @@ pub fn budget() -> Option<u64> {
 
 /// Bytes as GiB with one decimal, for messages.
 pub fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    match bytes {
+        // Estimates saturate rather than wrap.
+        u64::MAX => "more than 16 EiB".to_string(),
+        b if b >= 1 << 40 => format!("{:.1} TiB", b as f64 / (1u64 << 40) as f64),
+        b => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+    }
 }
 
 /// A field of a `/proc` key-value file in KiB (`VmSize:  1234 kB`), in bytes.
@@ -84,6 +89,13 @@ pub fn fits(need: u64) -> Result<(), u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(gib(3 << 30), "3.0 GiB");
+        assert_eq!(gib(5 << 40), "5.0 TiB");
+        assert_eq!(gib(u64::MAX), "more than 16 EiB");
+    }
 
     #[test]
     fn proc_fields_parse() {
