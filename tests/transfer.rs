@@ -80,14 +80,11 @@ fn line_search_converges_where_the_old_rule_looped() {
     assert!(new_sum < old_sum, "the new rule's final losses are not lower on (geometric) average");
 }
 
-/// Resident memory of this process, and its peak since the last reset, in bytes.
-fn resident() -> (u64, u64) {
+/// Resident memory of this process in bytes.
+fn resident() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 /// The network is in memory once however many runs share it: two stylizations at once in two
@@ -126,14 +123,23 @@ fn concurrent_runs_share_one_network() {
     };
     // The first run makes the kernels' transformed filters, which are shared too.
     let alone = run(&net);
-    // Reset the peak (Linux: "5" to clear_refs), then two runs at once.
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
-    let (before, _) = resident();
-    let both: Vec<f64> = std::thread::scope(|s| {
+    // Two runs at once, with the resident memory sampled every millisecond meanwhile.
+    let before = resident();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (both, peak): (Vec<f64>, u64) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(resident());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            peak.max(resident())
+        });
         let hs: Vec<_> = (0..2).map(|_| s.spawn(|| run(&net))).collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+        let both = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (both, sampler.join().unwrap())
     });
-    let (_, peak) = resident();
     assert_eq!(both, vec![alone, alone]);
     let added = peak.saturating_sub(before);
     eprintln!("weights {} MiB, two concurrent runs added {} MiB at their peak", weight_bytes >> 20, added >> 20);
