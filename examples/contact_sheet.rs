@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows = images.len().div_ceil(columns);
     let width = columns * cell + (columns + 1) * GAP;
     let height = rows * cell + (rows + 1) * GAP;
-    let mut sheet = Image { width, height, data: vec![1.0; 3 * width * height] };
+    let mut sheet = Image { width, height, data: vec![255.0; 3 * width * height] };
     for (k, name) in images.iter().enumerate() {
         if name == "-" {
             continue;
