@@ -57,13 +57,6 @@ fn read_log_and_result(path: &Path) -> (Vec<Value>, Value) {
 }
 
 /// The files in `dir`, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
-}
-
 /// The README's promise: on real weights, with the defaults, the loss falls at least 10x in 30
 /// iterations, the log has one JSON object per evaluation, and the output is the content's size.
 #[test]
@@ -220,37 +213,6 @@ fn interrupt_writes_the_current_image() {
     let o = impasto(&args);
     let saved = serde_json::from_slice::<Value>(&o.stdout).unwrap()["total"].as_f64().unwrap();
     assert!((saved - best).abs() < 0.1 * best, "saved {saved}, best {best}");
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb88320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A PNG that declares `width` x `height` and holds one tiny, meaningless IDAT chunk.
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
-    chunk(&mut out, b"IEND", &[]);
-    out
 }
 
 /// Every kind of bad input: exit code 2, one line naming the culprit, no output file.

@@ -62,13 +62,6 @@ fn impasto_limited(args: &[&str], env: &[(&str, &str)]) -> Limited {
     Limited { code, stderr, peak_kib: usage.ru_maxrss as u64 }
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
-}
-
 /// Checks the promise for one case: exit 2, one line with every needle, nothing written in `out`,
 /// a small peak.
 fn refused(args: &[&str], needles: &[&str], out: &Path) {
@@ -81,27 +74,8 @@ fn refused(args: &[&str], needles: &[&str], out: &Path) {
     for n in needles {
         assert!(lines[0].contains(n), "expected {n:?}: {shown}");
     }
-    assert!(files_in(out).is_empty(), "output left behind: {:?}\n{shown}", files_in(out));
+    assert!(listing(out).is_empty(), "output left behind: {:?}\n{shown}", listing(out));
     assert!(r.peak_kib < PEAK_LIMIT_KIB, "peak {} KiB: {shown}", r.peak_kib);
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb88320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
 }
 
 /// A zlib stream of `chunks` copies of `chunk` zeros, made by repeating one fully flushed deflate
@@ -124,16 +98,6 @@ fn zeros_zlib(chunk: usize, chunks: usize, tail: usize) -> Vec<u8> {
     let n = (chunk as u64 * chunks as u64 + tail as u64) % 65521;
     z.extend_from_slice(&(((n as u32) << 16) | 1).to_be_bytes());
     z
-}
-
-fn png_header(width: u32, height: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    png_chunk(&mut out, b"IHDR", &ihdr);
-    out
 }
 
 fn weights() -> String {
@@ -194,12 +158,7 @@ fn hostile_images() {
     png_chunk(&mut icc, b"iCCP", &iccp);
     png_chunk(&mut icc, b"IDAT", &zeros_zlib(16 * 49, 1, 0));
     png_chunk(&mut icc, b"IEND", &[]);
-    let huge_header = {
-        let mut p = png_header(200_000, 150_000);
-        png_chunk(&mut p, b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
-        png_chunk(&mut p, b"IEND", &[]);
-        p
-    };
+    let huge_header = png_header_only(200_000, 150_000);
     // Every other format, cut short.
     let base = image::DynamicImage::ImageRgb8(image::imageops::thumbnail(
         &image::load_from_memory(&jpg).unwrap().to_rgb8(),
@@ -431,7 +390,7 @@ fn hostile_outputs() {
         &[],
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(files_in(&out_dir), [long.file_name().unwrap().to_string_lossy().into_owned()]);
+    assert_eq!(listing(&out_dir), [long.file_name().unwrap().to_string_lossy().into_owned()]);
     std::fs::remove_file(&long).unwrap();
     // A loss that overflows in `score`: an error, not {"total":null}.
     let r = impasto_limited(
@@ -485,7 +444,7 @@ fn signals() {
         Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
         let _ = child.wait_with_output();
         let leftovers: Vec<String> =
-            files_in(d).into_iter().filter(|f| f.contains("impasto") || f.ends_with(".tmp")).collect();
+            listing(d).into_iter().filter(|f| f.contains("impasto") || f.ends_with(".tmp")).collect();
         assert!(leftovers.is_empty(), "round {k}: {leftovers:?}");
     }
 }
@@ -518,7 +477,7 @@ fn concurrent_first_fetch() {
         for o in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
             assert!(o.status.success(), "round {round}: {}", String::from_utf8_lossy(&o.stderr));
         }
-        assert_eq!(files_in(&home), [impasto::weights::fetch::CACHED_NAME], "round {round}");
+        assert_eq!(listing(&home), [impasto::weights::fetch::CACHED_NAME], "round {round}");
         let bytes = std::fs::read(home.join(impasto::weights::fetch::CACHED_NAME)).unwrap();
         assert_eq!(impasto::weights::fetch::sha256_hex(&bytes), impasto::weights::fetch::BIN_SHA256);
     }

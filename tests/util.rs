@@ -254,3 +254,51 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The names in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb88320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// Appends a PNG chunk of this kind and data, with its length and CRC.
+pub fn png_chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+}
+
+/// The PNG signature and an IHDR for an 8-bit RGB image of `width` x `height`.
+pub fn png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    out
+}
+
+/// A PNG that declares `width` x `height` and holds one tiny, meaningless IDAT chunk.
+pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut out = png_header(width, height);
+    png_chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
