@@ -11,8 +11,8 @@ use std::path::Path;
 
 use impasto::colour::Colour;
 use impasto::image_io::{self, Image};
-use impasto::loss::Masks;
-use impasto::transfer::{Progress, Scales, StyleConfig, Stylizer};
+use impasto::loss::StyleInput;
+use impasto::transfer::{Inputs, Progress, Scales, StyleConfig, Stylizer};
 use impasto::vgg::Vgg;
 use impasto::weights;
 
@@ -35,21 +35,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .size(size)
         .iterations(200)
         .scales(Scales::List(vec![size / 2, size]))
-        .colour(Colour::Keep)
-        .masks(Masks { regions: vec![Some(sky), Some(ground)], sources: vec![] });
-    let outcome = Stylizer::new(&net, config)?.run(
-        &load(content)?,
-        &[load(sky_style)?, load(ground_style)?],
-        &mut |p: &Progress| {
-            if p.iteration.is_multiple_of(20) {
-                eprintln!(
-                    "scale {}/{} iteration {}/{}: loss {:.4e}",
-                    p.scale, p.scales, p.iteration, p.iterations, p.terms.total
-                );
-            }
-            ControlFlow::Continue(())
-        },
-    )?;
+        .colour(Colour::Keep);
+    // Each style with the region it rules.
+    let inputs = Inputs {
+        content: load(content)?,
+        styles: vec![
+            StyleInput::new(load(sky_style)?).region_mask(sky),
+            StyleInput::new(load(ground_style)?).region_mask(ground),
+        ],
+        start: None,
+    };
+    let outcome = Stylizer::new(&net, config)?.run(&inputs, &mut |p: &Progress| {
+        if p.iteration.is_multiple_of(20) {
+            eprintln!(
+                "scale {}/{} iteration {}/{}: loss {:.4e}",
+                p.scale, p.scales, p.iteration, p.iterations, p.terms.total
+            );
+        }
+        ControlFlow::Continue(())
+    })?;
     image_io::save(&outcome.image, Path::new(out))?;
     eprintln!("wrote {out}");
     Ok(())

@@ -22,9 +22,11 @@ use std::str::FromStr;
 
 use crate::error::Error;
 use crate::image_io::{Image, resize};
+use crate::loss::StyleInput;
 
 /// The colour mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Colour {
     #[default]
     Keep,
@@ -47,14 +49,14 @@ impl FromStr for Colour {
 
 impl Colour {
     /// The content and style images as the objective sees them in this mode.
-    pub fn inputs(self, content: &Image, styles: &[Image]) -> (Image, Vec<Image>) {
-        match self {
-            Colour::Keep => (content.clone(), styles.to_vec()),
-            Colour::Luminance => {
-                (luminance_image(content), styles.iter().map(|s| matched_luminance(s, content)).collect())
-            }
-            Colour::Match => (content.clone(), styles.iter().map(|s| match_colour(s, content)).collect()),
-        }
+    pub fn inputs(self, content: &Image, styles: &[StyleInput]) -> (Image, Vec<StyleInput>) {
+        let styles = match self {
+            Colour::Keep => styles.to_vec(),
+            Colour::Luminance => styles.iter().map(|s| s.with_image(matched_luminance(&s.image, content))).collect(),
+            Colour::Match => styles.iter().map(|s| s.with_image(match_colour(&s.image, content))).collect(),
+        };
+        let content = if self == Colour::Luminance { luminance_image(content) } else { content.clone() };
+        (content, styles)
     }
 
     /// An image entering the objective from outside (a start image, noise, an image to score) in

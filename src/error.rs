@@ -1,5 +1,8 @@
-//! The library's error type. Every message names the file, layer or option at fault and, where
-//! there is one, the flag or command that fixes it. The library never exits the process.
+//! The library's error type. Every message names the file, layer or setting at fault. Settings
+//! are named by their path in the settings JSON ([`crate::settings`]: `size`,
+//! `optimizer.lbfgs.history`, `styles[1].blend`...), never by a command-line flag: a front end
+//! maps [`Error::Setting`]'s field (and [`Error::Memory`]'s advice) to its own controls, as the
+//! CLI maps them to flags. The library never exits the process.
 
 use std::path::{Path, PathBuf};
 
@@ -19,12 +22,21 @@ pub enum Error {
     /// An output path that cannot be written.
     #[error("{}: {message}", path.display())]
     Output { path: PathBuf, message: String },
-    /// A bad option value (layer name, weight, size...).
+    /// A settings file (JSON, or an image's embedded settings) that cannot be used; the message
+    /// names the field at fault.
+    #[error("{}: {message}", path.display())]
+    SettingsFile { path: PathBuf, message: String },
+    /// A bad setting: `field` is its path in the settings (`loss.style_weight`, `styles[0].blend`)
+    /// and `message` follows it ("must be a finite number >= 0, got -1").
+    #[error("{field} {message}")]
+    Setting { field: String, message: String },
+    /// A problem with no single setting at fault (an unknown layer name, no layers at all).
     #[error("{0}")]
     Config(String),
-    /// The run would not fit in memory.
-    #[error("{0}")]
-    Memory(String),
+    /// The run would not fit in memory: `message` says what it needs and what there is, `lower`
+    /// names the settings that would make it fit (as [`Error::Setting`]'s fields).
+    #[error("{message}; lower {}", lower.join(" or "))]
+    Memory { message: String, lower: Vec<String> },
 }
 
 /// `Result` with impasto's [`Error`].
@@ -42,5 +54,9 @@ impl Error {
     }
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::Config(message.into())
+    }
+    /// An [`Error::Setting`] for `field`.
+    pub fn setting(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Setting { field: field.into(), message: message.into() }
     }
 }

@@ -23,7 +23,7 @@
 
 use crate::error::Result;
 use crate::image_io::Image;
-use crate::loss::{LossConfig, LossTerms, Objective};
+use crate::loss::{LossConfig, LossTerms, Objective, StyleInput};
 use crate::memory;
 use crate::vgg::{LayerId, Vgg};
 
@@ -58,9 +58,14 @@ pub trait Backend: Sync {
         memory::fits(bytes)
     }
 
-    /// The objective for `content` (whose size it takes) after `styles` (at their own sizes).
-    fn evaluator<'a>(&'a self, loss: &LossConfig, content: &Image, styles: &[Image])
-    -> Result<Box<dyn Evaluator + 'a>>;
+    /// The objective for `content` (whose size it takes) after `styles` (at their own sizes,
+    /// with their blend weights and masks).
+    fn evaluator<'a>(
+        &'a self,
+        loss: &LossConfig,
+        content: &Image,
+        styles: &[StyleInput],
+    ) -> Result<Box<dyn Evaluator + 'a>>;
 }
 
 impl Evaluator for Objective<'_> {
@@ -94,7 +99,7 @@ impl Backend for Vgg {
         &'a self,
         loss: &LossConfig,
         content: &Image,
-        styles: &[Image],
+        styles: &[StyleInput],
     ) -> Result<Box<dyn Evaluator + 'a>> {
         Ok(Box::new(Objective::new(self, loss, content, styles)?))
     }
@@ -105,7 +110,7 @@ mod tests {
     use std::ops::ControlFlow;
 
     use super::*;
-    use crate::transfer::{Progress, Scales, StyleConfig, Stylizer};
+    use crate::transfer::{Inputs, Progress, Scales, StyleConfig, Stylizer};
 
     /// A backend with no network: the objective is the mean squared distance to the inverted
     /// content image, and a run needs `need` bytes. It notes whether it was asked to evaluate an
@@ -152,7 +157,12 @@ mod tests {
         fn memory_estimate(&self, _: usize, _: usize, _: &[LayerId]) -> Result<u64> {
             Ok(self.need)
         }
-        fn evaluator<'a>(&'a self, _: &LossConfig, content: &Image, _: &[Image]) -> Result<Box<dyn Evaluator + 'a>> {
+        fn evaluator<'a>(
+            &'a self,
+            _: &LossConfig,
+            content: &Image,
+            _: &[StyleInput],
+        ) -> Result<Box<dyn Evaluator + 'a>> {
             let data = content.data.iter().map(|v| 255.0 - v).collect();
             Ok(Box::new(InverseObjective { target: Image { data, ..*content }, saw_colour: &self.saw_colour }))
         }
@@ -173,7 +183,7 @@ mod tests {
         let mut scales_seen = Vec::new();
         let out = Stylizer::new(&backend, config)
             .unwrap()
-            .run(&content, &[style], &mut |p: &Progress| {
+            .run(&Inputs::new(content.clone(), [style]), &mut |p: &Progress| {
                 scales_seen.push((p.scale, p.image.width));
                 ControlFlow::Continue(())
             })
@@ -191,7 +201,7 @@ mod tests {
         let backend = Inverse { need: u64::MAX / 4, ..Inverse::default() };
         let err = Stylizer::new(&backend, StyleConfig::default().size(40).iterations(3))
             .unwrap()
-            .run(&content, &[style], &mut |_: &Progress| ControlFlow::Continue(()))
+            .run(&Inputs::new(content, [style]), &mut |_: &Progress| ControlFlow::Continue(()))
             .err()
             .expect("too large for any machine");
         assert!(err.to_string().contains("memory"), "{err}");
@@ -205,14 +215,20 @@ mod tests {
         use crate::colour::Colour;
         use crate::transfer::Init;
         let (content, style) = (ramp(40, 30), ramp(8, 8));
-        for init in [Init::Content, Init::Random, Init::Noise(0.5), Init::Image(ramp(13, 9))] {
+        for init in [Init::Content, Init::Random, Init::Noise(0.5), Init::Image] {
             for colour in [Colour::Luminance, Colour::Keep] {
                 let backend = Inverse::default();
                 let config =
-                    StyleConfig::default().size(40).iterations(3).init(init.clone()).colour(colour).scales(Scales::Off);
+                    StyleConfig::default().size(40).iterations(3).init(init).colour(colour).scales(Scales::Off);
                 Stylizer::new(&backend, config)
                     .unwrap()
-                    .run(&content, std::slice::from_ref(&style), &mut |_: &Progress| ControlFlow::Continue(()))
+                    .run(
+                        &Inputs {
+                            start: (init == Init::Image).then(|| ramp(13, 9)),
+                            ..Inputs::new(content.clone(), [style.clone()])
+                        },
+                        &mut |_: &Progress| ControlFlow::Continue(()),
+                    )
                     .unwrap();
                 let coloured = backend.saw_colour.load(std::sync::atomic::Ordering::Relaxed);
                 assert_eq!(coloured, colour == Colour::Keep, "{init:?} {colour:?}");

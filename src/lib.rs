@@ -16,10 +16,13 @@
 //! - [`evaluator`]: the seam between the loop and the objective's computation
 //!   ([`evaluator::Backend`], [`evaluator::Evaluator`]; the CPU network is one backend);
 //! - [`optim`]: L-BFGS and Adam;
-//! - [`transfer`]: the configuration and the optimisation loop.
+//! - [`transfer`]: the typed configuration ([`transfer::StyleConfig`]), its check into a plan,
+//!   and the optimisation loop;
+//! - [`settings`]: a whole run as JSON (the configuration and its images by path), saved in
+//!   every output and replayed.
 //!
 //! ```no_run
-//! use impasto::{image_io, transfer::{StyleConfig, Stylizer}, vgg::Vgg, weights};
+//! use impasto::{image_io, transfer::{Inputs, StyleConfig, Stylizer}, vgg::Vgg, weights};
 //!
 //! # fn main() -> Result<(), impasto::Error> {
 //! let path = weights::fetch::ensure_default_weights(&mut |msg| eprintln!("{msg}"))?;
@@ -27,7 +30,8 @@
 //! let content = image_io::load("examples/tubingen.jpg".as_ref())?;
 //! let style = image_io::load("examples/starry_night.jpg".as_ref())?;
 //! let config = StyleConfig { size: 256, iterations: 100, ..StyleConfig::default() };
-//! let outcome = Stylizer::new(&net, config)?.run(&content, &[style], &mut |_: &impasto::transfer::Progress| {
+//! let inputs = Inputs::new(content, [style]);
+//! let outcome = Stylizer::new(&net, config)?.run(&inputs, &mut |_: &impasto::transfer::Progress| {
 //!     std::ops::ControlFlow::Continue(())
 //! })?;
 //! image_io::save(&outcome.image, "out.png".as_ref())?;
@@ -43,8 +47,14 @@ pub mod linalg;
 pub mod loss;
 pub mod memory;
 pub mod optim;
+pub mod settings;
 pub mod transfer;
 pub mod vgg;
 pub mod weights;
 
 pub use error::{Error, Result};
+
+/// The README's Rust example, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -3,14 +3,19 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
-    let args = match cli::args::Cli::try_parse() {
-        Ok(args) => args,
+    let parsed = cli::args::Cli::command()
+        .try_get_matches()
+        .and_then(|m| cli::args::Cli::from_arg_matches(&m).map(|args| (args, m)));
+    let (args, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => std::process::exit(cli::usage_error(e)),
     };
-    let code = match cli::run(args) {
+    // The flags given, as opposed to defaults: some only go with others.
+    let explicit = cli::args::explicit_flags(&matches);
+    let code = match cli::run(args, &explicit) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("impasto: {err:#}");

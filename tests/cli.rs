@@ -400,8 +400,10 @@ fn score_prints_json() {
     let lib = impasto::transfer::Stylizer::new(net, cfg)
         .unwrap()
         .score(
-            &image_io::load(Path::new(content())).unwrap(),
-            &[image_io::load(Path::new(style())).unwrap()],
+            &impasto::transfer::Inputs::new(
+                image_io::load(Path::new(content())).unwrap(),
+                [image_io::load(Path::new(style())).unwrap()],
+            ),
             &image_io::load(&cand).unwrap(),
         )
         .unwrap();
@@ -509,7 +511,7 @@ fn bad_control_options() {
     for (extra, needle) in [
         (vec!["--colour", "sepia"], "unknown colour mode 'sepia'"),
         (vec!["--style-loss", "mrf"], "unknown style loss 'mrf'"),
-        (vec!["--scales", "32,48", "--size", "64"], "does not reach --size 64"),
+        (vec!["--scales", "32,48", "--size", "64"], "--scales 32,48 does not reach the size 64"),
         (vec!["--scales", "64,48", "--size", "64"], "increasing"),
         (vec!["--scales", "big"], "--scales 'big'"),
         (vec!["--style-mask", s(&sq), "--size", "64"], "aspect ratio"),

@@ -1,6 +1,6 @@
 use impasto::image_io::Image;
 use impasto::kernels::Reference;
-use impasto::loss::{LossConfig, Masks, Objective, StyleLoss};
+use impasto::loss::{LossConfig, Objective, StyleInput, StyleLoss};
 use impasto::vgg::{LayerId, Pooling, Vgg};
 
 use crate::util::*;
@@ -56,9 +56,9 @@ fn check_gradient(net: &Vgg, width: usize, height: usize, seed: u64) {
     let content = rng.image(width, height);
     // Style statistics far from the candidate's, so that the style loss is not the small
     // difference of two nearly equal Gram matrices (which f32 would drown in rounding).
-    let styles = [ramp(width + 3, height - 1), dim(rng.image(width, height))];
-    let cfg = LossConfig { style_blend: Some(vec![1.0, 3.0]), ..config() };
-    let obj = Objective::new(net, &cfg, &content, &styles).unwrap();
+    let styles =
+        [StyleInput::new(ramp(width + 3, height - 1)), StyleInput::new(dim(rng.image(width, height))).blend(3.0)];
+    let obj = Objective::new(net, &config(), &content, &styles).unwrap();
     let x = rng.image(width, height);
     let (terms, grad) = obj.evaluate(&x, true).unwrap();
     let grad = grad.unwrap();
@@ -97,9 +97,11 @@ fn kernels_agree_through_the_network() {
     let slow = Vgg::with_kernel(w, Pooling::Max, Box::new(Reference));
     let mut rng = Lcg(9);
     let (content, style, x) = (rng.image(17, 23), rng.image(20, 20), rng.image(17, 23));
-    let a =
-        Objective::new(&fast, &config(), &content, std::slice::from_ref(&style)).unwrap().evaluate(&x, true).unwrap();
-    let b = Objective::new(&slow, &config(), &content, &[style]).unwrap().evaluate(&x, true).unwrap();
+    let a = Objective::new(&fast, &config(), &content, &[StyleInput::new(style.clone())])
+        .unwrap()
+        .evaluate(&x, true)
+        .unwrap();
+    let b = Objective::new(&slow, &config(), &content, &[StyleInput::new(style)]).unwrap().evaluate(&x, true).unwrap();
     assert!((a.0.total - b.0.total).abs() < 1e-4 * b.0.total, "{:?} vs {:?}", a.0, b.0);
     let (ga, gb) = (a.1.unwrap(), b.1.unwrap());
     let err: f64 = ga.iter().zip(&gb).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
@@ -115,7 +117,7 @@ fn evaluations_do_not_depend_on_earlier_ones() {
         let net = Vgg::new(tiny_weights(6, [16, 16, 16, 16, 16]), pooling);
         let mut rng = Lcg(10);
         let (content, style, x, other) = (rng.image(37, 29), rng.image(30, 30), rng.image(37, 29), rng.image(37, 29));
-        let obj = Objective::new(&net, &config(), &content, &[style]).unwrap();
+        let obj = Objective::new(&net, &config(), &content, &[StyleInput::new(style)]).unwrap();
         let (first, g1) = obj.evaluate(&x, true).unwrap();
         obj.evaluate(&other, true).unwrap();
         let (again, g2) = obj.evaluate(&x, true).unwrap();
@@ -135,7 +137,7 @@ fn two_threads_on_one_network_match_one_after_the_other() {
         .map(|&(w, h)| (rng.image(w, h), rng.image(30, 30), (0..4).map(|_| rng.image(w, h)).collect()))
         .collect();
     let run = |net: &Vgg, (content, style, xs): &(Image, Image, Vec<Image>)| -> Vec<(u64, Vec<u32>)> {
-        let obj = Objective::new(net, &config(), content, std::slice::from_ref(style)).unwrap();
+        let obj = Objective::new(net, &config(), content, &[StyleInput::new(style.clone())]).unwrap();
         xs.iter()
             .map(|x| {
                 let (t, g) = obj.evaluate(x, true).unwrap();
@@ -163,10 +165,13 @@ fn blend_of_identical_styles_is_the_single_style() {
     let net = Vgg::new(tiny_weights(6, [4, 4, 4, 4, 4]), Pooling::Max);
     let mut rng = Lcg(11);
     let (content, style, x) = (rng.image(16, 16), rng.image(16, 16), rng.image(16, 16));
-    let one =
-        Objective::new(&net, &config(), &content, std::slice::from_ref(&style)).unwrap().evaluate(&x, false).unwrap().0;
-    let cfg = LossConfig { style_blend: Some(vec![0.2, 5.0]), ..config() };
-    let two = Objective::new(&net, &cfg, &content, &[style.clone(), style]).unwrap().evaluate(&x, false).unwrap().0;
+    let one = Objective::new(&net, &config(), &content, &[StyleInput::new(style.clone())])
+        .unwrap()
+        .evaluate(&x, false)
+        .unwrap()
+        .0;
+    let styles = [StyleInput::new(style.clone()).blend(0.2), StyleInput::new(style).blend(5.0)];
+    let two = Objective::new(&net, &config(), &content, &styles).unwrap().evaluate(&x, false).unwrap().0;
     assert!((one.style - two.style).abs() < 1e-6 * one.style, "{one:?} {two:?}");
 }
 
@@ -175,10 +180,11 @@ fn blend_of_identical_styles_is_the_single_style() {
 fn too_small_images_and_unknown_layers_are_errors() {
     let net = Vgg::new(tiny_weights(7, [4, 4, 4, 4, 4]), Pooling::Max);
     let img = Image::filled(8, 8, 100.0);
-    let err = Objective::new(&net, &LossConfig::default(), &img, std::slice::from_ref(&img)).err().unwrap().to_string();
+    let err =
+        Objective::new(&net, &LossConfig::default(), &img, &[StyleInput::new(img.clone())]).err().unwrap().to_string();
     assert!(err.contains("8x8") && err.contains("16x16"), "{err}");
     let cfg = LossConfig { content_layers: vec![LayerId::relu(6, 1)], ..LossConfig::default() };
-    let err = Objective::new(&net, &cfg, &img, std::slice::from_ref(&img)).err().unwrap().to_string();
+    let err = Objective::new(&net, &cfg, &img, &[StyleInput::new(img.clone())]).err().unwrap().to_string();
     assert!(err.contains("relu6_1") && err.contains("relu5_4"), "{err}");
 }
 
@@ -190,11 +196,11 @@ fn w2_gradient_matches_finite_differences() {
     let mut rng = Lcg(12);
     let (width, height) = (20, 18);
     let content = rng.image(width, height);
-    let styles = [ramp(width + 3, height - 1), dim(rng.image(width, height))];
+    let styles =
+        [StyleInput::new(ramp(width + 3, height - 1)), StyleInput::new(dim(rng.image(width, height))).blend(2.0)];
     let cfg = LossConfig {
         style_layers: ["relu1_1", "relu2_1", "relu3_1"].iter().map(|s| s.parse().unwrap()).collect(),
         style_loss: StyleLoss::W2,
-        style_blend: Some(vec![1.0, 2.0]),
         content_weight: 0.0,
         ..LossConfig::default()
     };
@@ -209,20 +215,16 @@ fn masked_gradient_matches_finite_differences() {
     let mut rng = Lcg(13);
     let (width, height) = (24, 20);
     let content = rng.image(width, height);
-    let styles = [ramp(width, height), dim(rng.image(30, 25))];
     let half = |w: usize, h: usize, left: bool| Image {
         width: w,
         height: h,
         data: (0..3 * w * h).map(|i| if ((i % w) < w / 2) == left { 255.0 } else { 40.0 }).collect(),
     };
-    let cfg = LossConfig {
-        masks: Masks {
-            regions: vec![Some(half(12, 10, true)), Some(half(12, 10, false))],
-            sources: vec![None, Some(half(30, 25, true))],
-        },
-        ..config()
-    };
-    let obj = Objective::new(&net, &cfg, &content, &styles).unwrap();
+    let styles = [
+        StyleInput::new(ramp(width, height)).region_mask(half(12, 10, true)),
+        StyleInput::new(dim(rng.image(30, 25))).region_mask(half(12, 10, false)).source_mask(half(30, 25, true)),
+    ];
+    let obj = Objective::new(&net, &config(), &content, &styles).unwrap();
     check_directions(&obj, rng.image(width, height), 2e-3);
 }
 
@@ -234,10 +236,10 @@ fn black_mask_style_has_no_effect() {
     let mut rng = Lcg(14);
     let (content, a, b, x) = (rng.image(20, 20), rng.image(20, 20), rng.image(22, 18), rng.image(20, 20));
     let alone =
-        Objective::new(&net, &config(), &content, std::slice::from_ref(&a)).unwrap().evaluate(&x, true).unwrap();
+        Objective::new(&net, &config(), &content, &[StyleInput::new(a.clone())]).unwrap().evaluate(&x, true).unwrap();
     let black = Image::filled(5, 5, 0.0);
-    let cfg = LossConfig { masks: Masks { regions: vec![None, Some(black)], sources: vec![] }, ..config() };
-    let both = Objective::new(&net, &cfg, &content, &[a, b]).unwrap().evaluate(&x, true).unwrap();
+    let styles = [StyleInput::new(a), StyleInput::new(b).region_mask(black)];
+    let both = Objective::new(&net, &config(), &content, &styles).unwrap().evaluate(&x, true).unwrap();
     assert!((alone.0.total - both.0.total).abs() < 1e-9 * alone.0.total, "{:?} vs {:?}", alone.0, both.0);
     assert_eq!(alone.1, both.1);
 }
@@ -251,7 +253,7 @@ fn normalized_gradients_keep_direction() {
     let (content, style, x) = (rng.image(20, 20), rng.image(20, 20), rng.image(20, 20));
     let base = LossConfig { style_weight: 0.0, ..LossConfig::default() };
     let g = |cfg: &LossConfig| {
-        Objective::new(&net, cfg, &content, std::slice::from_ref(&style))
+        Objective::new(&net, cfg, &content, &[StyleInput::new(style.clone())])
             .unwrap()
             .evaluate(&x, true)
             .unwrap()

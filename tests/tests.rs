@@ -16,6 +16,9 @@ mod weights;
 /// The command line: stylize end to end, score, and every kind of bad input.
 mod cli;
 
+/// Settings that travel: embedded in every output, printed, replayed bit for bit.
+mod settings;
+
 /// The transfer loop on the real network.
 mod transfer;
 

@@ -1,6 +1,6 @@
 use std::ops::ControlFlow;
 
-use impasto::transfer::{Progress, StyleConfig, Stylizer};
+use impasto::transfer::{Inputs, LbfgsSettings, OptimizerChoice, Progress, StyleConfig, Stylizer};
 
 use crate::util::*;
 
@@ -14,7 +14,7 @@ fn optimised_pixels_stay_in_range() {
     let mut losses = Vec::new();
     let outcome = Stylizer::new(real_net(), config)
         .unwrap()
-        .run(&content, &[style], &mut |p: &Progress| {
+        .run(&Inputs::new(content, [style]), &mut |p: &Progress| {
             losses.push(p.terms.total);
             ControlFlow::Continue(())
         })
@@ -42,11 +42,12 @@ fn line_search_converges_where_the_old_rule_looped() {
     let content = load(&dir.join("tubingen_80.png")).unwrap();
     let style = load(&dir.join("starry_night_crop_80.png")).unwrap();
     let run = |content: &Image, rule: LineSearch| {
-        let config = StyleConfig::default().size(80).iterations(30).scales(Scales::Off).lbfgs_line_search(rule);
+        let lbfgs = OptimizerChoice::Lbfgs(LbfgsSettings { line_search: rule, ..Default::default() });
+        let config = StyleConfig::default().size(80).iterations(30).scales(Scales::Off).optimizer(lbfgs);
         let mut evals = Vec::new();
         let out = Stylizer::new(real_net(), config)
             .unwrap()
-            .run(content, std::slice::from_ref(&style), &mut |p: &Progress| {
+            .run(&Inputs::new(content.clone(), [style.clone()]), &mut |p: &Progress| {
                 evals.push((p.terms.total, p.accepted));
                 ControlFlow::Continue(())
             })
@@ -116,7 +117,7 @@ fn concurrent_runs_share_one_network() {
         let config = StyleConfig::default().size(64).iterations(4);
         Stylizer::new(net, config)
             .unwrap()
-            .run(&content, std::slice::from_ref(&style), &mut |_: &Progress| ControlFlow::Continue(()))
+            .run(&Inputs::new(content.clone(), [style.clone()]), &mut |_: &Progress| ControlFlow::Continue(()))
             .unwrap()
             .terms
             .total

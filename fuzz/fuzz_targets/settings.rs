@@ -4,8 +4,11 @@
 #![no_main]
 use impasto::evaluator::{Backend, Evaluator};
 use impasto::image_io::Image;
-use impasto::loss::LossConfig;
-use impasto::transfer::{MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE, OptimizerKind, Scales, StyleConfig};
+use impasto::loss::{LossConfig, StyleInput};
+use impasto::transfer::{
+    AdamSettings, LbfgsSettings, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE, OptimizerChoice, PyramidSettings, Scales,
+    StyleConfig,
+};
 use impasto::vgg::LayerId;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -26,12 +29,17 @@ impl Backend for Sizes {
     fn memory_estimate(&self, width: usize, height: usize, _: &[LayerId]) -> impasto::Result<u64> {
         Ok((width as u64).saturating_mul(height as u64).saturating_mul(1000))
     }
-    fn evaluator<'a>(&'a self, _: &LossConfig, _: &Image, _: &[Image]) -> impasto::Result<Box<dyn Evaluator + 'a>> {
+    fn evaluator<'a>(
+        &'a self,
+        _: &LossConfig,
+        _: &Image,
+        _: &[StyleInput],
+    ) -> impasto::Result<Box<dyn Evaluator + 'a>> {
         Err(impasto::Error::Config("not for evaluation".into()))
     }
 }
 
-fn config(u: &mut Unstructured) -> Result<(StyleConfig, usize)> {
+fn config(u: &mut Unstructured) -> Result<StyleConfig> {
     let f = |u: &mut Unstructured| -> Result<f64> {
         Ok(match u.int_in_range(0..=5)? {
             0 => f64::from_bits(u.arbitrary()?),
@@ -45,19 +53,17 @@ fn config(u: &mut Unstructured) -> Result<(StyleConfig, usize)> {
     let mut c = StyleConfig::default()
         .size(n(u)?)
         .iterations(n(u)?)
-        .lbfgs_history(n(u)?)
         .style_scale(f(u)?)
-        .scale_start(n(u)?)
-        .scale_factor(f(u)?)
-        .lr(f(u)?)
         .style_weight(f(u)?)
         .content_weight(f(u)?)
         .tv_weight(f(u)?);
-    if u.arbitrary()? {
-        c = c.optimizer(OptimizerKind::Adam).average(if u.arbitrary()? { Some(f(u)?) } else { None });
-    }
+    c = c.optimizer(if u.arbitrary()? {
+        OptimizerChoice::Adam(AdamSettings { lr: f(u)?, average: if u.arbitrary()? { Some(f(u)?) } else { None } })
+    } else {
+        OptimizerChoice::Lbfgs(LbfgsSettings { history: n(u)?, ..Default::default() })
+    });
     c = match u.int_in_range(0..=2)? {
-        0 => c.scales(Scales::Auto),
+        0 => c.scales(Scales::Auto(PyramidSettings { start: n(u)?, factor: f(u)? })),
         1 => c.scales(Scales::Off),
         _ => {
             let k = u.int_in_range(0..=40)?;
@@ -68,15 +74,20 @@ fn config(u: &mut Unstructured) -> Result<(StyleConfig, usize)> {
         let k = u.int_in_range(0..=40)?;
         c = c.scale_iterations(Some((0..k).map(|_| n(u)).collect::<Result<_>>()?));
     }
-    Ok((c, u.int_in_range(0..=3)?))
+    Ok(c)
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let Ok((c, styles)) = config(&mut u) else { return };
-    let Ok(()) = c.validate(styles) else { return };
+    let Ok(c) = config(&mut u) else { return };
+    let Ok(()) = c.validate() else { return };
     assert!((1..=MAX_SIZE).contains(&c.size));
-    assert!((1..=MAX_LBFGS_HISTORY).contains(&c.lbfgs_history));
+    if let OptimizerChoice::Lbfgs(l) = c.optimizer {
+        assert!((1..=MAX_LBFGS_HISTORY).contains(&l.history));
+    }
+    // What validates survives the trip through JSON unchanged.
+    let json = serde_json::to_string(&c).expect("a valid configuration serialises");
+    assert_eq!(serde_json::from_str::<StyleConfig>(&json).expect("and reads back"), c);
     let schedule = c.schedule().expect("a valid configuration has a schedule");
     assert!(!schedule.is_empty() && schedule.len() <= MAX_SCALES + 1, "{schedule:?}");
     assert_eq!(schedule.last().map(|s| s.0), Some(c.size));

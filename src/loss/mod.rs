@@ -40,7 +40,8 @@ mod gram;
 mod w2;
 
 /// How style is compared.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StyleLoss {
     /// Gram matrices (Gatys et al. 2015).
     #[default]
@@ -118,36 +119,106 @@ trait StyleTarget: Send + Sync {
     ) -> (f64, Option<Vec<f32>>);
 }
 
-/// Spatial control: per style image, an optional mask (white = 1, black = 0, any size with the
-/// right aspect ratio) of where in the output it applies, and of which part of the style image
-/// to take the style from.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Masks {
-    pub regions: Vec<Option<Image>>,
-    pub sources: Vec<Option<Image>>,
+/// One style image and how it enters the objective.
+///
+/// ```
+/// use impasto::{image_io::Image, loss::StyleInput};
+/// let sky = StyleInput::new(Image::filled(64, 64, 30.0)).blend(2.0).region_mask(Image::filled(40, 30, 255.0));
+/// assert_eq!(sky.blend, 2.0);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct StyleInput {
+    pub image: Image,
+    /// Its weight among the style images: normalised to sum to 1 over them, except with region
+    /// masks, where each style rules its own region.
+    pub blend: f64,
+    /// Where in the output this style applies (white = 1, black = 0, any size with the output's
+    /// aspect ratio); `None`: everywhere.
+    pub region_mask: Option<Image>,
+    /// Which part of the style image gives the style (with its aspect ratio); `None`: all of it.
+    pub source_mask: Option<Image>,
 }
 
-impl Masks {
-    fn has_regions(&self) -> bool {
-        self.regions.iter().any(Option::is_some)
+impl StyleInput {
+    /// The whole of `image`, everywhere, with blend weight 1.
+    pub fn new(image: Image) -> Self {
+        StyleInput { image, blend: 1.0, region_mask: None, source_mask: None }
+    }
+    pub fn blend(self, blend: f64) -> Self {
+        StyleInput { blend, ..self }
+    }
+    pub fn region_mask(self, mask: Image) -> Self {
+        StyleInput { region_mask: Some(mask), ..self }
+    }
+    pub fn source_mask(self, mask: Image) -> Self {
+        StyleInput { source_mask: Some(mask), ..self }
+    }
+    /// The same blend and masks with another image (the style at a scale, or recoloured).
+    pub fn with_image(&self, image: Image) -> Self {
+        StyleInput {
+            image,
+            blend: self.blend,
+            region_mask: self.region_mask.clone(),
+            source_mask: self.source_mask.clone(),
+        }
     }
 }
 
+/// Checks style inputs against the loss and the `width` x `height` output they are for: at least
+/// one style image (where style is weighed), blend weights finite, not negative and not all zero,
+/// masks only where the style loss takes them, each with its image's aspect ratio. Errors name
+/// the field (`styles[1].region_mask`).
+pub fn check_styles(config: &LossConfig, styles: &[StyleInput], width: usize, height: usize) -> Result<()> {
+    if styles.is_empty() && !config.style_layers.is_empty() && config.style_weight > 0.0 {
+        return Err(Error::setting("styles", "must have at least one style image"));
+    }
+    for (s, style) in styles.iter().enumerate() {
+        if !style.blend.is_finite() || style.blend < 0.0 {
+            return Err(Error::setting(
+                format!("styles[{s}].blend"),
+                format!("must be a finite number >= 0, got {}", style.blend),
+            ));
+        }
+        for (name, mask, (w, h)) in [
+            ("region_mask", &style.region_mask, (width, height)),
+            ("source_mask", &style.source_mask, (style.image.width, style.image.height)),
+        ] {
+            let Some(mask) = mask else { continue };
+            let field = format!("styles[{s}].{name}");
+            if !config.style_loss.measure().takes_masks() {
+                return Err(Error::setting(
+                    field,
+                    format!(
+                        "cannot be used with style loss {}: it takes no masks (gram does)",
+                        config.style_loss.name()
+                    ),
+                ));
+            }
+            check_mask_aspect(mask, w, h).map_err(|message| Error::setting(field, message))?;
+        }
+    }
+    if !styles.is_empty() && styles.iter().all(|s| s.blend == 0.0) {
+        return Err(Error::setting(
+            "styles[0].blend",
+            "is 0 and so are all the others: nothing to take the style from",
+        ));
+    }
+    Ok(())
+}
+
 /// What to optimise: layers and weights.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
     pub content_layers: Vec<LayerId>,
     pub style_layers: Vec<LayerId>,
-    /// One weight per style layer; `None` means `1/C_l^2`.
+    /// One weight per style layer; `None` means the style loss's default (`1/C_l^2` for Gram).
     pub style_layer_weights: Option<Vec<f64>>,
-    /// One weight per style image, normalised to sum to 1; `None` means equal weights.
-    pub style_blend: Option<Vec<f64>>,
     pub content_weight: f64,
     pub style_weight: f64,
     pub tv_weight: f64,
     pub style_loss: StyleLoss,
     pub normalize_gradients: bool,
-    pub masks: Masks,
 }
 
 impl Default for LossConfig {
@@ -158,70 +229,43 @@ impl Default for LossConfig {
             content_layers: vec![LayerId::relu(4, 2)],
             style_layers: (1..=5).map(|b| LayerId::relu(b, 1)).collect(),
             style_layer_weights: None,
-            style_blend: None,
             content_weight: 1.0,
             style_weight: 1e3,
             tv_weight: 0.0,
             style_loss: StyleLoss::Gram,
             normalize_gradients: false,
-            masks: Masks::default(),
         }
     }
 }
 
 impl LossConfig {
-    /// Checks weights (finite, not negative) and list lengths.
-    pub fn validate(&self, n_styles: usize) -> Result<()> {
+    /// Checks weights (finite, not negative), that there are layers and one weight per style
+    /// layer. Errors name the field under `loss.`.
+    pub fn validate(&self) -> Result<()> {
         let check = |name: &str, v: f64| {
             if !v.is_finite() || v < 0.0 {
-                Err(Error::config(format!("{name} must be a finite number >= 0, got {v}")))
+                Err(Error::setting(format!("loss.{name}"), format!("must be a finite number >= 0, got {v}")))
             } else {
                 Ok(())
             }
         };
-        check("--content-weight", self.content_weight)?;
-        check("--style-weight", self.style_weight)?;
-        check("--tv-weight", self.tv_weight)?;
+        check("content_weight", self.content_weight)?;
+        check("style_weight", self.style_weight)?;
+        check("tv_weight", self.tv_weight)?;
         if let Some(w) = &self.style_layer_weights {
             if w.len() != self.style_layers.len() {
-                return Err(Error::config(format!(
-                    "--style-layer-weights has {} values but there are {} style layers",
-                    w.len(),
-                    self.style_layers.len()
-                )));
+                return Err(Error::setting(
+                    "loss.style_layer_weights",
+                    format!("has {} values but there are {} style layers", w.len(), self.style_layers.len()),
+                ));
             }
-            w.iter().try_for_each(|&v| check("a style layer weight", v))?;
-        }
-        if let Some(b) = &self.style_blend {
-            if b.len() != n_styles {
-                return Err(Error::config(format!(
-                    "--style-blend has {} values but there are {n_styles} style images",
-                    b.len()
-                )));
-            }
-            b.iter().try_for_each(|&v| check("a style blend weight", v))?;
-            if b.iter().sum::<f64>() <= 0.0 {
-                return Err(Error::config("--style-blend weights must not all be zero"));
-            }
-        }
-        for (what, list) in [("--style-mask", &self.masks.regions), ("--style-source-mask", &self.masks.sources)] {
-            if list.len() > n_styles {
-                return Err(Error::config(format!(
-                    "{what} is given {} times but there are {n_styles} style images",
-                    list.len()
-                )));
-            }
-        }
-        if !self.style_loss.measure().takes_masks()
-            && (self.masks.has_regions() || self.masks.sources.iter().any(Option::is_some))
-        {
-            return Err(Error::config(format!(
-                "--style-loss {} does not take masks; use --style-loss gram with masks",
-                self.style_loss.name()
-            )));
+            w.iter().try_for_each(|&v| check("style_layer_weights", v))?;
         }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
-            return Err(Error::config("no content and no style layers: nothing to optimise"));
+            return Err(Error::setting(
+                "loss.style_layers",
+                "and loss.content_layers are both empty: nothing to optimise",
+            ));
         }
         Ok(())
     }
@@ -319,26 +363,26 @@ struct StyleGroup {
 }
 
 /// Checks that a mask has the aspect ratio (within 2%) of the `width` x `height` image it
-/// covers; `what` names it in the error.
-pub fn check_mask_aspect(mask: &Image, width: usize, height: usize, what: &str) -> Result<()> {
+/// covers; the error says how they differ.
+pub fn check_mask_aspect(mask: &Image, width: usize, height: usize) -> std::result::Result<(), String> {
     let (ma, ta) = (mask.width as f64 / mask.height as f64, width as f64 / height as f64);
     if (ma / ta - 1.0).abs() > 0.02 {
-        return Err(Error::config(format!(
-            "{what} is {}x{} (aspect ratio {ma:.2}) but the image it covers is {width}x{height} (aspect ratio {ta:.2})",
+        return Err(format!(
+            "is {}x{} (aspect ratio {ma:.2}) but the image it covers is {width}x{height} (aspect ratio {ta:.2})",
             mask.width, mask.height
-        )));
+        ));
     }
     Ok(())
 }
 
-/// A mask image as weights in 0..1 (its luminance), resized to `width` x `height`.
-fn mask_weights(mask: &Image, width: usize, height: usize, what: &str) -> Result<Vec<f32>> {
-    check_mask_aspect(mask, width, height, what)?;
+/// A mask image as weights in 0..1 (its luminance), resized to `width` x `height` (its aspect
+/// ratio checked by [`check_styles`]).
+fn mask_weights(mask: &Image, width: usize, height: usize) -> Vec<f32> {
     let m = resize(mask, width, height);
     let n = width * height;
-    Ok((0..n)
+    (0..n)
         .map(|i| ((0.299 * m.data[i] + 0.587 * m.data[n + i] + 0.114 * m.data[2 * n + i]) / 255.0).clamp(0.0, 1.0))
-        .collect())
+        .collect()
 }
 
 /// `mask` averaged over 2x2 blocks `times` times (odd rows and columns dropped, as pooling does).
@@ -380,11 +424,11 @@ fn normalize_l1(g: &mut [f32], strength: f64) {
 /// The objective for one content image and its style images, at the content image's size.
 ///
 /// ```no_run
-/// use impasto::{image_io::Image, loss::{LossConfig, Objective}, vgg::Vgg, weights};
+/// use impasto::{image_io::Image, loss::{LossConfig, Objective, StyleInput}, vgg::Vgg, weights};
 /// # fn main() -> impasto::Result<()> {
 /// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Default::default());
 /// let (content, style) = (Image::filled(64, 48, 128.0), Image::filled(64, 64, 30.0));
-/// let objective = Objective::new(&net, &LossConfig::default(), &content, &[style])?;
+/// let objective = Objective::new(&net, &LossConfig::default(), &content, &[StyleInput::new(style)])?;
 /// let (terms, grad) = objective.evaluate(&content, true)?;
 /// assert_eq!(terms.content, 0.0);
 /// assert_eq!(grad.unwrap().len(), 3 * 64 * 48);
@@ -405,14 +449,12 @@ pub struct Objective<'n> {
 impl<'n> Objective<'n> {
     /// Computes the targets. The content image sets the size of every image evaluated; the style
     /// images are used at their own sizes.
-    pub fn new(net: &'n Vgg, config: &LossConfig, content: &Image, styles: &[Image]) -> Result<Self> {
-        config.validate(styles.len())?;
+    pub fn new(net: &'n Vgg, config: &LossConfig, content: &Image, styles: &[StyleInput]) -> Result<Self> {
+        config.validate()?;
+        check_styles(config, styles, content.width, content.height)?;
         net.check_layers(&config.layers())?;
-        if styles.is_empty() && !config.style_layers.is_empty() && config.style_weight > 0.0 {
-            return Err(Error::config("no style image given"));
-        }
-        let regions = config.masks.has_regions();
-        let mut blend: Vec<f64> = config.style_blend.clone().unwrap_or_else(|| vec![1.0; styles.len()]);
+        let regions = styles.iter().any(|s| s.region_mask.is_some());
+        let mut blend: Vec<f64> = styles.iter().map(|s| s.blend).collect();
         if !regions {
             let sum: f64 = blend.iter().sum();
             blend.iter_mut().for_each(|b| *b /= sum);
@@ -424,23 +466,15 @@ impl<'n> Objective<'n> {
             content_terms.push(ContentTerm { layer, target: net.activation(&cf, layer)?.0.to_vec() });
         }
         drop(cf);
-        let region_masks: Vec<Option<Vec<f32>>> = (0..styles.len())
-            .map(|s| match config.masks.regions.get(s) {
-                Some(Some(m)) => {
-                    mask_weights(m, content.width, content.height, &format!("the mask of style {}", s + 1)).map(Some)
-                }
-                _ => Ok(None),
-            })
-            .collect::<Result<_>>()?;
+        let region_masks: Vec<Option<Vec<f32>>> = styles
+            .iter()
+            .map(|s| s.region_mask.as_ref().map(|m| mask_weights(m, content.width, content.height)))
+            .collect();
         let measure = config.style_loss.measure();
         let mut style_terms: Vec<StyleTerm> = Vec::new();
-        for (s, img) in styles.iter().enumerate() {
-            let source = match config.masks.sources.get(s) {
-                Some(Some(m)) => {
-                    Some(mask_weights(m, img.width, img.height, &format!("the source mask of style {}", s + 1))?)
-                }
-                _ => None,
-            };
+        for (s, style) in styles.iter().enumerate() {
+            let img = &style.image;
+            let source = style.source_mask.as_ref().map(|m| mask_weights(m, img.width, img.height));
             let sf = net.forward(&workspace, &img.data, img.height, img.width, &config.style_layers)?;
             for (li, &layer) in config.style_layers.iter().enumerate() {
                 let (f, (c, h, w)) = net.activation(&sf, layer)?;
@@ -609,16 +643,61 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_bad_weights() {
+    fn validate_rejects_bad_weights_naming_the_field() {
+        let err = |c: LossConfig| c.validate().unwrap_err().to_string();
         let mut c = LossConfig { style_weight: -1.0, ..LossConfig::default() };
-        assert!(c.validate(1).unwrap_err().to_string().contains("--style-weight"));
+        assert_eq!(err(c.clone()), "loss.style_weight must be a finite number >= 0, got -1");
         c.style_weight = f64::NAN;
-        assert!(c.validate(1).is_err());
-        let c = LossConfig { tv_weight: f64::INFINITY, ..LossConfig::default() };
-        assert!(c.validate(1).is_err());
-        let c = LossConfig { style_blend: Some(vec![1.0]), ..LossConfig::default() };
-        assert!(c.validate(2).unwrap_err().to_string().contains("--style-blend"));
+        assert!(err(c).starts_with("loss.style_weight "));
+        assert!(err(LossConfig { tv_weight: f64::INFINITY, ..LossConfig::default() }).starts_with("loss.tv_weight "));
         let c = LossConfig { style_layer_weights: Some(vec![1.0; 2]), ..LossConfig::default() };
-        assert!(c.validate(1).unwrap_err().to_string().contains("--style-layer-weights"));
+        assert_eq!(err(c), "loss.style_layer_weights has 2 values but there are 5 style layers");
+        let c = LossConfig { content_layers: vec![], style_layers: vec![], ..LossConfig::default() };
+        assert!(err(c).contains("nothing to optimise"));
+    }
+
+    #[test]
+    fn style_inputs_are_checked_naming_the_style() {
+        let style = || StyleInput::new(Image::filled(20, 10, 9.0));
+        let check = |styles: &[StyleInput], loss: StyleLoss| {
+            let config = LossConfig { style_loss: loss, ..LossConfig::default() };
+            check_styles(&config, styles, 40, 30).map_err(|e| e.to_string())
+        };
+        assert!(check(&[style(), style().blend(3.0)], StyleLoss::Gram).is_ok());
+        assert_eq!(check(&[], StyleLoss::Gram).unwrap_err(), "styles must have at least one style image");
+        assert!(check(&[style(), style().blend(-1.0)], StyleLoss::Gram).unwrap_err().starts_with("styles[1].blend "));
+        assert!(
+            check(&[style().blend(0.0), style().blend(0.0)], StyleLoss::Gram).unwrap_err().contains("all the others")
+        );
+        let square = Image::filled(8, 8, 255.0);
+        let e = check(&[style(), style().region_mask(square.clone())], StyleLoss::Gram).unwrap_err();
+        assert!(e.starts_with("styles[1].region_mask is 8x8 (aspect ratio 1.00)"), "{e}");
+        let e = check(&[style().source_mask(Image::filled(40, 20, 0.0))], StyleLoss::W2).unwrap_err();
+        assert!(e.starts_with("styles[0].source_mask cannot be used with style loss w2"), "{e}");
+        assert!(check(&[style().source_mask(Image::filled(40, 20, 0.0))], StyleLoss::Gram).is_ok());
+    }
+
+    #[test]
+    fn the_loss_config_round_trips_through_json() {
+        let c = LossConfig {
+            content_layers: vec![LayerId::relu(3, 1), "conv4_2".parse().unwrap()],
+            style_layer_weights: Some(vec![0.5, 1.0, 2.0, 1e-3, 7.0]),
+            style_loss: StyleLoss::W2,
+            normalize_gradients: true,
+            tv_weight: 0.1,
+            ..LossConfig::default()
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""content_layers":["relu3_1","conv4_2"]"#) && json.contains(r#""style_loss":"w2""#));
+        assert_eq!(serde_json::from_str::<LossConfig>(&json).unwrap(), c);
+        // Missing fields take the defaults; unknown ones and bad layer names are refused.
+        assert_eq!(serde_json::from_str::<LossConfig>("{}").unwrap(), LossConfig::default());
+        assert!(
+            serde_json::from_str::<LossConfig>(r#"{"style_wieght": 1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("style_wieght")
+        );
+        assert!(serde_json::from_str::<LossConfig>(r#"{"style_layers": ["relu9_x"]}"#).is_err());
     }
 }

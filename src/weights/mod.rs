@@ -81,7 +81,8 @@ fn gather_all<'a>(
 }
 
 /// How RGB pixels in 0..255 become the network's input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Preprocess {
     /// Caffe: BGR order, 0..255, minus the mean pixel (B, G, R) = (103.939, 116.779, 123.68).
     Caffe,

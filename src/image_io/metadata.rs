@@ -1,0 +1,180 @@
+//! The settings an output image carries: a PNG `iTXt` chunk, the TIFF `ImageDescription` tag or
+//! JPEG comment (`COM`) segments, each holding the settings JSON of [`crate::settings`] and
+//! marked with [`KEYWORD`], so that an image tells how it was made and can be replayed.
+//!
+//! Writing happens in [`super::encode`]; reading ([`read_settings`]) takes untrusted bytes and
+//! looks only at the metadata (no pixels are decoded).
+
+use std::io::Cursor;
+
+/// The PNG keyword, and the prefix of a JPEG comment, that mark impasto's settings.
+pub const KEYWORD: &str = "impasto-settings";
+
+/// Bytes of settings one JPEG comment segment holds (a segment holds at most 65533).
+const JPEG_CHUNK: usize = 60_000;
+
+/// Whether `bytes` start like an image file in a format impasto reads.
+pub fn is_image(bytes: &[u8]) -> bool {
+    image::guess_format(bytes).is_ok()
+}
+
+/// The settings JSON embedded in a PNG, TIFF or JPEG file, if it has some.
+pub fn read_settings(bytes: &[u8]) -> Option<String> {
+    let text = match image::guess_format(bytes).ok()? {
+        image::ImageFormat::Png => read_png(bytes),
+        image::ImageFormat::Tiff => read_tiff(bytes),
+        image::ImageFormat::Jpeg => read_jpeg(bytes),
+        _ => None,
+    }?;
+    text.trim_start().starts_with('{').then_some(text)
+}
+
+fn read_png(bytes: &[u8]) -> Option<String> {
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_ignore_text_chunk(false);
+    let reader = decoder.read_info().ok()?;
+    let info = reader.info();
+    info.utf8_text.iter().find(|c| c.keyword == KEYWORD).and_then(|c| c.get_text().ok())
+}
+
+fn read_tiff(bytes: &[u8]) -> Option<String> {
+    let mut decoder = tiff::decoder::Decoder::new(Cursor::new(bytes)).ok()?;
+    let text = decoder.get_tag_ascii_string(tiff::tags::Tag::ImageDescription).ok()?;
+    text.contains("\"impasto\"").then_some(text)
+}
+
+/// The concatenated payloads of the comment segments marked with [`KEYWORD`], before the image
+/// data starts.
+fn read_jpeg(bytes: &[u8]) -> Option<String> {
+    let mark = jpeg_mark();
+    let mut out = Vec::new();
+    let mut i = 2;
+    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
+        let marker = bytes[i + 1];
+        if marker == 0xDA || marker == 0xD9 {
+            break; // start of scan, end of image
+        }
+        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+        let end = (i + 2).checked_add(len)?;
+        if len < 2 || end > bytes.len() {
+            return None;
+        }
+        let payload = &bytes[i + 4..end];
+        if marker == 0xFE
+            && let Some(text) = payload.strip_prefix(&mark[..])
+        {
+            out.extend_from_slice(text);
+        }
+        i = end;
+    }
+    if out.is_empty() { None } else { String::from_utf8(out).ok() }
+}
+
+fn jpeg_mark() -> Vec<u8> {
+    [KEYWORD.as_bytes(), b"\0"].concat()
+}
+
+/// `rgb` (8-bit, interleaved) as a PNG carrying `text` under [`KEYWORD`].
+pub(super) fn png_with_text(width: u32, height: u32, rgb: &[u8], text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.add_itxt_chunk(KEYWORD.to_string(), text.to_string()).map_err(|e| e.to_string())?;
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(rgb).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// `rgb` as a TIFF whose `ImageDescription` is `text` (non-ASCII characters escaped as JSON
+/// `\u` escapes, since the tag is ASCII).
+pub(super) fn tiff_with_text(width: u32, height: u32, rgb: &[u8], text: &str) -> Result<Vec<u8>, String> {
+    use tiff::encoder::{TiffEncoder, colortype::RGB8};
+    let mut out = Cursor::new(Vec::new());
+    let mut encoder = TiffEncoder::new(&mut out).map_err(|e| e.to_string())?;
+    let mut image = encoder.new_image::<RGB8>(width, height).map_err(|e| e.to_string())?;
+    image
+        .encoder()
+        .write_tag(tiff::tags::Tag::ImageDescription, ascii_json(text).as_str())
+        .map_err(|e| e.to_string())?;
+    image.write_data(rgb).map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
+}
+
+/// A JPEG file with `text` added as comment segments right after its first segment (SOI).
+pub(super) fn jpeg_with_text(jpeg: &[u8], text: &str) -> Vec<u8> {
+    let mark = jpeg_mark();
+    let mut out = Vec::with_capacity(jpeg.len() + text.len() + 64);
+    out.extend_from_slice(&jpeg[..2]);
+    for chunk in text.as_bytes().chunks(JPEG_CHUNK) {
+        let len = (2 + mark.len() + chunk.len()) as u16;
+        out.extend_from_slice(&[0xFF, 0xFE]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&mark);
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// JSON text with every non-ASCII character written as a `\u` escape (valid because JSON has
+/// non-ASCII characters only inside strings, where the escape means the same character).
+fn ascii_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image_io::{Image, OutputFormat, decode, encode_with_settings};
+
+    fn picture() -> Image {
+        let data = (0..3 * 7 * 5).map(|i| (i * 11 % 256) as f32).collect();
+        Image { width: 7, height: 5, data }
+    }
+
+    /// Every output format carries the text, reads back the same, and still decodes to the same
+    /// pixels as without it.
+    #[test]
+    fn every_format_carries_settings() {
+        let text =
+            r#"{"impasto": "0.1.0", "content": "ph\u00f6to 📷.jpg", "big": "x"}"#.replace('x', &"x".repeat(70_000));
+        let text = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&text).unwrap()).unwrap();
+        assert!(text.contains('ö') && text.contains('📷'));
+        for format in [OutputFormat::Png, OutputFormat::Tiff, OutputFormat::Jpeg] {
+            let with = encode_with_settings(&picture(), format, Some(&text)).unwrap();
+            let without = encode_with_settings(&picture(), format, None).unwrap();
+            assert_eq!(read_settings(&without), None, "{format:?}");
+            let read = read_settings(&with).unwrap_or_else(|| panic!("{format:?}: no settings"));
+            let parsed: serde_json::Value = serde_json::from_str(&read).unwrap();
+            assert_eq!(parsed, serde_json::from_str::<serde_json::Value>(&text).unwrap(), "{format:?}");
+            let limits = Default::default();
+            assert_eq!(decode(&with, &limits).unwrap(), decode(&without, &limits).unwrap(), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_metadata_is_not_taken_for_settings() {
+        let jpeg = encode_with_settings(&picture(), OutputFormat::Jpeg, None).unwrap();
+        // Another program's comment, and a truncated segment.
+        let mut other = jpeg[..2].to_vec();
+        other.extend_from_slice(&[0xFF, 0xFE, 0, 7, b'h', b'e', b'l', b'l', b'o']);
+        other.extend_from_slice(&jpeg[2..]);
+        assert_eq!(read_settings(&other), None);
+        assert_eq!(read_settings(&[0xFF, 0xD8, 0xFF, 0xFE, 0xFF, 0xFF, b'i']), None);
+        assert_eq!(read_settings(b"{\"impasto\": 1}"), None);
+        assert!(!is_image(b"{}") && is_image(&jpeg));
+    }
+}
