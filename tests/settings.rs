@@ -25,7 +25,7 @@ fn pixels(path: &Path) -> Vec<f32> {
 }
 
 /// A run with many non-default settings (two styles with blend weights and a region mask, a
-/// noise start, Adam, colour matching, total variation) carries its settings in the PNG; `impasto
+/// noise start, Adam, colour matching, total variation, two scales) carries its settings in the PNG; `impasto
 /// settings` prints them and a command line; the run replayed from the image, from the JSON and
 /// through the printed command gives the same file, byte for byte; JPEG and TIFF outputs carry
 /// the same settings.
@@ -56,6 +56,8 @@ fn settings_travel_with_the_image_and_replay_bit_identically() {
         "48",
         "--iterations",
         "5",
+        "--scales",
+        "32,48",
         "--optimizer",
         "adam",
         "--lr",
@@ -91,6 +93,7 @@ fn settings_travel_with_the_image_and_replay_bit_identically() {
     assert_eq!(json["config"]["optimizer"]["adam"]["lr"].as_f64(), Some(3.0));
     assert_eq!(json["config"]["init"]["noise"].as_f64(), Some(0.2));
     assert_eq!(json["config"]["colour"], "match");
+    assert_eq!(json["config"]["scales"]["list"], serde_json::json!([32, 48]));
     assert_eq!(json["network"]["weights"], w.as_str());
 
     // Replay from the image itself.

@@ -207,7 +207,8 @@ pub fn load_bytes(bytes: &[u8], path: &Path, preprocess: Option<Preprocess>) -> 
             Some(p) => p,
             None => {
                 return Err(err("cannot tell whether these weights expect Caffe or torchvision preprocessing; \
-                     pass --preprocess caffe or --preprocess torchvision"
+                     say which (--preprocess caffe|torchvision on the command line, network.preprocess \
+                     in settings)"
                     .into()));
             }
         };
