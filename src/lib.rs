@@ -19,7 +19,9 @@
 //! - [`transfer`]: the typed configuration ([`transfer::StyleConfig`]), its check into a plan,
 //!   and the optimisation loop;
 //! - [`settings`]: a whole run as JSON (the configuration and its images by path), saved in
-//!   every output and replayed.
+//!   every output and replayed;
+//! - [`studio`]: the local web app (`impasto serve`): an axum server, a job queue on the shared
+//!   network, the gallery.
 //!
 //! ```no_run
 //! use impasto::{image_io, transfer::{Inputs, StyleConfig, Stylizer}, vgg::Vgg, weights};
@@ -48,6 +50,7 @@ pub mod loss;
 pub mod memory;
 pub mod optim;
 pub mod settings;
+pub mod studio;
 pub mod transfer;
 pub mod vgg;
 pub mod weights;

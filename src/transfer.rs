@@ -488,6 +488,20 @@ impl StyleConfig {
         content: &Image,
         styles: &[StyleInput],
     ) -> Result<(Image, Vec<StyleInput>)> {
+        let ((w, h), style_sizes) = self.prepared_sizes(net, content, styles)?;
+        let content = resize(content, w, h);
+        let styles = styles.iter().zip(style_sizes).map(|(s, (sw, sh))| s.with_image(resize(&s.image, sw, sh)));
+        Ok((content, styles.collect()))
+    }
+
+    /// The sizes [`StyleConfig::prepare`] gives the content and style images, checked against
+    /// what the layers need.
+    fn prepared_sizes(
+        &self,
+        net: &dyn Backend,
+        content: &Image,
+        styles: &[StyleInput],
+    ) -> Result<((usize, usize), Vec<(usize, usize)>)> {
         let (w, h) = self.output_size(content);
         let min = net.min_input_side(&self.loss.layers())?;
         if w < min || h < min {
@@ -498,7 +512,6 @@ impl StyleConfig {
                 ),
             ));
         }
-        let content = resize(content, w, h);
         let target = (w * h) as f64 * self.style_scale * self.style_scale;
         let style_min = net.min_input_side(&self.loss.style_layers)?;
         let mut out = Vec::with_capacity(styles.len());
@@ -519,9 +532,9 @@ impl StyleConfig {
                     ),
                 ));
             }
-            out.push(s.with_image(resize(&s.image, sw, sh)));
+            out.push((sw, sh));
         }
-        Ok((content, out))
+        Ok(((w, h), out))
     }
 
     /// Bytes a run at `width` x `height` needs (network passes, optimizer state, images), with
@@ -660,6 +673,21 @@ impl<'n> Stylizer<'n> {
 
     pub fn config(&self) -> &StyleConfig {
         &self.config
+    }
+
+    /// Checks a run on `inputs` without running it: the plan, that every scale's images are
+    /// large enough for the layers, and that the run fits in memory.
+    pub fn check(&self, inputs: &Inputs) -> Result<Plan> {
+        let plan = self.config.plan(inputs)?;
+        for &(side, _) in &plan.schedule {
+            StyleConfig { size: side, ..self.config.clone() }.prepared_sizes(
+                self.net,
+                &inputs.content,
+                &inputs.styles,
+            )?;
+        }
+        self.check_memory(&plan, inputs, true)?;
+        Ok(plan)
     }
 
     /// The loss of `image` (resized to the output size if needed) for these content and styles,

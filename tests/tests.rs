@@ -19,6 +19,9 @@ mod cli;
 /// Settings that travel: embedded in every output, printed, replayed bit for bit.
 mod settings;
 
+/// impasto studio over HTTP: token, Host, uploads, traversal, jobs, gallery.
+mod studio;
+
 /// The transfer loop on the real network.
 mod transfer;
 

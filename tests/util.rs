@@ -302,3 +302,63 @@ pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     png_chunk(&mut out, b"IEND", &[]);
     out
 }
+
+/// One HTTP/1.1 request to `addr` (`headers`: extra header lines, each ending in CRLF); the
+/// status and the body (de-chunked).
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    // Read to the end of the body: its Content-Length, or the connection's end.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        out.extend_from_slice(&buf[..n]);
+        if let Some(p) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..p]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| out.len() >= p + 4 + len) {
+                break;
+            }
+        }
+    }
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").map_or(out.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out[split..].to_vec();
+    let body = if head.contains("transfer-encoding: chunked") { unchunk(&body) } else { body };
+    (status, body)
+}
+
+fn unchunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(p) = body.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&body[..p]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if n == 0 || body.len() < p + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&body[p + 2..p + 2 + n]);
+        body = &body[(p + 4 + n).min(body.len())..];
+    }
+    out
+}

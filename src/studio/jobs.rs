@@ -1,0 +1,222 @@
+//! The studio's jobs: a queue run one at a time by one worker thread on the shared network.
+//! Each job publishes its [`Status`] on a `watch` channel (the event streams read it), keeps a
+//! small JPEG preview that is encoded only while someone watches, and can be cancelled; a
+//! finished or cancelled run goes to the gallery with the best image so far.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::image_io::{self, Image, OutputFormat, fit_long_side, resize};
+use crate::settings::Settings;
+use crate::transfer::{Inputs, Progress, Stop, Stylizer};
+use crate::vgg::Vgg;
+
+use super::store::{Store, new_id};
+
+/// The long side of previews, in pixels.
+pub const PREVIEW_SIDE: usize = 320;
+/// A preview is encoded every this many evaluations (while someone watches).
+pub const PREVIEW_EVERY: usize = 3;
+
+/// What a job is doing, as the page sees it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Status {
+    pub id: String,
+    /// `queued`, `running`, `done`, `failed`.
+    pub state: String,
+    pub iteration: usize,
+    pub iterations: usize,
+    pub loss: f64,
+    pub best: f64,
+    pub seconds: f64,
+    /// Bumped each time a new preview is ready.
+    pub preview: u64,
+    /// Why the run ended (`finished`, `converged`, `interrupted`...), once done.
+    pub stop: Option<String>,
+    /// The gallery entry it made, once done.
+    pub gallery: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct Job {
+    pub id: String,
+    settings: Settings,
+    inputs: Mutex<Option<Inputs>>,
+    pub status: watch::Sender<Status>,
+    pub cancel: AtomicBool,
+    /// Event streams open on this job.
+    pub watchers: AtomicUsize,
+    pub preview: Mutex<Option<Vec<u8>>>,
+}
+
+/// The queue and the jobs it has seen.
+pub struct Jobs {
+    queue: Mutex<VecDeque<Arc<Job>>>,
+    all: Mutex<HashMap<String, Arc<Job>>>,
+    wake: Condvar,
+}
+
+impl Jobs {
+    /// Starts the worker thread on `net`, writing to `store`.
+    pub fn start(net: Arc<Vgg>, store: Arc<Store>) -> Arc<Self> {
+        let jobs = Arc::new(Jobs {
+            queue: Mutex::new(VecDeque::new()),
+            all: Mutex::new(HashMap::new()),
+            wake: Condvar::new(),
+        });
+        let worker = jobs.clone();
+        std::thread::Builder::new()
+            .name("impasto-studio-worker".into())
+            .spawn(move || worker.work(&net, &store))
+            .expect("a worker thread");
+        jobs
+    }
+
+    /// Queues a run of `settings` on these `inputs`; returns its id.
+    pub fn submit(&self, settings: Settings, inputs: Inputs) -> Arc<Job> {
+        let id = new_id("j-");
+        let iterations = settings.config.schedule().map_or(0, |s| s.iter().map(|s| s.1).sum());
+        let status = Status { id: id.clone(), state: "queued".into(), iterations, ..Status::default() };
+        let job = Arc::new(Job {
+            id: id.clone(),
+            settings,
+            inputs: Mutex::new(Some(inputs)),
+            status: watch::channel(status).0,
+            cancel: AtomicBool::new(false),
+            watchers: AtomicUsize::new(0),
+            preview: Mutex::new(None),
+        });
+        self.all.lock().unwrap().insert(id, job.clone());
+        self.queue.lock().unwrap().push_back(job.clone());
+        self.wake.notify_one();
+        job
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.all.lock().unwrap().get(id).cloned()
+    }
+
+    /// The running and queued jobs, in order.
+    pub fn active(&self) -> Vec<Status> {
+        let mut v: Vec<Status> = self
+            .all
+            .lock()
+            .unwrap()
+            .values()
+            .map(|j| j.status.borrow().clone())
+            .filter(|s| s.state == "queued" || s.state == "running")
+            .collect();
+        v.sort_by_key(|s| (s.state != "running", s.id.clone()));
+        let order: Vec<String> = self.queue.lock().unwrap().iter().map(|j| j.id.clone()).collect();
+        v.sort_by_key(|s| (s.state != "running", order.iter().position(|o| *o == s.id)));
+        v
+    }
+
+    /// Cancels a job: a queued one leaves the queue, a running one stops after the current
+    /// evaluation and keeps its best image. False if it is not queued or running.
+    pub fn cancel(&self, id: &str) -> bool {
+        let Some(job) = self.get(id) else { return false };
+        let state = job.status.borrow().state.clone();
+        match state.as_str() {
+            "queued" => {
+                self.queue.lock().unwrap().retain(|j| j.id != id);
+                job.status.send_modify(|s| {
+                    s.state = "done".into();
+                    s.stop = Some("cancelled".into());
+                });
+                true
+            }
+            "running" => {
+                job.cancel.store(true, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn work(&self, net: &Vgg, store: &Store) {
+        loop {
+            let job = {
+                let mut q = self.queue.lock().unwrap();
+                loop {
+                    if let Some(j) = q.pop_front() {
+                        break j;
+                    }
+                    q = self.wake.wait(q).unwrap();
+                }
+            };
+            let result = run(&job, net, store);
+            job.status.send_modify(|s| {
+                s.state = if result.is_ok() { "done".into() } else { "failed".into() };
+                if let Err(e) = &result {
+                    s.error = Some(e.to_string());
+                }
+            });
+        }
+    }
+}
+
+/// Runs one job to the gallery.
+fn run(job: &Job, net: &Vgg, store: &Store) -> crate::Result<()> {
+    let inputs = job.inputs.lock().unwrap().take().expect("a job runs once");
+    job.status.send_modify(|s| s.state = "running".into());
+    let stylizer = Stylizer::new(net, job.settings.config.clone())?;
+    let mut losses: Vec<f64> = Vec::new();
+    let outcome = stylizer.run(&inputs, &mut |p: &Progress| {
+        losses.push(p.terms.total);
+        let preview = job.watchers.load(Ordering::SeqCst) > 0
+            && (p.iteration == 1 || p.iteration.is_multiple_of(PREVIEW_EVERY) || p.iteration == p.iterations);
+        if preview && let Ok(jpeg) = preview_jpeg(p.image) {
+            *job.preview.lock().unwrap() = Some(jpeg);
+        }
+        job.status.send_modify(|s| {
+            s.iteration = p.iteration;
+            s.iterations = p.iterations;
+            s.loss = p.terms.total;
+            s.best = p.best.total;
+            s.seconds = p.elapsed.as_secs_f64();
+            if preview {
+                s.preview += 1;
+            }
+        });
+        if job.cancel.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    })?;
+    let stop = match outcome.stop {
+        Stop::Interrupted => "stopped".to_string(),
+        other => serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or("done".into()),
+    };
+    let (gallery, dir) = store.new_entry().map_err(|e| crate::Error::Config(format!("the gallery: {e}")))?;
+    let json = job.settings.to_json();
+    let command = job.settings.command_line(std::path::Path::new("picture.png"));
+    let write = |name: &str, bytes: &[u8]| image_io::write_atomically(&dir.join(name), bytes);
+    image_io::save_with_settings(&outcome.image, &dir.join("image.png"), Some(&json))?;
+    write("thumbnail.jpg", &preview_jpeg(&outcome.image).map_err(crate::Error::Config)?)?;
+    write("settings.json", json.as_bytes())?;
+    write("losses.json", serde_json::to_string(&losses).unwrap_or_default().as_bytes())?;
+    let entry = serde_json::json!({
+        "stop": stop, "width": outcome.image.width, "height": outcome.image.height,
+        "loss": outcome.terms.total, "command": command,
+    });
+    write("entry.json", entry.to_string().as_bytes())?;
+    job.status.send_modify(|s| {
+        s.stop = Some(stop.clone());
+        s.gallery = Some(gallery.clone());
+        s.best = outcome.terms.total;
+    });
+    Ok(())
+}
+
+/// `image` at most [`PREVIEW_SIDE`] pixels long, as a JPEG.
+pub fn preview_jpeg(image: &Image) -> Result<Vec<u8>, String> {
+    let (w, h) = if image.width.max(image.height) > PREVIEW_SIDE {
+        fit_long_side(image.width, image.height, PREVIEW_SIDE)
+    } else {
+        (image.width, image.height)
+    };
+    image_io::encode(&resize(image, w, h), OutputFormat::Jpeg)
+}
