@@ -225,6 +225,17 @@ fn a_job_runs_into_the_gallery_which_survives_a_restart() {
     assert_eq!(server.get(&format!("/api/gallery/{entry}/settings.json")).json(), settings);
     assert_eq!(server.get(&format!("/api/gallery/{entry}/losses.json")).json().as_array().unwrap().len(), 6);
     assert_eq!(server.get(&format!("/api/gallery/{entry}/thumbnail.jpg")).status, 200);
+    let tif = server.get(&format!("/api/gallery/{entry}/image.tif"));
+    assert_eq!(tif.status, 200);
+    let (from_tif, from_png) = (
+        impasto::image_io::load_bytes(&tif.body, "tif").unwrap(),
+        impasto::image_io::load_bytes(&png.body, "png").unwrap(),
+    );
+    assert_eq!(from_tif, from_png, "the TIFF has the PNG's pixels");
+    assert_eq!(
+        impasto::image_io::metadata::read_settings(&tif.body).map(|t| serde_json::from_str::<Value>(&t).unwrap()),
+        Some(settings.clone())
+    );
     assert_eq!(server.get(&format!("/api/gallery/{entry}/entry.json")).status, 404, "only the listed files");
 
     // A second picture, then delete the first.
@@ -430,8 +441,9 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// The page in a real headless Chromium: upload a photo and a painting through the file
 /// inputs, paint the style's region with the brush (pointer events on the canvas), see a field
-/// error next to its field, run to the end, find the picture in the gallery with the painted
-/// mask in its settings, and still find it after a reload. Keeps a screenshot in
+/// error next to its field, start a run at 96 px, see the preview change and the progress
+/// advance, stop it, find it in the gallery with the painted mask in its settings, download it,
+/// and still find it after a reload. Keeps a screenshot in
 /// `target/tmp/studio.png`.
 #[test]
 fn the_page_works_in_chromium() {
@@ -472,15 +484,41 @@ fn the_page_works_in_chromium() {
         "return [...document.querySelectorAll('#style-list button')].some(b => b.textContent === 'region painted')",
     );
     browser.exec(
-        "document.getElementById('size').value = 40; document.getElementById('iterations').value = 5;
+        "document.getElementById('size').value = 96; document.getElementById('iterations').value = 100000;
          document.getElementById('start').click();",
     );
-    browser.until("the run's end", "return document.getElementById('progress-text').textContent.includes('done')");
-    browser.until("the gallery", "return document.querySelectorAll('#gallery figure').length === 1");
+    // The preview changes and the progress advances while it runs.
+    let preview = "const m = document.getElementById('preview').src.match(/v=(\\d+)/); return m ? Number(m[1]) : 0";
+    let first = browser.until("a first preview", preview).as_u64().unwrap();
+    let progress = "return Number(document.getElementById('bar').value)";
+    let at = browser.until("the progress", progress).as_f64().unwrap();
+    let newer = format!(
+        "const m = document.getElementById('preview').src.match(/v=(\\d+)/); return m && Number(m[1]) > {first}"
+    );
+    browser.until("a newer preview", &newer);
+    browser.until("more progress", &format!("return Number(document.getElementById('bar').value) > {at}"));
+    assert!(
+        browser
+            .exec("return document.getElementById('progress-text').textContent")
+            .as_str()
+            .unwrap()
+            .starts_with("running: iteration")
+    );
     let shot = browser.session("GET", "/screenshot", Value::Null);
     let png = base64_decode(shot.as_str().unwrap());
     assert!(impasto::image_io::load_bytes(&png, "screenshot").is_ok());
     std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("studio.png"), &png).unwrap();
+    // Stop keeps the best image so far, in the gallery, with a download link to the PNG.
+    browser.exec("document.getElementById('stop').click();");
+    browser.until("the stop", "return document.getElementById('progress-text').textContent.includes('(stopped)')");
+    browser.until("the gallery", "return document.querySelectorAll('#gallery figure').length === 1");
+    let href = browser.exec("const a = document.querySelector('#gallery a'); return a.download ? a.href : ''");
+    let path = href.as_str().unwrap().splitn(4, '/').nth(3).map(|p| format!("/{p}")).expect("a download link");
+    let download = server.raw("GET", &path, b"", None, false);
+    assert_eq!(download.status, 200, "{path}");
+    let picture = impasto::image_io::load_bytes(&download.body, "download").unwrap();
+    assert_eq!((picture.width, picture.height), (96, 72));
+    assert!(impasto::image_io::metadata::read_settings(&download.body).is_some());
     // The picture's settings hold the painted mask: white on the left, black on the right.
     let entry = server.get("/api/gallery").json()[0]["id"].as_str().unwrap().to_string();
     let settings = server.get(&format!("/api/gallery/{entry}/settings.json")).json();

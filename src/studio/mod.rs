@@ -17,7 +17,7 @@
 //!   "config": StyleConfig}`) → the job's status; `GET /api/jobs` the running and queued jobs
 //! - `GET /api/jobs/{id}` status, `/api/jobs/{id}/events` server-sent events of it,
 //!   `/api/jobs/{id}/preview.jpg`, `POST /api/jobs/{id}/cancel`
-//! - `GET /api/gallery`, `GET /api/gallery/{id}/{image.png|thumbnail.jpg|settings.json|losses.json}`,
+//! - `GET /api/gallery`, `GET /api/gallery/{id}/{image.png|image.tif|thumbnail.jpg|settings.json|losses.json}`,
 //!   `DELETE /api/gallery/{id}`
 
 pub mod jobs;
@@ -354,6 +354,19 @@ async fn gallery_file(
     State(s): State<Arc<Studio>>,
     UrlPath((id, file)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
+    if file == "image.tif" {
+        // The TIFF is made on request from the stored PNG, with the same settings.
+        let dir = s.store.entry_dir(&id).ok_or_else(|| not_found("picture"))?;
+        let tiff = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            let image = image_io::load(&dir.join("image.png")).map_err(|e| e.to_string())?;
+            let settings = std::fs::read_to_string(dir.join("settings.json")).ok();
+            image_io::encode_with_settings(&image, image_io::OutputFormat::Tiff, settings.as_deref())
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e, None))?;
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("image/tiff"))], tiff).into_response());
+    }
     let kind = match file.as_str() {
         "image.png" => "image/png",
         "thumbnail.jpg" => "image/jpeg",
