@@ -116,10 +116,20 @@ fn token_and_host_are_required() {
         let r = server.raw("GET", path, b"", Some("attacker.example:80"), true);
         assert_eq!(r.status, 403, "{path}");
     }
-    assert_eq!(
-        server.raw("GET", "/api/gallery", b"", Some(&format!("localhost:{}", server.addr.port())), true).status,
-        200
-    );
+    let port = server.addr.port();
+    for (host, status) in [
+        (format!("localhost:{port}"), 200),
+        (format!("LOCALHOST:{port}"), 200),
+        (format!("10.1.2.3:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+        (format!("attacker.example:{port}"), 403),
+        (format!("127.0.0.1.attacker.example:{port}"), 403),
+        ("127.0.0.1:1".to_string(), 403),
+        ("127.0.0.1".to_string(), 403),
+        (String::new(), 403),
+    ] {
+        assert_eq!(server.raw("GET", "/api/gallery", b"", Some(&host), true).status, status, "Host: {host}");
+    }
 }
 
 /// Uploads: an image is stored under a generated name; a non-image, a truncated image, a

@@ -5,7 +5,8 @@
 //!
 //! Security: the server listens on loopback unless told otherwise; every `/api` request carries
 //! the random token printed with the URL (`?token=` or the `x-impasto-token` header); every
-//! request's `Host` header must name this server (no DNS rebinding); uploads are limited in
+//! request's `Host` header must be `localhost` or an IP address with this server's port (a
+//! DNS-rebinding page comes under its own domain name); uploads are limited in
 //! bytes ([`MAX_UPLOAD_BYTES`]) and decoded under the image limits before anything is stored;
 //! clients name stored files only by generated ids.
 //!
@@ -64,8 +65,8 @@ const EXAMPLES: &[(&str, &str, &[u8])] = &[
 /// A running studio's shared state.
 pub struct Studio {
     token: String,
-    /// The `Host` header values accepted.
-    hosts: Vec<String>,
+    /// The port requests must name in their `Host` header.
+    port: u16,
     store: Arc<Store>,
     jobs: Arc<Jobs>,
     net: Arc<Vgg>,
@@ -88,11 +89,6 @@ impl Studio {
     /// A studio on `net` listening at `addr`.
     pub fn new(net: Arc<Vgg>, addr: SocketAddr, options: StudioOptions) -> std::io::Result<Arc<Self>> {
         let store = Arc::new(Store::open(&options.dir)?);
-        let port = addr.port();
-        let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
-        if !addr.ip().is_loopback() {
-            hosts.push(addr.to_string());
-        }
         let mut examples = Vec::new();
         for (name, role, bytes) in EXAMPLES {
             let id = store.add_example(name, bytes).map_err(std::io::Error::other)?;
@@ -101,7 +97,7 @@ impl Studio {
         Ok(Arc::new(Studio {
             examples,
             token: options.token.unwrap_or_else(|| store::hex(&store::random_bytes::<16>())),
-            hosts,
+            port: addr.port(),
             jobs: Jobs::start(net.clone(), store.clone()),
             net,
             store,
@@ -174,9 +170,21 @@ fn not_found(what: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no such {what}"), None)
 }
 
+/// Whether a `Host` header names this server: `localhost` or an IP address, with its port. A
+/// DNS-rebinding page reaches the server under its own domain name, which is refused; an IP
+/// address (a LAN address, with `--host`) names no one else.
+fn names_this_server(host: &str, port: u16) -> bool {
+    let Some((name, p)) = host.rsplit_once(':') else { return false };
+    if p.parse::<u16>() != Ok(port) {
+        return false;
+    }
+    let name = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 async fn require_host(State(s): State<Arc<Studio>>, request: Request, next: Next) -> Response {
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !s.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    if !names_this_server(host, s.port) {
         return ApiError(StatusCode::FORBIDDEN, format!("the Host header '{host}' is not this server"), None)
             .into_response();
     }
