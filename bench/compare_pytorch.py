@@ -6,6 +6,8 @@
    file that impasto uses): PyTorch (channels_last, oneDNN) in this process, `impasto bench` in a
    child process, alternating, for each size. Prints the medians, the ratio impasto / PyTorch and
    each one's peak memory.
+   With --device cuda: PyTorch on CUDA, in fp32 and with TF32 allowed (PyTorch's default for
+   convolutions), against `impasto bench --device gpu`.
 2. With --end-to-end: `impasto stylize --size 512 --iterations 50` against
    `pastiche --size 512 --num-steps 50 --device cpu` on the same pair: wall time and peak memory.
 
@@ -64,12 +66,13 @@ def load_weights(torch, path):
     return layers
 
 
-def torch_iteration_fn(torch, layers, size, seed=0):
-    """A closure that runs one iteration in PyTorch and returns the loss."""
+def torch_iteration_fn(torch, layers, size, seed=0, device="cpu"):
+    """A closure that runs one iteration in PyTorch and returns the loss (`loss.item()` waits
+    for the GPU)."""
     F = torch.nn.functional
     cl = torch.channels_last
-    params = {key: (w.contiguous(memory_format=cl), b) for key, (w, b) in layers.items()}
-    mean = torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+    params = {key: (w.to(device).contiguous(memory_format=cl), b.to(device)) for key, (w, b) in layers.items()}
+    mean = torch.tensor(CAFFE_MEAN_BGR, device=device).view(1, 3, 1, 1)
 
     def features(rgb):
         x = rgb.flip(1) - mean  # RGB 0..255 -> BGR minus the mean pixel
@@ -90,13 +93,13 @@ def torch_iteration_fn(torch, layers, size, seed=0):
         return m @ m.t() / (h * w)
 
     g = torch.Generator().manual_seed(seed)
-    content = torch.rand(1, 3, size, size, generator=g) * 255
-    style = torch.rand(1, 3, size, size, generator=g) * 255
+    content = (torch.rand(1, 3, size, size, generator=g) * 255).to(device)
+    style = (torch.rand(1, 3, size, size, generator=g) * 255).to(device)
     with torch.no_grad():
         target_c = features(content)[CONTENT]
         sf = features(style)
         target_s = {l: gram(sf[l]) for l in STYLE}
-    x0 = torch.rand(1, 3, size, size, generator=g) * 255
+    x0 = (torch.rand(1, 3, size, size, generator=g) * 255).to(device)
 
     def iteration():
         x = x0.clone().requires_grad_(True)
@@ -129,9 +132,16 @@ def torch_child(args):
 
     torch.set_num_threads(args.threads)
     layers = load_weights(torch, args.weights)
-    it = torch_iteration_fn(torch, layers, args.child_size)
+    if args.device == "cuda":
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.benchmark = True
+    it = torch_iteration_fn(torch, layers, args.child_size, device=args.device)
     s = median_time(it, args.runs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if args.device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"{s} {peak}")
 
 
@@ -150,7 +160,11 @@ def main():
     p.add_argument("--end-to-end", action="store_true", help="also time stylize against pastiche")
     p.add_argument("--content", type=Path, default=REPO / "examples" / "tubingen.jpg")
     p.add_argument("--style", type=Path, default=REPO / "examples" / "starry_night.jpg")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu: PyTorch on the CPU against impasto's CPU path; cuda: PyTorch on CUDA "
+                        "(fp32 and TF32) against `impasto bench --device gpu`")
     p.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--tf32", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if not args.impasto.exists():
@@ -165,6 +179,8 @@ def main():
 
     import torch
 
+    if args.device == "cuda":
+        return compare_cuda(args, env, torch)
     print(f"impasto vs PyTorch {torch.__version__} (channels_last), {args.threads} threads, "
           f"median of {args.runs} iterations, {args.rounds} alternating rounds")
     print(f"machine: {os.cpu_count()} cores, {cpu_name()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
@@ -173,20 +189,11 @@ def main():
     for size in [int(s) for s in args.sizes.split(",")]:
         t_torch, t_imp, m_torch, m_imp = [], [], 0, 0
         for _ in range(args.rounds):
-            _, peak, out = run_measured(
-                [sys.executable, __file__, "--child-size", str(size), "--runs", str(args.runs),
-                 "--threads", str(args.threads), "--weights", str(args.weights), "--impasto", str(args.impasto)],
-                env,
-            )
-            t_torch.append(float(out.split()[0]))
+            s, peak = torch_time(args, env, size)
+            t_torch.append(s)
             m_torch = max(m_torch, peak)
-            _, peak, out = run_measured(
-                impasto_cmd(args) + ["bench", "--sizes", str(size), "--runs", str(args.runs)], env
-            )
-            m = re.search(r"one iteration: ([0-9.]+) s", out)
-            if not m:
-                sys.exit(f"compare_pytorch: no 'one iteration' line in impasto bench's output:\n{out}")
-            t_imp.append(float(m.group(1)))
+            s, peak = impasto_time(args, env, size, "cpu")
+            t_imp.append(s)
             m_imp = max(m_imp, peak)
         a, b = statistics.median(t_torch), statistics.median(t_imp)
         gib = 1 << 30
@@ -194,6 +201,46 @@ def main():
 
     if args.end_to_end:
         end_to_end(args, env)
+
+
+def torch_time(args, env, size, tf32=False):
+    """PyTorch's seconds per iteration at `size` in a child process, and its peak memory (host
+    RSS on the CPU, allocated device memory on CUDA)."""
+    argv = [sys.executable, __file__, "--child-size", str(size), "--runs", str(args.runs),
+            "--threads", str(args.threads), "--weights", str(args.weights), "--impasto", str(args.impasto),
+            "--device", args.device] + (["--tf32"] if tf32 else [])
+    _, peak, out = run_measured(argv, env)
+    s, child_peak = out.split()
+    return float(s), peak if args.device == "cpu" else int(child_peak)
+
+
+def impasto_time(args, env, size, device):
+    """`impasto bench`'s seconds per iteration at `size` on `device`, and its peak RSS."""
+    _, peak, out = run_measured(
+        impasto_cmd(args) + ["bench", "--sizes", str(size), "--runs", str(args.runs), "--device", device], env
+    )
+    m = re.search(r"one iteration: ([0-9.]+) s", out)
+    if not m:
+        sys.exit(f"compare_pytorch: no 'one iteration' line in impasto bench's output:\n{out}")
+    return float(m.group(1)), peak
+
+
+def compare_cuda(args, env, torch):
+    print(f"impasto (wgpu) vs PyTorch {torch.__version__} on {torch.cuda.get_device_name()}, "
+          f"median of {args.runs} iterations, {args.rounds} alternating rounds; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| size | PyTorch fp32 s/it | PyTorch TF32 s/it | impasto s/it | impasto / fp32 | impasto / TF32 | PyTorch peak GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for size in [int(s) for s in args.sizes.split(",")]:
+        fp32, tf32, imp, peak = [], [], [], 0
+        for _ in range(args.rounds):
+            s, m = torch_time(args, env, size)
+            fp32.append(s)
+            peak = max(peak, m)
+            tf32.append(torch_time(args, env, size, tf32=True)[0])
+            imp.append(impasto_time(args, env, size, "gpu")[0])
+        a, b, c = statistics.median(fp32), statistics.median(tf32), statistics.median(imp)
+        print(f"| {size} | {a:.4f} | {b:.4f} | {c:.4f} | **{c / a:.2f}** | {c / b:.2f} | {peak / (1 << 30):.2f} |")
 
 
 def end_to_end(args, env):

@@ -37,6 +37,9 @@ pub enum Error {
     /// names the settings that would make it fit (as [`Error::Setting`]'s fields).
     #[error("{message}; lower {}", lower.join(" or "))]
     Memory { message: String, lower: Vec<String> },
+    /// The GPU could not be used (no adapter, a device error, a kernel that does not compile).
+    #[error("GPU: {0}")]
+    Gpu(String),
 }
 
 /// `Result` with impasto's [`Error`].

@@ -41,8 +41,11 @@
 //! ```
 
 pub mod colour;
+pub mod device;
 pub mod error;
 pub mod evaluator;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod image_io;
 pub mod kernels;
 pub mod linalg;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::image_io::{self, Image};
 use crate::loss::StyleInput;
@@ -95,6 +96,13 @@ pub struct NetworkSettings {
     /// Overrides the preprocessing the weights file implies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preprocess: Option<Preprocess>,
+    /// Where the objective is computed (`auto`: a hardware GPU if there is one).
+    #[serde(skip_serializing_if = "is_auto")]
+    pub device: Device,
+}
+
+fn is_auto(d: &Device) -> bool {
+    *d == Device::Auto
 }
 
 /// Settings files larger than this are refused (a run's settings are a few kilobytes).
@@ -317,6 +325,9 @@ impl Settings {
         }
         if let Some(p) = net.preprocess {
             flag("--preprocess", kebab(&p));
+        }
+        if net.device != Device::Auto {
+            flag("--device", net.device.name().to_string());
         }
         if l.normalize_gradients {
             words.push("--normalize-gradients".into());

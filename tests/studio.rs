@@ -20,7 +20,12 @@ fn start(dir: &Path) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    let studio = Studio::new(net, addr, StudioOptions { dir: dir.to_path_buf(), weights: None, token: None }).unwrap();
+    let studio = Studio::new(
+        net,
+        addr,
+        StudioOptions { dir: dir.to_path_buf(), weights: None, device: Default::default(), token: None },
+    )
+    .unwrap();
     let token = studio.token().to_string();
     std::thread::spawn(move || runtime.block_on(impasto::studio::serve(studio, listener)));
     Server { addr, token }

@@ -27,3 +27,7 @@ mod transfer;
 
 /// Hostile input: a generated file or flag for each class of attack, under an address-space limit.
 mod hostile;
+
+/// The GPU backend against the CPU path: kernels, objective, a run, the CLI.
+#[cfg(feature = "gpu")]
+mod gpu;

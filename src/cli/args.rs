@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use impasto::device::Device;
 use impasto::optim::{Bounds, LineSearch};
 use impasto::settings::{NetworkSettings, Settings, StyleFile};
 use impasto::transfer::{AdamSettings, Init, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig};
@@ -83,6 +84,9 @@ pub struct ServeArgs {
     /// A VGG weights file [default: the original VGG19, fetched on first use].
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
+    /// Where to compute: auto (a hardware GPU if one is found, else the CPU), cpu or gpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +137,9 @@ pub struct BenchArgs {
     /// Only print the summary of the records file (--robustness).
     #[arg(long)]
     pub summary: bool,
+    /// Where to time one iteration: cpu, or gpu (the first adapter wgpu finds).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
 }
 
 /// The robustness benchmark's pyramid settings.
@@ -159,6 +166,24 @@ pub enum WeightsCommand {
 pub enum PoolingArg {
     Max,
     Avg,
+}
+
+/// Where the objective is computed.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl DeviceArg {
+    pub fn device(self) -> Device {
+        match self {
+            DeviceArg::Auto => Device::Auto,
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Gpu => Device::Gpu,
+        }
+    }
 }
 
 /// The gradient method.
@@ -238,6 +263,9 @@ pub struct LossArgs {
     /// Pooling in the network.
     #[arg(long, value_enum, default_value = "max")]
     pub pooling: PoolingArg,
+    /// Where to compute: auto (a hardware GPU if one is found, else the CPU), cpu or gpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
     /// A VGG weights file (.pth, .bin or .safetensors) [default: the original VGG19, fetched on first use].
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
@@ -423,8 +451,12 @@ impl LossArgs {
             source_mask: mask(&self.style_source_mask, s),
         });
         let mut settings = Settings::new(self.content.clone().expect("clap requires CONTENT"), styles);
-        settings.network =
-            NetworkSettings { weights: self.weights.clone(), pooling: self.pooling(), preprocess: self.preprocess() };
+        settings.network = NetworkSettings {
+            weights: self.weights.clone(),
+            pooling: self.pooling(),
+            preprocess: self.preprocess(),
+            device: self.device.device(),
+        };
         let loss = &mut settings.config.loss;
         loss.content_layers = parse("--content-layers", &self.content_layers)?;
         loss.style_layers = parse("--style-layers", &self.style_layers)?;
@@ -562,6 +594,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("colour", "--colour"),
     ("time_limit", "--time-limit"),
     ("styles", "STYLE"),
+    ("network.device", "--device"),
 ];
 
 /// A library error in the command line's terms: settings fields become flags.
@@ -664,6 +697,8 @@ mod tests {
             "w.pth",
             "--preprocess",
             "torchvision",
+            "--device",
+            "gpu",
         ])
         .unwrap();
         let c = &s.config;
@@ -684,7 +719,8 @@ mod tests {
             NetworkSettings {
                 weights: Some("w.pth".into()),
                 pooling: Pooling::Avg,
-                preprocess: Some(Preprocess::Torchvision)
+                preprocess: Some(Preprocess::Torchvision),
+                device: impasto::device::Device::Gpu,
             }
         );
         let lbfgs = settings(&[
@@ -857,6 +893,8 @@ mod tests {
                 "--normalize-gradients",
                 "--preprocess",
                 "caffe",
+                "--device",
+                "cpu",
             ],
             vec!["--content-layers", "", "--style-source-mask", "src.png", "--colour", "luminance", "--init", "random"],
         ];

@@ -130,6 +130,63 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
     Ok(())
 }
 
+/// The benchmark on the GPU: each conv layer's forward and input-gradient time, then one whole
+/// iteration (the default losses and the image gradient, read back) through the GPU objective.
+#[cfg(feature = "gpu")]
+pub fn run_gpu(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
+    use impasto::evaluator::Backend;
+    use impasto::gpu::{Gpu, GpuVgg};
+    let gpu = Gpu::find(false)?.ok_or_else(|| anyhow::anyhow!("--device gpu: no GPU adapter found"))?;
+    println!(
+        "impasto bench on the GPU: {}{}",
+        gpu.name(),
+        if gpu.is_software() { " (a software driver: these times say nothing of a GPU)" } else { "" }
+    );
+    let net = GpuVgg::new(gpu, Vgg::new(weights, Pooling::Max));
+    let deepest: LayerId = "relu5_1".parse()?;
+    let config = LossConfig::default();
+    for &size in sizes {
+        let content = noise_image(size, size, 1);
+        let style: Image = noise_image(size, size, 2);
+        net.memory_estimate(size, size, &config.layers())?;
+        println!("\n## {size}x{size}\n");
+        println!(
+            "| layer | in -> out channels | size | forward ms | forward GFLOP/s | image-gradient ms | image-gradient GFLOP/s |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let (mut total_flops, mut total_s) = (0.0, 0.0);
+        for t in net.time_convs(size, deepest, runs)? {
+            let flops = ConvShape { c_in: t.c_in, c_out: t.c_out, height: t.side, width: t.side }.flops();
+            println!(
+                "| conv{}_{} | {} -> {} | {} | {:.2} | {:.0} | {:.2} | {:.0} |",
+                t.layer.block,
+                t.layer.index,
+                t.c_in,
+                t.c_out,
+                t.side,
+                t.forward * 1e3,
+                flops / t.forward / 1e9,
+                t.gradient * 1e3,
+                flops / t.gradient / 1e9
+            );
+            total_flops += 2.0 * flops;
+            total_s += t.forward + t.gradient;
+        }
+        let objective = net.evaluator(&config, &content, &[StyleInput::new(style)])?;
+        let x = noise_image(size, size, 3);
+        let it = median_seconds(runs, || {
+            objective.evaluate(&x, true).expect("evaluate");
+        });
+        println!(
+            "\nconvolutions alone: {total_s:.3} s, {:.0} GFLOP/s over {:.0} GFLOP",
+            total_flops / total_s / 1e9,
+            total_flops / 1e9
+        );
+        println!("**one iteration: {it:.4} s** (upload, forward, losses, backward, gradient read back)");
+    }
+    Ok(())
+}
+
 /// The weights the benchmark uses: the default VGG19, fetched if needed.
 pub fn default_weights() -> Result<VggWeights> {
     let path = weights::fetch::ensure_default_weights(&mut |m| eprintln!("impasto: {m}"))?;

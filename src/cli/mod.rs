@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use impasto::device::{self, SharedBackend};
+use impasto::evaluator::Backend;
 use impasto::settings::Settings;
 use impasto::transfer::{Inputs, Stop, Stylizer};
 use impasto::vgg::Vgg;
@@ -77,7 +79,14 @@ fn bench(a: args::BenchArgs) -> Result<i32> {
     if sizes.iter().any(|&s| !(16..=bench::MAX_SIZE).contains(&s)) || !(1..=1000).contains(&a.runs) {
         bail!("--sizes must be between 16 (relu5_1 needs 16x16) and {} and --runs between 1 and 1000", bench::MAX_SIZE);
     }
-    bench::run(&sizes, a.runs, bench::default_weights()?)?;
+    match a.device {
+        #[cfg(feature = "gpu")]
+        args::DeviceArg::Gpu => bench::run_gpu(&sizes, a.runs, bench::default_weights()?)?,
+        #[cfg(not(feature = "gpu"))]
+        args::DeviceArg::Gpu => bail!("--device gpu: this impasto was built without the gpu feature"),
+        args::DeviceArg::Cpu => bench::run(&sizes, a.runs, bench::default_weights()?)?,
+        args::DeviceArg::Auto => bail!("--device for bench is cpu or gpu"),
+    }
     Ok(0)
 }
 
@@ -106,8 +115,10 @@ pub fn usage_error(e: clap::Error) -> i32 {
     2
 }
 
-/// Loads the images the settings name, then the network.
-fn load_inputs(settings: &Settings, quiet: bool) -> Result<(Inputs, Vgg)> {
+/// Loads the images the settings name, then the network on its device (under `auto`, the GPU
+/// only if the run fits it). Returns the line saying which device, for the caller to print once
+/// the run is known to be good (an error stays one line).
+fn load_inputs(settings: &Settings, quiet: bool) -> Result<(Inputs, SharedBackend, Option<String>)> {
     let inputs = settings.load_inputs()?;
     let net = &settings.network;
     let path = match &net.weights {
@@ -118,7 +129,11 @@ fn load_inputs(settings: &Settings, quiet: bool) -> Result<(Inputs, Vgg)> {
             }
         })?,
     };
-    Ok((inputs, Vgg::new(weights::load(&path, net.preprocess)?, net.pooling)))
+    let vgg = Vgg::new(weights::load(&path, net.preprocess)?, net.pooling);
+    let fits = |b: &dyn Backend| Stylizer::new(b, settings.config.clone())?.check(&inputs).map(|_| ());
+    let mut said = None;
+    let backend = device::backend(vgg, net.device, &fits, &mut |m| said = Some(m.to_string()))?;
+    Ok((inputs, backend, said.filter(|_| !quiet)))
 }
 
 /// A library error in the terms the run was given in: the flags, or the settings file's fields.
@@ -155,8 +170,12 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     if carried.is_none() && !a.quiet {
         eprintln!("impasto: a file name is not UTF-8, so the output will not carry its settings");
     }
-    let (inputs, net) = load_inputs(settings, a.quiet)?;
-    let stylizer = Stylizer::new(&net, settings.config.clone())?;
+    let (inputs, net, device) = load_inputs(settings, a.quiet)?;
+    let stylizer = Stylizer::new(&*net, settings.config.clone())?;
+    stylizer.check(&inputs)?;
+    if let Some(line) = device {
+        eprintln!("impasto: {line}");
+    }
     let mut observer =
         CliObserver::new(settings.config.iterations, a.quiet, a.log.as_deref(), a.save_every, &a.output)?;
     let outcome = stylizer.run(&inputs, &mut observer);
@@ -213,8 +232,8 @@ fn score(a: &ScoreArgs, explicit: &[String]) -> Result<i32> {
     let file = a.loss.settings.as_deref();
     let terms = (|| -> Result<_> {
         let image = image_io::load(&a.image)?;
-        let (inputs, net) = load_inputs(&settings, true)?;
-        Ok(Stylizer::new(&net, settings.config.clone())?.score(&inputs, &image)?)
+        let (inputs, net, _) = load_inputs(&settings, true)?;
+        Ok(Stylizer::new(&*net, settings.config.clone())?.score(&inputs, &image)?)
     })()
     .map_err(|e| in_terms(e, &settings, file))?;
     if !terms.total.is_finite() {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
+use impasto::device;
+use impasto::evaluator::Backend;
 use impasto::studio::{Studio, StudioOptions};
 use impasto::vgg::Vgg;
 use impasto::weights;
@@ -33,7 +35,9 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         Some(p) => p.clone(),
         None => weights::fetch::ensure_default_weights(&mut |m| eprintln!("impasto: {m}"))?,
     };
-    let net = Arc::new(Vgg::new(weights::load(&path, None)?, Default::default()));
+    let vgg = Vgg::new(weights::load(&path, None)?, Default::default());
+    let say = &mut |m: &str| eprintln!("impasto: {m}");
+    let net: Arc<dyn Backend + Send> = Arc::from(device::backend(vgg, a.device.device(), &|_| Ok(()), say)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -44,7 +48,8 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
-        let options = StudioOptions { dir: dir.clone(), weights: a.weights.clone(), token: None };
+        let options =
+            StudioOptions { dir: dir.clone(), weights: a.weights.clone(), device: a.device.device(), token: None };
         let studio = Studio::new(net, addr, options).with_context(|| format!("{}: cannot use it", dir.display()))?;
         if !a.host.is_loopback() {
             eprintln!(

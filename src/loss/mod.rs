@@ -377,7 +377,7 @@ pub fn check_mask_aspect(mask: &Image, width: usize, height: usize) -> std::resu
 
 /// A mask image as weights in 0..1 (its luminance), resized to `width` x `height` (its aspect
 /// ratio checked by [`check_styles`]).
-fn mask_weights(mask: &Image, width: usize, height: usize) -> Vec<f32> {
+pub(crate) fn mask_weights(mask: &Image, width: usize, height: usize) -> Vec<f32> {
     let m = resize(mask, width, height);
     let n = width * height;
     (0..n)
@@ -386,7 +386,7 @@ fn mask_weights(mask: &Image, width: usize, height: usize) -> Vec<f32> {
 }
 
 /// `mask` averaged over 2x2 blocks `times` times (odd rows and columns dropped, as pooling does).
-fn downsample(mask: &[f32], mut width: usize, mut height: usize, times: usize) -> Vec<f32> {
+pub(crate) fn downsample(mask: &[f32], mut width: usize, mut height: usize, times: usize) -> Vec<f32> {
     let mut m = mask.to_vec();
     for _ in 0..times {
         let (w2, h2) = (width / 2, height / 2);

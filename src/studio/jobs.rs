@@ -11,10 +11,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::evaluator::Backend;
 use crate::image_io::{self, Image, OutputFormat, fit_long_side, resize};
 use crate::settings::Settings;
 use crate::transfer::{Inputs, Progress, Stop, Stylizer};
-use crate::vgg::Vgg;
 
 use super::store::{Store, new_id};
 
@@ -63,7 +63,7 @@ pub struct Jobs {
 
 impl Jobs {
     /// Starts the worker thread on `net`, writing to `store`.
-    pub fn start(net: Arc<Vgg>, store: Arc<Store>) -> Arc<Self> {
+    pub fn start(net: Arc<dyn Backend + Send>, store: Arc<Store>) -> Arc<Self> {
         let jobs = Arc::new(Jobs {
             queue: Mutex::new(VecDeque::new()),
             all: Mutex::new(HashMap::new()),
@@ -72,7 +72,7 @@ impl Jobs {
         let worker = jobs.clone();
         std::thread::Builder::new()
             .name("impasto-studio-worker".into())
-            .spawn(move || worker.work(&net, &store))
+            .spawn(move || worker.work(&*net, &store))
             .expect("a worker thread");
         jobs
     }
@@ -139,7 +139,7 @@ impl Jobs {
         }
     }
 
-    fn work(&self, net: &Vgg, store: &Store) {
+    fn work(&self, net: &dyn Backend, store: &Store) {
         loop {
             let job = {
                 let mut q = self.queue.lock().unwrap();
@@ -162,7 +162,7 @@ impl Jobs {
 }
 
 /// Runs one job to the gallery.
-fn run(job: &Job, net: &Vgg, store: &Store) -> crate::Result<()> {
+fn run(job: &Job, net: &dyn Backend, store: &Store) -> crate::Result<()> {
     let inputs = job.inputs.lock().unwrap().take().expect("a job runs once");
     job.status.send_modify(|s| s.state = "running".into());
     let stylizer = Stylizer::new(net, job.settings.config.clone())?;

@@ -39,10 +39,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::device::Device;
+use crate::evaluator::Backend;
 use crate::image_io::{self, DecodeLimits};
 use crate::settings::{NetworkSettings, Settings, StyleFile};
 use crate::transfer::{StyleConfig, Stylizer};
-use crate::vgg::Vgg;
 
 use jobs::Jobs;
 use store::Store;
@@ -69,7 +70,7 @@ pub struct Studio {
     port: u16,
     store: Arc<Store>,
     jobs: Arc<Jobs>,
-    net: Arc<Vgg>,
+    net: Arc<dyn Backend + Send>,
     network: NetworkSettings,
     /// The bundled examples as uploads: `{name, role, id}`.
     examples: Vec<serde_json::Value>,
@@ -81,13 +82,15 @@ pub struct StudioOptions {
     pub dir: PathBuf,
     /// The weights file the network was loaded from (recorded in each picture's settings).
     pub weights: Option<PathBuf>,
+    /// The device the network was put on (recorded in each picture's settings).
+    pub device: Device,
     /// The token; `None`: a random one.
     pub token: Option<String>,
 }
 
 impl Studio {
     /// A studio on `net` listening at `addr`.
-    pub fn new(net: Arc<Vgg>, addr: SocketAddr, options: StudioOptions) -> std::io::Result<Arc<Self>> {
+    pub fn new(net: Arc<dyn Backend + Send>, addr: SocketAddr, options: StudioOptions) -> std::io::Result<Arc<Self>> {
         let store = Arc::new(Store::open(&options.dir)?);
         let mut examples = Vec::new();
         for (name, role, bytes) in EXAMPLES {
@@ -101,7 +104,7 @@ impl Studio {
             jobs: Jobs::start(net.clone(), store.clone()),
             net,
             store,
-            network: NetworkSettings { weights: options.weights, ..NetworkSettings::default() },
+            network: NetworkSettings { weights: options.weights, device: options.device, ..NetworkSettings::default() },
         }))
     }
 

@@ -96,7 +96,7 @@ const TORCH_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 impl Preprocess {
     /// Network input channel `c` = `scale[c] * pixel[source[c]] + shift[c]`.
-    fn affine(self) -> ([usize; 3], [f32; 3], [f32; 3]) {
+    pub(crate) fn affine(self) -> ([usize; 3], [f32; 3], [f32; 3]) {
         match self {
             Preprocess::Caffe => ([2, 1, 0], [1.0; 3], CAFFE_MEAN_BGR.map(|m| -m)),
             Preprocess::Torchvision => {

@@ -1,0 +1,101 @@
+//! Which device computes the objective: the `network.device` setting (`auto`, `cpu`, `gpu`) and
+//! the [`Backend`] it makes from a network.
+//!
+//! `auto` takes a hardware GPU when `wgpu` finds one and the run fits in it, and the CPU
+//! otherwise (a software Vulkan driver such as Mesa's lavapipe does not count: it is slower than
+//! the CPU path); `gpu` takes any adapter, software included, and is an error without one; `cpu`
+//! never looks for one.
+
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::evaluator::Backend;
+use crate::vgg::Vgg;
+
+/// Where the objective is computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    /// A hardware GPU if there is one with room for the run, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Ok(Device::Gpu),
+            _ => Err(Error::setting("network.device", format!("is '{s}': use auto, cpu or gpu"))),
+        }
+    }
+}
+
+/// A backend that can be shared between threads.
+pub type SharedBackend = Box<dyn Backend + Send>;
+
+/// The network `net` on `device`. `fits` checks a candidate backend for the run at hand (say,
+/// [`crate::transfer::Stylizer::check`]); under `auto` a GPU it refuses for memory is passed
+/// over for the CPU, as is one that cannot be opened. `say` gets one line naming the device
+/// chosen (not for `cpu`).
+pub fn backend(
+    net: Vgg,
+    device: Device,
+    fits: &dyn Fn(&dyn Backend) -> Result<()>,
+    say: &mut dyn FnMut(&str),
+) -> Result<SharedBackend> {
+    if device == Device::Cpu {
+        return Ok(Box::new(net));
+    }
+    #[cfg(feature = "gpu")]
+    {
+        use crate::gpu::{Gpu, GpuVgg};
+        let auto = device == Device::Auto;
+        match Gpu::find(auto) {
+            Ok(Some(gpu)) => {
+                let software = if gpu.is_software() { ", a software driver: slower than the CPU path" } else { "" };
+                let name = format!("{}{software}", gpu.name());
+                let on = GpuVgg::new(gpu, net);
+                if auto && let Err(Error::Memory { .. }) = fits(&on) {
+                    say(&format!("computing on the CPU: the run does not fit in {name}"));
+                    return Ok(Box::new(on.into_cpu()));
+                }
+                say(&format!("computing on the GPU: {name}"));
+                return Ok(Box::new(on));
+            }
+            Ok(None) if !auto => {
+                return Err(Error::setting(
+                    "network.device",
+                    "is gpu but no GPU was found (no Vulkan, Metal or DX12 adapter; on Linux install the \
+                     vendor's Vulkan driver, or mesa-vulkan-drivers for a software one)",
+                ));
+            }
+            Err(e) if auto => say(&format!("computing on the CPU: the GPU cannot be used ({e})")),
+            Err(e) => return Err(e),
+            Ok(None) => say("computing on the CPU (no GPU found)"),
+        }
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = fits;
+        if device == Device::Gpu {
+            return Err(Error::setting("network.device", "is gpu but this impasto was built without the gpu feature"));
+        }
+        say("computing on the CPU (built without the gpu feature)");
+    }
+    Ok(Box::new(net))
+}
