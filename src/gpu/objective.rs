@@ -401,7 +401,16 @@ impl<'n> GpuObjective<'n> {
         let gpu = &net.gpu;
         memory_estimate(net, content.width, content.height, &config.layers())?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let made = Self::build(net, config, content, styles);
+        if let Some(e) = super::block_on(validation.pop()) {
+            return Err(Error::Gpu(format!(
+                "{} cannot set up a {}x{} evaluation: {e}",
+                gpu.name(),
+                content.width,
+                content.height
+            )));
+        }
         if let Some(e) = super::block_on(scope.pop()) {
             return Err(Error::Memory {
                 message: format!(
@@ -882,6 +891,10 @@ impl Evaluator for GpuObjective<'_> {
         let gpu = &self.net.gpu;
         let steps = if with_grad { &self.gradient } else { &self.value };
         let n = 3 * self.width * self.height;
+        // A device error (lost device, out of memory) is this evaluation's error, not a panic.
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let memory = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.forward.run(gpu, image, |encoder| {
             {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -902,7 +915,13 @@ impl Evaluator for GpuObjective<'_> {
         if with_grad {
             wanted.push((&self.staging_grad, n));
         }
-        let mut read = gpu.read(&wanted)?;
+        let read = gpu.read(&wanted);
+        for (scope, what) in [(validation, "a kernel failed"), (memory, "out of memory"), (scope, "device error")] {
+            if let Some(e) = super::block_on(scope.pop()) {
+                return Err(Error::Gpu(format!("{} during an evaluation ({what}): {e}", gpu.name())));
+            }
+        }
+        let mut read = read?;
         let grad = with_grad.then(|| read.pop().unwrap());
         let partials = read.pop().unwrap();
         let mut terms = LossTerms::default();

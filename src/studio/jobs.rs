@@ -150,7 +150,9 @@ impl Jobs {
                     q = self.wake.wait(q).unwrap();
                 }
             };
-            let result = run(&job, net, store);
+            // A panic in a run (a bug, a device failure) fails that job, not the studio.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job, net, store)))
+                .unwrap_or_else(|_| Err(crate::Error::Config("the run stopped on an internal error".into())));
             job.status.send_modify(|s| {
                 s.state = if result.is_ok() { "done".into() } else { "failed".into() };
                 if let Err(e) = &result {
