@@ -679,6 +679,8 @@ impl<'n> Stylizer<'n> {
     /// large enough for the layers, and that the run fits in memory.
     pub fn check(&self, inputs: &Inputs) -> Result<Plan> {
         let plan = self.config.plan(inputs)?;
+        // In the order `run` meets them: the memory first, then each scale's sizes.
+        self.check_memory(&plan, inputs, true)?;
         for &(side, _) in &plan.schedule {
             StyleConfig { size: side, ..self.config.clone() }.prepared_sizes(
                 self.net,
@@ -686,7 +688,6 @@ impl<'n> Stylizer<'n> {
                 &inputs.styles,
             )?;
         }
-        self.check_memory(&plan, inputs, true)?;
         Ok(plan)
     }
 
