@@ -54,6 +54,7 @@ pub mod memory;
 pub mod optim;
 pub mod settings;
 pub mod studio;
+pub mod tiles;
 pub mod transfer;
 pub mod vgg;
 pub mod weights;

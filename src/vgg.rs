@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Conv3x3, ConvShape, Filter};
 use crate::linalg::{self, BufferPool};
+use crate::tiles::Halo;
 use crate::weights::{Preprocess, VggWeights};
 
 /// The pooling layers' operation.
@@ -293,6 +294,13 @@ impl Vgg {
         let last = self.deepest(layers)?;
         let pools = self.stages[..last].iter().filter(|s| matches!(s, Stage::Pool { .. })).count();
         Ok(1 << pools)
+    }
+
+    /// The halo a tile needs for its interior's features at every one of `layers` to be the
+    /// whole image's (see [`crate::tiles`]).
+    pub fn halo(&self, layers: &[LayerId]) -> Result<Halo> {
+        let last = self.deepest(layers)?;
+        Ok(Halo::of(self.stages[..=last].iter().map(|s| matches!(s, Stage::Conv { .. }))))
     }
 
     fn deepest(&self, layers: &[LayerId]) -> Result<usize> {

@@ -31,3 +31,6 @@ mod hostile;
 /// The GPU backend against the CPU path: kernels, objective, a run, the CLI.
 #[cfg(feature = "gpu")]
 mod gpu;
+
+/// Tiled evaluation: the same objective and gradient as the whole image.
+mod tiling;

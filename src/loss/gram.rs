@@ -2,8 +2,8 @@
 //! `G = F Fᵀ / M` the candidate's Gram matrix at a layer and `A_s` style image `s`'s; with masks,
 //! the guided Gram matrices of Gatys et al. 2017, `G = (F m)(F m)ᵀ / Σ m²`.
 
-use super::{StyleMeasure, StyleTarget, sq_dist};
-use crate::linalg::{self, BufferPool, gram, gram_scaled};
+use super::{FeatureGradient, Moments, StyleMeasure, StyleTarget, sq_dist};
+use crate::linalg::gram_scaled;
 
 pub(super) struct Gram;
 
@@ -14,6 +14,11 @@ impl StyleMeasure for Gram {
 
     fn takes_masks(&self) -> bool {
         true
+    }
+
+    fn moments(&self, f: &[f32], c: usize, m: usize, weight: f64) -> Moments {
+        let second = gram_scaled(f, c, m, 1.0).into_iter().map(f64::from).collect();
+        Moments { weight, sum: Vec::new(), second, centred: false }
     }
 
     fn target(&self, channels: usize) -> Box<dyn StyleTarget> {
@@ -37,12 +42,8 @@ struct GramTarget {
 }
 
 impl StyleTarget for GramTarget {
-    fn add(&mut self, blend: f64, f: &[f32], m: usize, norm: Option<f64>) {
-        let c = self.c;
-        let a = match norm {
-            Some(norm) => gram_scaled(f, c, m, (1.0 / norm.max(1e-12)) as f32),
-            None => gram(f, c, m),
-        };
+    fn add(&mut self, blend: f64, moments: &Moments) {
+        let a = moments.second_over_weight();
         self.blended.iter_mut().zip(&a).for_each(|(t, v)| *t += blend as f32 * v);
         self.total_blend += blend;
         self.targets.push((blend, a));
@@ -51,25 +52,17 @@ impl StyleTarget for GramTarget {
     fn finish(&mut self) {}
 
     /// The loss and its gradient `4 strength (B G - Σ_s b_s A_s) F / (C² norm)`, `B = Σ_s b_s`.
-    fn term(
-        &self,
-        f: &[f32],
-        m: usize,
-        norm: f64,
-        strength: f64,
-        with_grad: bool,
-        buffers: &BufferPool,
-    ) -> (f64, Option<Vec<f32>>) {
+    fn term(&self, moments: &Moments, strength: f64, with_grad: bool) -> (f64, Option<FeatureGradient>) {
         let c = self.c;
-        let g = gram_scaled(f, c, m, (1.0 / norm) as f32);
+        let g = moments.second_over_weight();
         let cc = (c * c) as f64;
         let loss: f64 = self.targets.iter().map(|(b, a)| b * sq_dist(&g, a) / cc).sum::<f64>() * strength;
         if !with_grad {
             return (loss, None);
         }
         let bsum = self.total_blend as f32;
-        let d: Vec<f32> = g.iter().zip(&self.blended).map(|(gv, a)| bsum * gv - a).collect();
-        let alpha = (4.0 * strength / (cc * norm)) as f32;
-        (loss, Some(linalg::times_features(&d, f, c, m, alpha, buffers.take(c * m))))
+        let alpha = (4.0 * strength / (cc * moments.weight)) as f32;
+        let matrix: Vec<f32> = g.iter().zip(&self.blended).map(|(gv, a)| alpha * (bsum * gv - a)).collect();
+        (loss, Some(FeatureGradient { matrix, shift: Vec::new() }))
     }
 }

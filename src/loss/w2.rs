@@ -7,8 +7,8 @@
 
 use rayon::prelude::*;
 
-use super::{StyleMeasure, StyleTarget};
-use crate::linalg::{self, BufferPool, gram, identity, sqrt_newton_schulz, square};
+use super::{FeatureGradient, Moments, StyleMeasure, StyleTarget};
+use crate::linalg::{self, gram_scaled, identity, sqrt_newton_schulz, square};
 
 /// Newton-Schulz iterations for the matrix square roots.
 const NEWTON_SCHULZ_ITERATIONS: usize = 20;
@@ -25,6 +25,19 @@ impl StyleMeasure for W2 {
 
     fn takes_masks(&self) -> bool {
         false
+    }
+
+    /// The positions' count and mean, and the second moment about that mean (tiles' moments
+    /// combine exactly, [`Moments::add`]).
+    fn moments(&self, f: &[f32], c: usize, m: usize, weight: f64) -> Moments {
+        let sum: Vec<f64> = f.par_chunks(m).map(|r| r.iter().map(|&v| v as f64).sum::<f64>()).collect();
+        let mut x = linalg::copied(f);
+        x.par_chunks_mut(m).zip(sum.par_iter()).for_each(|(r, s)| {
+            let mu = (s / m as f64) as f32;
+            r.iter_mut().for_each(|v| *v -= mu)
+        });
+        let second = gram_scaled(&x, c, m, 1.0).into_iter().map(f64::from).collect();
+        Moments { weight, sum, second, centred: true }
     }
 
     fn target(&self, channels: usize) -> Box<dyn StyleTarget> {
@@ -56,21 +69,15 @@ struct W2Target {
     ridge: f32,
 }
 
-/// Row means of a `c x m` matrix and the centred matrix.
-fn centre(f: &[f32], c: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
-    let mean: Vec<f32> = f.chunks(m).map(|r| (r.iter().map(|&v| v as f64).sum::<f64>() / m as f64) as f32).collect();
-    let mut x = linalg::copied(f);
-    x.par_chunks_mut(m).zip(mean.par_iter()).for_each(|(r, mu)| r.iter_mut().for_each(|v| *v -= mu));
-    debug_assert_eq!(mean.len(), c);
-    (mean, x)
-}
-
 impl StyleTarget for W2Target {
-    fn add(&mut self, blend: f64, f: &[f32], m: usize, _norm: Option<f64>) {
+    fn add(&mut self, blend: f64, moments: &Moments) {
         let c = self.c;
-        let a = gram(f, c, m);
-        self.second.iter_mut().zip(&a).for_each(|(t, v)| *t += blend as f32 * v);
-        let (mean, _) = centre(f, c, m);
+        let (mean, cov) = moments.mean_and_covariance();
+        for i in 0..c {
+            for j in 0..c {
+                self.second[i * c + j] += blend as f32 * (cov[i * c + j] + mean[i] * mean[j]);
+            }
+        }
         self.mean.iter_mut().zip(&mean).for_each(|(t, v)| *t += blend as f32 * v);
         self.total_blend += blend;
     }
@@ -90,20 +97,11 @@ impl StyleTarget for W2Target {
         self.cov_sqrt = sqrt_newton_schulz(&cov, c, NEWTON_SCHULZ_ITERATIONS).0;
     }
 
-    /// The loss and its gradient `(2 strength / M) (dL/dS X + (μ - μ_t) 1ᵀ)`, `X` the centred
-    /// features.
-    fn term(
-        &self,
-        f: &[f32],
-        m: usize,
-        _norm: f64,
-        strength: f64,
-        with_grad: bool,
-        buffers: &BufferPool,
-    ) -> (f64, Option<Vec<f32>>) {
+    /// The loss and its gradient `(2 strength / M) (dL/dS (F - μ 1ᵀ) + (μ - μ_t) 1ᵀ)`: the
+    /// matrix `k dL/dS` and the shift `k (μ - μ_t - dL/dS μ)`, `k = 2 strength / M`.
+    fn term(&self, moments: &Moments, strength: f64, with_grad: bool) -> (f64, Option<FeatureGradient>) {
         let c = self.c;
-        let (mean, x) = centre(f, c, m);
-        let cov = gram(&x, c, m);
+        let (mean, cov) = moments.mean_and_covariance();
         let st = &self.cov_sqrt;
         let mut inner = square(&square(st, &cov, c), st, c);
         (0..c).for_each(|i| inner[i * c + i] += self.ridge);
@@ -118,12 +116,14 @@ impl StyleTarget for W2Target {
         let mut d_cov = square(&square(st, &inv_root, c), st, c);
         let id = identity(c);
         d_cov.iter_mut().zip(&id).for_each(|(v, i)| *v = i - *v);
-        let k = (2.0 * strength / m as f64) as f32;
-        let mut grad = linalg::times_features(&d_cov, &x, c, m, k, buffers.take(c * m));
-        grad.par_chunks_mut(m).enumerate().for_each(|(i, r)| {
-            let shift = k * (mean[i] - self.mean[i]);
-            r.iter_mut().for_each(|v| *v += shift);
-        });
-        (loss, Some(grad))
+        let k = (2.0 * strength / moments.weight) as f32;
+        let shift = (0..c)
+            .map(|i| {
+                let d_mean: f64 = (0..c).map(|j| d_cov[i * c + j] as f64 * mean[j] as f64).sum();
+                k * (mean[i] - self.mean[i] - d_mean as f32)
+            })
+            .collect();
+        d_cov.iter_mut().for_each(|v| *v *= k);
+        (loss, Some(FeatureGradient { matrix: d_cov, shift }))
     }
 }
