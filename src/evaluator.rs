@@ -15,16 +15,19 @@
 //!   gradient (only the image and its gradient cross the bus). Its [`Backend::memory_estimate`]
 //!   is the device memory it will ask for, and its [`Backend::fits`] compares it with the
 //!   adapter's.
-//! - **A tiled evaluation** (for print sizes) is an evaluator over a CPU or GPU network that
+//! - **A tiled evaluation** (for print sizes) is an evaluator over the network that
 //!   splits the image into tiles with halos: a first pass over the tiles sums each style layer's
 //!   Gram matrix (and the content loss) over the tiles' interiors, a second pass back-propagates
 //!   tile by tile with the global statistics and adds each tile's gradient into the image's.
 //!   The loop still sees one image in and one gradient out; its memory estimate is a tile's.
+//!   The CPU backend does this ([`Backend::tiled_evaluator`], [`crate::tiles`]); a backend that
+//!   does not says so with [`Backend::halo`] and is only given whole images.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image_io::Image;
 use crate::loss::{LossConfig, LossTerms, Objective, StyleInput};
 use crate::memory;
+use crate::tiles::Halo;
 use crate::vgg::{LayerId, Vgg};
 
 /// The objective at one size: its terms at an image, and their gradient with respect to the
@@ -52,10 +55,10 @@ pub trait Backend: Sync {
     /// backend (activations, gradients, kernel scratch), beyond the images and the optimizer.
     fn memory_estimate(&self, width: usize, height: usize, layers: &[LayerId]) -> Result<u64>;
 
-    /// Whether `bytes` fit in the memory this backend evaluates in; the error holds what is
-    /// available.
-    fn fits(&self, bytes: u64) -> std::result::Result<(), u64> {
-        memory::fits(bytes)
+    /// The bytes this backend may still allocate for a run, where known (the process's memory
+    /// budget, [`memory::budget`]).
+    fn budget(&self) -> Option<u64> {
+        memory::budget()
     }
 
     /// The objective for `content` (whose size it takes) after `styles` (at their own sizes,
@@ -66,6 +69,51 @@ pub trait Backend: Sync {
         content: &Image,
         styles: &[StyleInput],
     ) -> Result<Box<dyn Evaluator + 'a>>;
+
+    /// FLOPs of the convolutions of one forward pass at `width` x `height` up to the deepest of
+    /// `layers` (for time estimates; an evaluation with its gradient is about twice that).
+    fn forward_flops(&self, width: usize, height: usize, layers: &[LayerId]) -> Result<f64>;
+
+    /// The halo tiles need for `layers` (see [`crate::tiles`]), or `None` where this backend
+    /// evaluates whole images only.
+    fn halo(&self, _layers: &[LayerId]) -> Result<Option<Halo>> {
+        Ok(None)
+    }
+
+    /// Bytes an evaluator at `width` x `height` with `regions` region masks needs, in tiles of
+    /// `tile` pixels a side (`None`: the whole image), beyond the images and the optimizer.
+    fn evaluator_memory(
+        &self,
+        loss: &LossConfig,
+        width: usize,
+        height: usize,
+        regions: usize,
+        tile: Option<usize>,
+    ) -> Result<u64> {
+        let _ = regions;
+        match tile {
+            None => self.memory_estimate(width, height, &loss.layers()),
+            Some(_) => Err(self.untiled()),
+        }
+    }
+
+    /// [`Backend::evaluator`] evaluated in tiles of `tile` pixels a side, where this backend
+    /// tiles ([`Backend::halo`]).
+    fn tiled_evaluator<'a>(
+        &'a self,
+        loss: &LossConfig,
+        content: &Image,
+        styles: &[StyleInput],
+        tile: usize,
+    ) -> Result<Box<dyn Evaluator + 'a>> {
+        let _ = (loss, content, styles, tile);
+        Err(self.untiled())
+    }
+
+    /// The error for a tile size given to a backend that does not tile.
+    fn untiled(&self) -> Error {
+        Error::setting("tile", format!("cannot be used on the {}: it evaluates whole images only", self.name()))
+    }
 }
 
 impl Evaluator for Objective<'_> {
@@ -102,6 +150,35 @@ impl Backend for Vgg {
         styles: &[StyleInput],
     ) -> Result<Box<dyn Evaluator + 'a>> {
         Ok(Box::new(Objective::new(self, loss, content, styles)?))
+    }
+
+    fn forward_flops(&self, width: usize, height: usize, layers: &[LayerId]) -> Result<f64> {
+        Vgg::forward_flops(self, height, width, layers)
+    }
+
+    fn halo(&self, layers: &[LayerId]) -> Result<Option<Halo>> {
+        Vgg::halo(self, layers).map(Some)
+    }
+
+    fn evaluator_memory(
+        &self,
+        loss: &LossConfig,
+        width: usize,
+        height: usize,
+        regions: usize,
+        tile: Option<usize>,
+    ) -> Result<u64> {
+        Objective::memory_estimate(self, loss, width, height, regions, tile)
+    }
+
+    fn tiled_evaluator<'a>(
+        &'a self,
+        loss: &LossConfig,
+        content: &Image,
+        styles: &[StyleInput],
+        tile: usize,
+    ) -> Result<Box<dyn Evaluator + 'a>> {
+        Ok(Box::new(Objective::tiled(self, loss, content, styles, Some(tile))?))
     }
 }
 
@@ -156,6 +233,9 @@ mod tests {
         }
         fn memory_estimate(&self, _: usize, _: usize, _: &[LayerId]) -> Result<u64> {
             Ok(self.need)
+        }
+        fn forward_flops(&self, width: usize, height: usize, _: &[LayerId]) -> Result<f64> {
+            Ok((width * height) as f64)
         }
         fn evaluator<'a>(
             &'a self,

@@ -13,6 +13,7 @@
 //! - [`linalg`]: matrix products, Gram matrices, the parallel element-wise loops;
 //! - [`vgg`]: the VGG conv stack with named layers, its forward pass and its image gradient;
 //! - [`loss`]: content, Gram style and total-variation losses and their gradients;
+//! - [`tiles`]: the geometry of exact tiled evaluation (halos, the pooling grid) for print sizes;
 //! - [`evaluator`]: the seam between the loop and the objective's computation
 //!   ([`evaluator::Backend`], [`evaluator::Evaluator`]; the CPU network is one backend);
 //! - [`optim`]: L-BFGS and Adam;

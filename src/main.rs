@@ -6,8 +6,13 @@ mod cli;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
+    // `impasto plan ARGS` is `impasto stylize --dry-run ARGS`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "plan") {
+        argv.splice(1..2, ["stylize".into(), "--dry-run".into()]);
+    }
     let parsed = cli::args::Cli::command()
-        .try_get_matches()
+        .try_get_matches_from(argv)
         .and_then(|m| cli::args::Cli::from_arg_matches(&m).map(|args| (args, m)));
     let (args, matches) = match parsed {
         Ok(parsed) => parsed,

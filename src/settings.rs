@@ -26,8 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::image_io::WriteOptions;
 use crate::image_io::{self, Image};
 use crate::loss::StyleInput;
+use crate::tiles::Tiling;
 use crate::transfer::{
     AdamSettings, Init, Inputs, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig,
 };
@@ -53,6 +55,9 @@ pub struct Settings {
     pub network: NetworkSettings,
     #[serde(default)]
     pub config: StyleConfig,
+    /// How the output is written (bit depth, print resolution).
+    #[serde(default, skip_serializing_if = "WriteOptions::is_default")]
+    pub output: WriteOptions,
 }
 
 fn version() -> String {
@@ -116,6 +121,7 @@ impl Settings {
             content: content.into(),
             styles: styles.into_iter().collect(),
             start: None,
+            output: WriteOptions::default(),
             network: NetworkSettings::default(),
             config: StyleConfig::default(),
         }
@@ -221,16 +227,29 @@ impl Settings {
         let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
         let list = |v: &[f64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
         let layers = |v: &[LayerId]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
-        if c.size != d.size {
+        if c.size != d.size && settings.output.dpi.is_none() {
             flag("--size", c.size.to_string());
         }
         if c.iterations != d.iterations {
             flag("--iterations", c.iterations.to_string());
         }
+        if settings.output.sixteen_bit {
+            flag("--depth", "16".into());
+        }
+        if let Some(dpi) = settings.output.dpi {
+            // The size is given as --size; the resolution travels as a print of that many pixels.
+            let inches = c.size as f64 / dpi;
+            flag("--print", format!("{inches}x{inches}in@{dpi}dpi"));
+        }
+        match c.tile {
+            Tiling::Auto => {}
+            Tiling::Off => flag("--tile", "off".into()),
+            Tiling::Side(t) => flag("--tile", t.to_string()),
+        }
         match c.optimizer {
             OptimizerChoice::Lbfgs(l) => {
                 let dl = LbfgsSettings::default();
-                if l.history != dl.history {
+                if l.history != dl.history || !l.fit_history {
                     flag("--lbfgs-history", l.history.to_string());
                 }
                 if l.line_search != dl.line_search {

@@ -152,8 +152,7 @@ impl TileGrid {
             let n = len.div_ceil(side).max(1);
             let cells = len.div_ceil(halo.align);
             let (base, extra) = (cells / n, cells % n);
-            let mut bounds: Vec<usize> =
-                (0..n).map(|i| (halo.align * (i * base + i.min(extra))).min(len)).collect();
+            let mut bounds: Vec<usize> = (0..n).map(|i| (halo.align * (i * base + i.min(extra))).min(len)).collect();
             bounds.push(len);
             bounds.dedup();
             bounds.windows(2).map(|w| (w[0], w[1])).collect()

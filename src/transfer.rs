@@ -33,11 +33,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::colour::{Colour, Presenter};
 use crate::error::{Error, Result};
-use crate::evaluator::Backend;
+use crate::evaluator::{Backend, Evaluator};
 use crate::image_io::{Image, fit_long_side, fit_pixels, resize};
 use crate::loss::{LossConfig, LossTerms, StyleInput, StyleLoss, check_styles};
 use crate::memory::gib;
 use crate::optim::{Adam, AdamConfig, Bounds, Lbfgs, LineSearch, Optimizer, Verdict};
+use crate::tiles::{TileGrid, Tiling};
 
 /// The gradient method and its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,6 +60,9 @@ impl Default for OptimizerChoice {
 pub struct LbfgsSettings {
     /// Correction pairs kept (memory: two images each).
     pub history: usize,
+    /// Keep fewer pairs (down to 5) when `history` does not fit in memory, and say so; `false`
+    /// (`--lbfgs-history` given) keeps exactly `history` or refuses the run.
+    pub fit_history: bool,
     /// The step rule.
     pub line_search: LineSearch,
     /// How the pixels are kept in 0..255.
@@ -67,7 +71,12 @@ pub struct LbfgsSettings {
 
 impl Default for LbfgsSettings {
     fn default() -> Self {
-        LbfgsSettings { history: 100, line_search: LineSearch::StrongWolfe, bounds: Bounds::Projected }
+        LbfgsSettings {
+            history: 100,
+            fit_history: true,
+            line_search: LineSearch::StrongWolfe,
+            bounds: Bounds::Projected,
+        }
     }
 }
 
@@ -161,6 +170,16 @@ pub const MAX_SIZE: usize = crate::image_io::MAX_SIDE as usize;
 pub const MAX_SCALES: usize = 32;
 /// The largest L-BFGS history.
 pub const MAX_LBFGS_HISTORY: usize = 10_000;
+/// A history fitted to the memory keeps at least this many pairs before the objective is tiled
+/// instead, and at least [`MIN_FITTED_HISTORY`] at all.
+pub const PREFERRED_MIN_HISTORY: usize = 20;
+pub const MIN_FITTED_HISTORY: usize = 5;
+/// What the process holds whatever the size: the program, the weights as loaded, the thread
+/// pool (measured: the peaks at 512, 2048 and tiled 2048 px run 0.2-0.25 GiB above the rest
+/// of the estimate).
+const PROCESS_BASELINE: u64 = 256 << 20;
+/// The tile sides `--tile auto` tries when the whole image does not fit, largest first.
+pub const AUTO_TILES: [usize; 10] = [4096, 3072, 2048, 1536, 1024, 768, 512, 384, 256, 128];
 
 /// The long sides of a pyramid from `start` by `factor` up to `size`, ending at `size` (a scale
 /// within 10% of `size` is left out); `None` if that takes more than [`MAX_SCALES`] scales.
@@ -201,6 +220,8 @@ pub struct StyleConfig {
     /// Loss evaluations (a line search's trials included) at the first scale.
     pub iterations: usize,
     pub optimizer: OptimizerChoice,
+    /// Whether the objective is evaluated in tiles (print sizes in bounded memory).
+    pub tile: Tiling,
     /// The schedule of scales.
     pub scales: Scales,
     /// Iterations at each scale; `None`: `iterations` at the first, half as many at the others.
@@ -247,6 +268,7 @@ impl Default for StyleConfig {
             size: 512,
             iterations: 500,
             optimizer: OptimizerChoice::default(),
+            tile: Tiling::Auto,
             scales: Scales::default(),
             scale_iterations: None,
             loss: LossConfig::default(),
@@ -277,6 +299,8 @@ setters! {
     iterations: usize => iterations;
     /// The gradient method and its parameters.
     optimizer: OptimizerChoice => optimizer;
+    /// Tiling: auto, off or a tile side.
+    tile: Tiling => tile;
     style_scale: f64 => style_scale;
     init: Init => init;
     seed: u64 => seed;
@@ -320,6 +344,61 @@ pub struct Plan {
     pub height: usize,
     /// `(long side, iterations)`, coarse to fine.
     pub schedule: Vec<(usize, usize)>,
+}
+
+/// One scale of a run as it will run: its size, how it is evaluated and what it needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalePlan {
+    pub width: usize,
+    pub height: usize,
+    pub iterations: usize,
+    /// The tile side (the interiors), `None`: the whole image at once.
+    pub tile: Option<usize>,
+    /// Tiles per evaluation (1: the whole image).
+    pub tiles: usize,
+    /// L-BFGS's correction pairs (`None` with Adam).
+    pub history: Option<usize>,
+    /// The estimated peak memory, in bytes.
+    pub memory: u64,
+}
+
+/// A run as it will run on a backend: the checked plan and each scale's layout, fitted into
+/// `budget` ([`Stylizer::check`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPlan {
+    pub plan: Plan,
+    /// One per scale of `plan.schedule`, coarse to fine.
+    pub scales: Vec<ScalePlan>,
+    /// The memory the scales were fitted into; `None` where it is not known.
+    pub budget: Option<u64>,
+}
+
+impl RunPlan {
+    /// What was changed to fit the memory, one line per scale that was (tiled automatically, or
+    /// given a shorter L-BFGS history than `config` asks for); none when nothing was.
+    pub fn adjustments(&self, config: &StyleConfig) -> Vec<String> {
+        let wanted = match config.optimizer {
+            OptimizerChoice::Lbfgs(l) => Some(l.history),
+            OptimizerChoice::Adam(_) => None,
+        };
+        let mut lines = Vec::new();
+        for s in &self.scales {
+            let mut parts = Vec::new();
+            if let (Some(t), Tiling::Auto) = (s.tile, config.tile) {
+                parts.push(format!("in {} tiles of {t} px", s.tiles));
+            }
+            if let (Some(h), Some(w)) = (s.history, wanted)
+                && h < w
+            {
+                parts.push(format!("with {h} L-BFGS pairs instead of {w}"));
+            }
+            if !parts.is_empty() {
+                let budget = self.budget.map_or(String::new(), |b| format!(" (about {} of {})", gib(s.memory), gib(b)));
+                lines.push(format!("{}x{} runs {} to fit in memory{budget}", s.width, s.height, parts.join(" ")));
+            }
+        }
+        lines
+    }
 }
 
 impl StyleConfig {
@@ -502,7 +581,7 @@ impl StyleConfig {
         content: &Image,
         styles: &[StyleInput],
     ) -> Result<((usize, usize), Vec<(usize, usize)>)> {
-        let (w, h) = self.output_size(content);
+        let ((w, h), sizes) = self.scaled_sizes(content, styles);
         let min = net.min_input_side(&self.loss.layers())?;
         if w < min || h < min {
             return Err(Error::setting(
@@ -512,11 +591,8 @@ impl StyleConfig {
                 ),
             ));
         }
-        let target = (w * h) as f64 * self.style_scale * self.style_scale;
         let style_min = net.min_input_side(&self.loss.style_layers)?;
-        let mut out = Vec::with_capacity(styles.len());
-        for s in styles {
-            let (sw, sh) = fit_pixels(s.image.width, s.image.height, target);
+        for &(sw, sh) in &sizes {
             if sw > MAX_SIZE || sh > MAX_SIZE {
                 return Err(Error::setting(
                     "style_scale",
@@ -532,39 +608,54 @@ impl StyleConfig {
                     ),
                 ));
             }
-            out.push((sw, sh));
         }
-        Ok(((w, h), out))
+        Ok(((w, h), sizes))
     }
 
-    /// Bytes a run at `width` x `height` needs (network passes, optimizer state, images), with
-    /// style images of these sizes (as loaded; they are scaled to the output's pixel count times
-    /// `style_scale²` and passed through the network one at a time). Saturates rather than wraps.
-    pub fn memory_estimate(
+    /// The output's size at this configuration's size and the style images' sizes, unchecked.
+    fn scaled_sizes(&self, content: &Image, styles: &[StyleInput]) -> ((usize, usize), Vec<(usize, usize)>) {
+        let (w, h) = self.output_size(content);
+        let target = (w * h) as f64 * self.style_scale * self.style_scale;
+        ((w, h), styles.iter().map(|s| fit_pixels(s.image.width, s.image.height, target)).collect())
+    }
+
+    /// Peak bytes of one scale at `width` x `height`: the images, and the larger of a style
+    /// image's pass (at `styles`' sizes, one at a time, while the targets are computed) and the
+    /// evaluator in tiles of `tile` with the optimizer (`history` L-BFGS pairs, or Adam's
+    /// moments). Saturates rather than wraps.
+    #[allow(clippy::too_many_arguments)]
+    fn scale_memory(
         &self,
         net: &dyn Backend,
-        width: usize,
-        height: usize,
+        (width, height): (usize, usize),
         styles: &[(usize, usize)],
+        regions: usize,
+        tile: Option<usize>,
+        history: Option<usize>,
     ) -> Result<u64> {
         let image = 12u64.saturating_mul(width as u64).saturating_mul(height as u64);
-        let optimizer = match self.optimizer {
+        let optimizer = match history {
             // The pairs, the iterate, its gradient, the direction and the best image so far.
-            OptimizerChoice::Lbfgs(l) => (2 * l.history as u64 + 6).saturating_mul(image),
-            OptimizerChoice::Adam(_) => 4 * image,
+            Some(h) => (2 * h as u64 + 6).saturating_mul(image),
+            None => 4 * image,
         };
-        let target = (width * height) as f64 * self.style_scale * self.style_scale;
         let mut style = 0u64;
-        for &(sw, sh) in styles {
-            let (w, h) = fit_pixels(sw, sh, target);
-            let pass = net.memory_estimate(w, h, &self.loss.style_layers)?;
-            style = style.max(pass.saturating_add(12u64.saturating_mul(w as u64).saturating_mul(h as u64)));
+        if !styles.is_empty() {
+            let layers = &self.loss.style_layers;
+            let halo = net.halo(layers)?;
+            for &(w, h) in styles {
+                let (pw, ph) = match (tile, halo) {
+                    (Some(t), Some(halo)) => TileGrid::new(w, h, Some(t), halo).largest_outer(),
+                    _ => (w, h),
+                };
+                let pass = net.memory_estimate(pw, ph, layers)?;
+                style = style.max(pass.saturating_add(12u64.saturating_mul(w as u64).saturating_mul(h as u64)));
+            }
         }
-        Ok(net
-            .memory_estimate(width, height, &self.loss.layers())?
-            .saturating_add(optimizer)
-            .saturating_add(4 * image)
-            .saturating_add(style))
+        // The style images' passes come before the optimizer's state exists: the peak is the
+        // larger of the two (measured: 8.0 GiB at 2048x1536, against 7.9 estimated this way).
+        let evaluation = net.evaluator_memory(&self.loss, width, height, regions, tile)?.saturating_add(optimizer);
+        Ok(evaluation.max(style).saturating_add(4 * image).saturating_add(PROCESS_BASELINE))
     }
 
     /// Adam's averaging decay, if it averages.
@@ -675,40 +766,156 @@ impl<'n> Stylizer<'n> {
         &self.config
     }
 
-    /// Checks a run on `inputs` without running it: the plan, that every scale's images are
-    /// large enough for the layers, and that the run fits in memory.
-    pub fn check(&self, inputs: &Inputs) -> Result<Plan> {
-        let plan = self.config.plan(inputs)?;
-        // In the order `run` meets them: the memory first, then each scale's sizes.
-        self.check_memory(&plan, inputs, true)?;
-        for &(side, _) in &plan.schedule {
-            StyleConfig { size: side, ..self.config.clone() }.prepared_sizes(
-                self.net,
-                &inputs.content,
-                &inputs.styles,
-            )?;
+    /// Checks a run on `inputs` without running it, and lays it out: the plan, each scale's
+    /// tiles and L-BFGS history fitted into the backend's memory (largest scale first, as a
+    /// run that does not fit is refused for it), and that every scale's images are large enough
+    /// for the layers.
+    pub fn check(&self, inputs: &Inputs) -> Result<RunPlan> {
+        let cfg = &self.config;
+        let plan = cfg.plan(inputs)?;
+        let budget = self.net.budget();
+        let regions = inputs.styles.iter().filter(|s| s.region_mask.is_some()).count();
+        let mut scales = Vec::new();
+        for &(side, iterations) in plan.schedule.iter().rev() {
+            let scale = StyleConfig { size: side, ..cfg.clone() };
+            let (size, styles) = scale.scaled_sizes(&inputs.content, &inputs.styles);
+            scales.push(self.layout(size, &styles, regions, iterations, budget, true)?);
         }
-        Ok(plan)
+        scales.reverse();
+        for &(side, _) in &plan.schedule {
+            StyleConfig { size: side, ..cfg.clone() }.prepared_sizes(self.net, &inputs.content, &inputs.styles)?;
+        }
+        Ok(RunPlan { plan, scales, budget })
+    }
+
+    /// How one scale at `size` runs within `budget`: the whole image if it fits, else (with
+    /// `--tile auto`) the largest tiles that do; with a fitted L-BFGS history the most pairs up
+    /// to the configured number that fit, preferring tiles to fewer than
+    /// [`PREFERRED_MIN_HISTORY`] pairs. `optimizer: false` lays out a scoring pass.
+    fn layout(
+        &self,
+        (width, height): (usize, usize),
+        styles: &[(usize, usize)],
+        regions: usize,
+        iterations: usize,
+        budget: Option<u64>,
+        optimizer: bool,
+    ) -> Result<ScalePlan> {
+        let cfg = &self.config;
+        let halo = self.net.halo(&cfg.loss.layers())?;
+        let long = width.max(height);
+        let tiles: Vec<Option<usize>> = match (cfg.tile, halo) {
+            (Tiling::Off, _) => vec![None],
+            (Tiling::Side(_), None) => return Err(self.net.untiled()),
+            (Tiling::Side(t), Some(_)) => vec![Some(t)],
+            (Tiling::Auto, None) => vec![None],
+            (Tiling::Auto, Some(_)) => {
+                std::iter::once(None).chain(AUTO_TILES.iter().filter(|&&t| t < long).map(|&t| Some(t))).collect()
+            }
+        };
+        let (history, fit) = match cfg.optimizer {
+            OptimizerChoice::Lbfgs(l) if optimizer => (Some(l.history), l.fit_history),
+            _ => (None, false),
+        };
+        let need = |tile, history| cfg.scale_memory(self.net, (width, height), styles, regions, tile, history);
+        // What is chosen automatically (tiles, a fitted history) leaves a tenth of the memory
+        // spare, for the estimate's error and for what else runs; what is asked for gets it all.
+        let share = if fit || cfg.tile == Tiling::Auto { 0.9 } else { 1.0 };
+        let fits = |bytes: u64| budget.is_none_or(|b| bytes as f64 <= share * b as f64);
+        let floors: &[usize] = if fit { &[PREFERRED_MIN_HISTORY, MIN_FITTED_HISTORY] } else { &[0] };
+        let mut smallest = u64::MAX;
+        for &floor in floors {
+            for &tile in &tiles {
+                let history = match history {
+                    Some(most) if fit => {
+                        let least = floor.min(most);
+                        let fitting = |h: usize| need(tile, Some(h)).map(fits);
+                        if !fitting(least)? {
+                            smallest = smallest.min(need(tile, Some(least))?);
+                            continue;
+                        }
+                        // The most pairs in least..=most that fit (memory grows with pairs).
+                        let (mut lo, mut hi) = (least, most);
+                        while lo < hi {
+                            let mid = lo + (hi - lo).div_ceil(2);
+                            if fitting(mid)? { lo = mid } else { hi = mid - 1 }
+                        }
+                        Some(lo)
+                    }
+                    h => h,
+                };
+                let bytes = need(tile, history)?;
+                smallest = smallest.min(bytes);
+                if fits(bytes) {
+                    let grid = match (tile, halo) {
+                        (Some(t), Some(halo)) => TileGrid::new(width, height, Some(t), halo),
+                        _ => TileGrid::whole(width, height),
+                    };
+                    let tile = tile.filter(|_| !grid.is_whole());
+                    return Ok(ScalePlan {
+                        width,
+                        height,
+                        iterations,
+                        tile,
+                        tiles: grid.tiles.len(),
+                        history,
+                        memory: bytes,
+                    });
+                }
+            }
+        }
+        let avail = budget.unwrap_or(0);
+        let least = history.map(|h| if fit { h.min(MIN_FITTED_HISTORY) } else { h });
+        let last_tile = tiles[tiles.len() - 1];
+        let without_styles = cfg.scale_memory(self.net, (width, height), &[], regions, last_tile, least)?;
+        let lower: &[&str] = if smallest > 2 * without_styles {
+            &["style_scale", "size"]
+        } else if history.is_some() {
+            &["size", "optimizer.lbfgs.history"]
+        } else {
+            &["size"]
+        };
+        Err(Error::Memory {
+            message: format!(
+                "a {width}x{height} {} needs about {} of memory but only {} is available",
+                if optimizer { "run" } else { "score" },
+                gib(smallest),
+                gib(avail),
+            ),
+            lower: lower.iter().map(|f| f.to_string()).collect(),
+        })
     }
 
     /// The loss of `image` (resized to the output size if needed) for these content and styles,
     /// at the output size, in the colour mode's terms (luminance mode scores luminances).
     pub fn score(&self, inputs: &Inputs, image: &Image) -> Result<LossTerms> {
-        let plan = self.config.plan_images(&inputs.content, &inputs.styles)?;
-        self.check_memory(&plan, inputs, false)?;
-        let (content, styles) = self.config.colour.inputs(&inputs.content, &inputs.styles);
-        let (content, styles) = self.config.prepare(self.net, &content, &styles)?;
-        let objective = self.net.evaluator(&self.config.loss, &content, &styles)?;
-        let image = self.config.colour.candidate(resize(image, content.width, content.height));
+        let cfg = &self.config;
+        let plan = cfg.plan_images(&inputs.content, &inputs.styles)?;
+        let (size, sizes) = cfg.scaled_sizes(&inputs.content, &inputs.styles);
+        let regions = inputs.styles.iter().filter(|s| s.region_mask.is_some()).count();
+        let layout = self.layout(size, &sizes, regions, 0, self.net.budget(), false)?;
+        debug_assert_eq!(size, (plan.width, plan.height));
+        let (content, styles) = cfg.colour.inputs(&inputs.content, &inputs.styles);
+        let (content, styles) = cfg.prepare(self.net, &content, &styles)?;
+        let objective = self.evaluator(&layout, &content, &styles)?;
+        let image = cfg.colour.candidate(resize(image, content.width, content.height));
         Ok(objective.evaluate(&image, false)?.0)
+    }
+
+    /// The evaluator a scale's layout asks for.
+    fn evaluator(&self, layout: &ScalePlan, content: &Image, styles: &[StyleInput]) -> Result<Box<dyn Evaluator + 'n>> {
+        match layout.tile {
+            Some(tile) => self.net.tiled_evaluator(&self.config.loss, content, styles, tile),
+            None => self.net.evaluator(&self.config.loss, content, styles),
+        }
     }
 
     /// Stylizes `content` after `styles`.
     pub fn run(&self, inputs: &Inputs, observer: &mut dyn Observer) -> Result<Outcome> {
         let cfg = &self.config;
-        let plan = cfg.plan(inputs)?;
-        let schedule = &plan.schedule;
-        let (final_w, final_h) = self.check_memory(&plan, inputs, true)?;
+        let laid_out = self.check(inputs)?;
+        let schedule = &laid_out.plan.schedule;
+        let (final_w, final_h) = (laid_out.plan.width, laid_out.plan.height);
         let content = &inputs.content;
         let (c_in, s_in) = cfg.colour.inputs(content, &inputs.styles);
         let total: usize = schedule.iter().map(|s| s.1).sum();
@@ -721,7 +928,8 @@ impl<'n> Stylizer<'n> {
         for (k, &(side, iterations)) in schedule.iter().enumerate() {
             let scale_cfg = StyleConfig { size: side, ..cfg.clone() };
             let (content_k, styles_k) = scale_cfg.prepare(self.net, &c_in, &s_in)?;
-            let objective = self.net.evaluator(&cfg.loss, &content_k, &styles_k)?;
+            let layout = &laid_out.scales[k];
+            let objective = self.evaluator(layout, &content_k, &styles_k)?;
             let (w, h) = (content_k.width, content_k.height);
             let x = match (&previous, &cfg.init) {
                 (Some((prev, prev_content)), _) => {
@@ -765,7 +973,8 @@ impl<'n> Stylizer<'n> {
             // The losses are means over positions, so the inverse curvature grows with the
             // pixel count from one scale to the next.
             let pixels = w * h;
-            let mut optimizer = self.optimizer(curvature.map(|(inv, n)| inv * pixels as f64 / n as f64));
+            let mut optimizer =
+                self.optimizer(layout.history, curvature.map(|(inv, n)| inv * pixels as f64 / n as f64));
             let result = optimize(
                 &mut |img: &Image| objective.evaluate(img, true).map(|(t, g)| (t, g.unwrap_or_default())),
                 x,
@@ -792,42 +1001,13 @@ impl<'n> Stylizer<'n> {
         Ok(outcome)
     }
 
-    /// The output size, after checking that the largest scale of a run (`run`) or a scoring
-    /// pass fits in memory.
-    fn check_memory(&self, plan: &Plan, inputs: &Inputs, run: bool) -> Result<(usize, usize)> {
-        let cfg = &self.config;
-        let (width, height) = (plan.width, plan.height);
-        let sizes: Vec<(usize, usize)> = inputs.styles.iter().map(|s| (s.image.width, s.image.height)).collect();
-        let scoring = StyleConfig { optimizer: OptimizerChoice::Adam(AdamSettings::default()), ..cfg.clone() };
-        let need = if run { cfg } else { &scoring }.memory_estimate(self.net, width, height, &sizes)?;
-        if let Err(avail) = self.net.fits(need) {
-            let without_styles = cfg.memory_estimate(self.net, width, height, &[])?;
-            let lower: &[&str] = if need > 2 * without_styles {
-                &["style_scale", "size"]
-            } else if run && matches!(cfg.optimizer, OptimizerChoice::Lbfgs(_)) {
-                &["size", "optimizer.lbfgs.history"]
-            } else {
-                &["size"]
-            };
-            return Err(Error::Memory {
-                message: format!(
-                    "a {width}x{height} {} needs about {} of memory but only {} is available",
-                    if run { "run" } else { "score" },
-                    gib(need),
-                    gib(avail),
-                ),
-                lower: lower.iter().map(|f| f.to_string()).collect(),
-            });
-        }
-        Ok((width, height))
-    }
-
-    /// A fresh optimizer; L-BFGS starts from `inverse_curvature` when there is one.
-    fn optimizer(&self, inverse_curvature: Option<f64>) -> Box<dyn Optimizer> {
+    /// A fresh optimizer (L-BFGS with `history` pairs, as laid out); L-BFGS starts from
+    /// `inverse_curvature` when there is one.
+    fn optimizer(&self, history: Option<usize>, inverse_curvature: Option<f64>) -> Box<dyn Optimizer> {
         let cfg = &self.config;
         match cfg.optimizer {
             OptimizerChoice::Lbfgs(settings) => {
-                let lbfgs = Lbfgs::with_line_search(settings.history, settings.line_search);
+                let lbfgs = Lbfgs::with_line_search(history.unwrap_or(settings.history), settings.line_search);
                 let lbfgs = match inverse_curvature {
                     Some(h0) => lbfgs.warm(h0),
                     None => lbfgs,

@@ -303,6 +303,33 @@ impl Vgg {
         Ok(Halo::of(self.stages[..=last].iter().map(|s| matches!(s, Stage::Conv { .. }))))
     }
 
+    /// Multiply-adds times two (FLOPs) of the convolutions of a forward pass at `height` x
+    /// `width` up to the deepest of `layers` (the input gradient costs the same again).
+    pub fn forward_flops(&self, height: usize, width: usize, layers: &[LayerId]) -> Result<f64> {
+        let last = self.deepest(layers)?;
+        let (mut h, mut w, mut flops) = (height as f64, width as f64, 0.0);
+        for s in &self.stages[..=last] {
+            match s {
+                Stage::Conv { filter, .. } => flops += 2.0 * 9.0 * (filter.c_in() * filter.c_out()) as f64 * h * w,
+                Stage::Pool { .. } => (h, w) = ((h / 2.0).floor(), (w / 2.0).floor()),
+            }
+        }
+        Ok(flops)
+    }
+
+    /// The shape of `layer`'s output for a `height` x `width` input.
+    pub fn shape(&self, layer: LayerId, height: usize, width: usize) -> Result<Chw> {
+        let si = self.stage_of(layer)?;
+        let (mut c, mut h, mut w) = (3, height, width);
+        for s in &self.stages[..=si] {
+            match s {
+                Stage::Conv { filter, .. } => c = filter.c_out(),
+                Stage::Pool { .. } => (h, w) = (h / 2, w / 2),
+            }
+        }
+        Ok((c, h, w))
+    }
+
     fn deepest(&self, layers: &[LayerId]) -> Result<usize> {
         let mut last = 0;
         for &l in layers {

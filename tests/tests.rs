@@ -34,3 +34,6 @@ mod gpu;
 
 /// Tiled evaluation: the same objective and gradient as the whole image.
 mod tiling;
+
+/// Output for printing: 16 bits, resolution, sRGB tags, input colour profiles.
+mod prints;

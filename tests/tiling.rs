@@ -72,7 +72,9 @@ fn net(seed: u64, pooling: Pooling) -> Vgg {
 
 #[test]
 fn tiles_that_do_not_divide_the_image_give_the_untiled_objective() {
-    for (pooling, (w, h), tile) in [(Pooling::Max, (211, 97), 64), (Pooling::Avg, (150, 161), 80), (Pooling::Max, (67, 130), 64)] {
+    for (pooling, (w, h), tile) in
+        [(Pooling::Max, (211, 97), 64), (Pooling::Avg, (150, 161), 80), (Pooling::Max, (67, 130), 64)]
+    {
         let net = net(21, pooling);
         let mut rng = Lcg(5);
         let content = rng.image(w, h);
@@ -125,3 +127,126 @@ fn tiled_vgg19_gives_the_untiled_objective() {
     }
 }
 
+fn weights_arg() -> String {
+    real_weights_path().to_str().unwrap().to_string()
+}
+
+fn fixture_arg(name: &str) -> String {
+    fixture(name).to_str().unwrap().to_string()
+}
+
+/// `impasto plan`: one row per scale with the tiles it will use, the calibration cached, and
+/// nothing written.
+#[test]
+fn plan_prints_each_scale_with_its_tiles() {
+    let dir = tempdir();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let (content, style, weights) = (fixture_arg("content.png"), fixture_arg("style.png"), weights_arg());
+    let args = ["plan", &content, &style, "--size", "300", "--tile", "128", "--weights", &weights];
+    let env = [("IMPASTO_HOME", s(&home))];
+    let o = impasto_env(&args, &env);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    // The fixture is 256x192: 300x225, in the tiles the library cuts.
+    let net = real_net();
+    let halo = net.halo(&LossConfig::default().layers()).unwrap();
+    let tiles = impasto::tiles::TileGrid::new(300, 225, Some(128), halo).tiles.len();
+    assert!(tiles >= 4, "{tiles}");
+    assert!(text.contains(&format!("| 1 | 300x225 | 500 | {tiles} of 128 px | 100 |")), "{text}");
+    assert!(text.contains("(measured now)") && text.contains("Nothing changed to fit"), "{text}");
+    assert!(home.join("calibration.json").exists());
+    let again = String::from_utf8_lossy(&impasto_env(&args, &env).stdout).into_owned();
+    assert!(again.contains("(cached)"), "{again}");
+    // `stylize --dry-run` is the same; no output file appears.
+    let out = dir.path().join("out.png");
+    let dry = [
+        "stylize",
+        &content,
+        &style,
+        "-o",
+        s(&out),
+        "--dry-run",
+        "--size",
+        "300",
+        "--tile",
+        "128",
+        "--weights",
+        &weights,
+    ];
+    let o = impasto_env(&dry, &env);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&format!("{tiles} of 128 px")));
+    assert!(!out.exists());
+}
+
+/// Under a memory limit, a size whose whole image does not fit is tiled, with a fitted L-BFGS
+/// history, within the limit; `--tile off` refuses it in one line, naming the flags to lower.
+#[test]
+fn plan_tiles_what_does_not_fit() {
+    let dir = tempdir();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let (content, style, weights) = (fixture_arg("content.png"), fixture_arg("style.png"), weights_arg());
+    let limit_gib = 4u64;
+    let limited = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(format!("ulimit -v {} && exec \"$@\"", limit_gib << 20)).arg("sh");
+        cmd.arg(env!("CARGO_BIN_EXE_impasto")).args(["plan", &content, &style, "--weights", &weights]);
+        cmd.args(extra).env("IMPASTO_HOME", &home);
+        cmd.output().unwrap()
+    };
+    let o = limited(&["--size", "1400", "--scales", "off"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    assert!(text.contains("To fit: 1400x1050 runs in ") && text.contains(" tiles of "), "{text}");
+    let total = text.lines().find(|l| l.starts_with("| total")).unwrap();
+    let peak: f64 = total.split('|').nth(6).unwrap().trim().split(' ').next().unwrap().parse().unwrap();
+    assert!(peak <= 0.9 * limit_gib as f64, "{total}");
+    let o = limited(&["--size", "1400", "--scales", "off", "--tile", "off", "--lbfgs-history", "100"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("needs about") && e.contains("lower --size or --lbfgs-history"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+}
+
+/// A run in tiles paints the picture the untiled run paints (the same objective; the few
+/// iterations keep the optimizer from amplifying rounding), and its settings replay the tiles.
+#[test]
+fn a_tiled_run_paints_the_untiled_picture() {
+    let dir = tempdir();
+    let (content, style, weights) = (fixture_arg("content.png"), fixture_arg("style.png"), weights_arg());
+    let run = |name: &str, tile: &str| {
+        let out = dir.path().join(name);
+        let args = [
+            "stylize",
+            &content,
+            &style,
+            "-o",
+            s(&out),
+            "--size",
+            "200",
+            "--iterations",
+            "4",
+            "--optimizer",
+            "adam",
+            "--tile",
+            tile,
+            "-q",
+            "--weights",
+            &weights,
+        ];
+        let o = impasto(&args);
+        assert!(o.status.success(), "{}", describe(&args, &o));
+        (out.clone(), impasto::image_io::load(&out).unwrap())
+    };
+    let (_, whole) = run("whole.png", "off");
+    let (path, tiled) = run("tiled.png", "64");
+    let diffs: Vec<f32> = whole.data.iter().zip(&tiled.data).map(|(a, b)| (a - b).abs()).collect();
+    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+    // Adam's steps are sign-like where the gradient is near zero, so rounding can flip a few
+    // pixels' steps: measured, a mean of 0.0014 levels, and 4 levels at the worst pixel.
+    let off = diffs.iter().filter(|d| **d > 1.0).count();
+    assert!(mean < 0.01 && off * 1000 <= diffs.len(), "mean difference {mean}, {off} values off by more than a level");
+    let replay = impasto(&["settings", s(&path)]);
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("--tile 64"));
+}

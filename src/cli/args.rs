@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use impasto::device::Device;
+use impasto::image_io::PrintSize;
 use impasto::optim::{Bounds, LineSearch};
 use impasto::settings::{NetworkSettings, Settings, StyleFile};
 use impasto::transfer::{AdamSettings, Init, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig};
@@ -289,6 +291,10 @@ pub struct LossArgs {
     /// (luminance), or the style recoloured to the content's colour statistics (match).
     #[arg(long, alias = "color", default_value = "keep", value_name = "keep|luminance|match")]
     pub colour: String,
+    /// Evaluate the network in tiles (exact, with halos; for sizes whose whole image does not
+    /// fit in memory): auto (only then), off, or a tile side in pixels.
+    #[arg(long, default_value = "auto", value_name = "auto|off|N")]
+    pub tile: String,
 }
 
 #[derive(Args, Debug)]
@@ -296,8 +302,19 @@ pub struct StylizeArgs {
     #[command(flatten)]
     pub loss: LossArgs,
     /// Where to write the result (.png, .jpg or .tif).
-    #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
+    #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
+    pub output: Option<PathBuf>,
+    /// Bits per channel of the output: 8, or 16 (PNG and TIFF).
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::PossibleValuesParser::new(["8", "16"]).map(|v: String| v.parse::<u8>().unwrap_or(8)))]
+    pub depth: u8,
+    /// Size the output for a print, e.g. 40x30cm@300dpi or 16x12in@240dpi: the long side in
+    /// pixels (instead of --size), and the resolution recorded in the file.
+    #[arg(long, value_name = "WxH(cm|mm|in)@Ndpi", conflicts_with = "size")]
+    pub print: Option<String>,
+    /// Print the plan (scales, tiles, L-BFGS history, peak memory, time) and stop
+    /// (`impasto plan` is `impasto stylize --dry-run`).
+    #[arg(long)]
+    pub dry_run: bool,
     /// Loss evaluations (one optimizer step each).
     #[arg(long, default_value_t = defaults().iterations, allow_negative_numbers = true)]
     pub iterations: usize,
@@ -307,7 +324,7 @@ pub struct StylizeArgs {
     /// Adam's step size in pixel units (0..255).
     #[arg(long, default_value_t = adam_defaults().lr, allow_negative_numbers = true)]
     pub lr: f64,
-    /// L-BFGS history size.
+    /// L-BFGS history: correction pairs kept [default: 100, fewer (down to 5) if memory is short].
     #[arg(long, default_value_t = lbfgs_defaults().history, allow_negative_numbers = true)]
     pub lbfgs_history: usize,
     /// L-BFGS's step rule: a strong Wolfe line search, or PyTorch's one evaluation a step.
@@ -376,7 +393,7 @@ pub fn explicit_flags(matches: &clap::ArgMatches) -> Vec<String> {
 }
 
 /// The flags that go with --settings (the rest of the run comes from the file).
-const WITH_SETTINGS: &[&str] = &["settings", "output", "log", "save_every", "quiet", "image"];
+const WITH_SETTINGS: &[&str] = &["settings", "output", "dry_run", "log", "save_every", "quiet", "image"];
 
 /// The flags, by clap id, that only mean something with another choice.
 const ONLY_WITH: &[(&str, &str)] = &[
@@ -469,6 +486,7 @@ impl LossArgs {
         settings.config.size = self.size;
         settings.config.style_scale = self.style_scale;
         settings.config.colour = self.colour.parse()?;
+        settings.config.tile = self.tile.parse().map_err(|e| Error::Config(format!("--tile {e}")))?;
         settings.config.validate()?;
         Ok(settings)
     }
@@ -504,6 +522,7 @@ impl StylizeArgs {
         } else {
             OptimizerChoice::Lbfgs(LbfgsSettings {
                 history: self.lbfgs_history,
+                fit_history: !explicit.iter().any(|e| e == "lbfgs_history"),
                 line_search: match self.lbfgs_line_search {
                     LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
                     LineSearchArg::None => LineSearch::None,
@@ -540,6 +559,12 @@ impl StylizeArgs {
                 c.init = Init::Image;
                 settings.start = Some(PathBuf::from(&self.init));
             }
+        }
+        settings.output.sixteen_bit = self.depth == 16;
+        if let Some(spec) = &self.print {
+            let print: PrintSize = spec.parse().map_err(|e| Error::Config(format!("--print {e}")))?;
+            settings.config.size = print.long_side();
+            settings.output.dpi = Some(print.dpi);
         }
         settings.config.validate()?;
         Ok(settings)
@@ -595,6 +620,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("time_limit", "--time-limit"),
     ("styles", "STYLE"),
     ("network.device", "--device"),
+    ("tile", "--tile"),
 ];
 
 /// A library error in the command line's terms: settings fields become flags.

@@ -50,10 +50,10 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
     let deepest: LayerId = "relu5_1".parse()?; // the deepest layer the default losses use
     for &size in sizes {
         // The layer buffers below and the objective's passes, against the memory budget.
-        let need = impasto::transfer::StyleConfig::default()
-            .optimizer(impasto::transfer::OptimizerChoice::Adam(Default::default()))
-            .memory_estimate(&net, size, size, &[(size, size)])?
-            .saturating_add(3 * 4 * 64 * (size * size) as u64);
+        let loss = LossConfig::default();
+        let need = Objective::memory_estimate(&net, &loss, size, size, 0, None)?
+            .saturating_add(net.memory_estimate(size, size, &loss.style_layers)?)
+            .saturating_add((8 * 12 + 3 * 4 * 64) * (size * size) as u64);
         if let Err(avail) = impasto::memory::fits(need) {
             anyhow::bail!(
                 "--sizes {size}: the benchmark needs about {} of memory but only {} is available",

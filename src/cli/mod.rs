@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod plan;
 pub mod progress;
 pub mod robustness;
 pub mod serve;
@@ -158,10 +159,25 @@ fn stylize(a: &StylizeArgs, explicit: &[String]) -> Result<i32> {
 }
 
 fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
-    image_io::check_output(&a.output)?;
+    if a.dry_run {
+        let (inputs, net, _) = load_inputs(settings, true)?;
+        let laid_out = Stylizer::new(&*net, settings.config.clone())?.check(&inputs)?;
+        plan::print(&*net, &settings.config, &laid_out)?;
+        return Ok(0);
+    }
+    let output = a.output.as_deref().expect("clap requires --output without --dry-run");
+    let format = image_io::check_output(output)?;
+    if let Err(e) = settings.output.check(format) {
+        let flag = if settings.output.sixteen_bit && format == image_io::OutputFormat::Jpeg {
+            "--depth 16"
+        } else {
+            "--print"
+        };
+        bail!("{flag}: {e}");
+    }
     if let Some(log) = &a.log {
         image_io::check_writable_file(log)?;
-        if log == &a.output {
+        if log == output {
             bail!("{}: --log and --output name the same file", log.display());
         }
     }
@@ -172,26 +188,28 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     }
     let (inputs, net, device) = load_inputs(settings, a.quiet)?;
     let stylizer = Stylizer::new(&*net, settings.config.clone())?;
-    stylizer.check(&inputs)?;
+    let laid_out = stylizer.check(&inputs)?;
     if let Some(line) = device {
         eprintln!("impasto: {line}");
     }
-    let mut observer =
-        CliObserver::new(settings.config.iterations, a.quiet, a.log.as_deref(), a.save_every, &a.output)?;
+    if !a.quiet {
+        laid_out.adjustments(&settings.config).iter().for_each(|line| eprintln!("impasto: {line}"));
+    }
+    let mut observer = CliObserver::new(settings.config.iterations, a.quiet, a.log.as_deref(), a.save_every, output)?;
     let outcome = stylizer.run(&inputs, &mut observer);
     observer.finish();
     let outcome = outcome?;
-    image_io::save_with_settings(&outcome.image, &a.output, carried.as_deref())
+    image_io::save_with(&outcome.image, output, carried.as_deref(), settings.output)
         .with_context(|| "cannot write the result")?;
     observer.log_outcome(&outcome);
     if let Some(e) = observer.error.take() {
         return Err(e.context(format!(
             "stopped at iteration {}; wrote the best image so far to {}",
             outcome.iterations,
-            a.output.display()
+            output.display()
         )));
     }
-    let out = a.output.display();
+    let out = output.display();
     let best = match outcome.best_iteration {
         0 => format!("the average of the iterates, loss {:.4e}", outcome.terms.total),
         n => format!("the best of {} evaluations: #{n}, loss {:.4e}", outcome.iterations, outcome.terms.total),

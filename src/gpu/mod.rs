@@ -521,6 +521,10 @@ impl Backend for GpuVgg {
         objective::memory_estimate(self, width, height, layers)
     }
 
+    fn forward_flops(&self, width: usize, height: usize, layers: &[LayerId]) -> Result<f64> {
+        self.net.forward_flops(height, width, layers)
+    }
+
     fn evaluator<'a>(
         &'a self,
         loss: &LossConfig,

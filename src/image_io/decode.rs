@@ -13,6 +13,8 @@
 //!   with grey, as browsers and `image`'s lenient default do. libjpeg calls these "premature end
 //!   of data segment" and "corrupt data" and so do careful tools: a stylized half-grey photo is
 //!   not a result.
+//! - An embedded ICC profile is honoured: the pixels are converted from it to sRGB
+//!   ([`in_srgb`], by moxcms, the colour management `image` itself uses).
 //! - Every message is one line.
 
 use std::io::Cursor;
@@ -116,13 +118,83 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
     let mut decoder = reader(pixels * 16 + MAX_METADATA_BYTES, Some(MAX_SIDE))
         .into_decoder()
         .map_err(|e| decode_error("cannot decode", &e))?;
+    let icc = match format {
+        // image's TIFF decoder gives no profile (0.25.10): read the tag itself.
+        ImageFormat::Tiff => tiff::decoder::Decoder::new(Cursor::new(bytes))
+            .and_then(|mut d| d.get_tag_u8_vec(tiff::tags::Tag::IccProfile))
+            .ok(),
+        _ => decoder.icc_profile().ok().flatten(),
+    };
     let orientation = decoder.orientation().ok();
     let mut img =
         DynamicImage::from_decoder(decoder).map_err(|e| decode_error("cannot decode (truncated or corrupt?)", &e))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    Ok(super::from_dynamic(&img))
+    Ok(in_srgb(super::from_dynamic(&img), icc.as_deref()))
+}
+
+/// Whether `profile` is sRGB's (colorants and curve parameters within ICC's fixed-point
+/// rounding):
+/// converting would only add the transform's rounding.
+fn is_srgb(profile: &moxcms::ColorProfile, srgb: &moxcms::ColorProfile) -> bool {
+    let near = |a: moxcms::Xyzd, b: moxcms::Xyzd| (a.x - b.x).abs() + (a.y - b.y).abs() + (a.z - b.z).abs() < 2e-3;
+    near(profile.red_colorant, srgb.red_colorant)
+        && near(profile.green_colorant, srgb.green_colorant)
+        && near(profile.blue_colorant, srgb.blue_colorant)
+        && [
+            (&profile.red_trc, &srgb.red_trc),
+            (&profile.green_trc, &srgb.green_trc),
+            (&profile.blue_trc, &srgb.blue_trc),
+        ]
+        .iter()
+        .all(|(a, b)| match (a, b) {
+            (Some(moxcms::ToneReprCurve::Parametric(a)), Some(moxcms::ToneReprCurve::Parametric(b))) => {
+                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| (x - y).abs() < 1e-4)
+            }
+            _ => false,
+        })
+}
+
+/// `img` converted from the colour space its embedded ICC profile describes to sRGB, the space
+/// the network was trained in and every output is tagged with (what a colour-managed viewer
+/// shows: relative colorimetric, colours outside sRGB clipped). Without a profile, or with one
+/// that does not parse or is not RGB (a grey or CMYK profile), the pixels are taken as sRGB, as
+/// viewers do.
+pub fn in_srgb(mut img: Image, icc: Option<&[u8]>) -> Image {
+    let Some(profile) = icc.and_then(|p| moxcms::ColorProfile::new_from_slice(p).ok()) else { return img };
+    let srgb = moxcms::ColorProfile::new_srgb();
+    if profile.color_space != moxcms::DataColorSpace::Rgb || is_srgb(&profile, &srgb) {
+        return img;
+    }
+    let options = moxcms::TransformOptions {
+        rendering_intent: moxcms::RenderingIntent::RelativeColorimetric,
+        ..Default::default()
+    };
+    let Ok(transform) = profile.create_transform_f32(moxcms::Layout::Rgb, &srgb, moxcms::Layout::Rgb, options) else {
+        return img;
+    };
+    // A chunk of pixels at a time: interleaved copies of the whole image would double the memory.
+    const CHUNK: usize = 1 << 16;
+    let n = img.pixels();
+    let (mut src, mut dst) = (Vec::with_capacity(3 * CHUNK), vec![0.0f32; 3 * CHUNK]);
+    for start in (0..n).step_by(CHUNK) {
+        let end = (start + CHUNK).min(n);
+        src.clear();
+        for i in start..end {
+            src.extend((0..3).map(|c| img.data[c * n + i] / 255.0));
+        }
+        let out = &mut dst[..src.len()];
+        if transform.transform(&src, out).is_err() {
+            return img;
+        }
+        for (k, i) in (start..end).enumerate() {
+            for c in 0..3 {
+                img.data[c * n + i] = (out[3 * k + c] * 255.0).clamp(0.0, 255.0);
+            }
+        }
+    }
+    img
 }
 
 /// A decoder error as one line.
@@ -152,6 +224,7 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
     limits.check(w, h)?;
     super::jpeg_check::check(bytes).map_err(|e| format!("corrupt or truncated JPEG: {e}"))?;
     let orientation = decoder.exif().and_then(|e| Orientation::from_exif_chunk(e));
+    let icc = decoder.icc_profile();
     let pixels = decoder.decode().map_err(|e| {
         decode_error("corrupt or truncated JPEG (the image data is incomplete or damaged)", &format!("{e:?}"))
     })?;
@@ -163,5 +236,5 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    Ok(super::from_dynamic(&img))
+    Ok(in_srgb(super::from_dynamic(&img), icc.as_deref()))
 }

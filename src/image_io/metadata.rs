@@ -74,36 +74,126 @@ fn jpeg_mark() -> Vec<u8> {
     [KEYWORD.as_bytes(), b"\0"].concat()
 }
 
-/// `rgb` (8-bit, interleaved) as a PNG carrying `text` under [`KEYWORD`].
-pub(super) fn png_with_text(width: u32, height: u32, rgb: &[u8], text: &str) -> Result<Vec<u8>, String> {
+/// Interleaved RGB samples of one bit depth.
+pub(super) enum Samples {
+    Eight(Vec<u8>),
+    Sixteen(Vec<u16>),
+}
+
+/// The sRGB ICC profile every TIFF and JPEG output carries (PNG says sRGB with its `sRGB`
+/// chunk).
+fn srgb_profile() -> Vec<u8> {
+    moxcms::ColorProfile::new_srgb().encode().unwrap_or_default()
+}
+
+/// A PNG of `samples`, marked sRGB, with `text` under [`KEYWORD`] and `dpi` in `pHYs`.
+pub(super) fn png(
+    width: u32,
+    height: u32,
+    samples: &Samples,
+    text: Option<&str>,
+    dpi: Option<f64>,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, width, height);
     encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.add_itxt_chunk(KEYWORD.to_string(), text.to_string()).map_err(|e| e.to_string())?;
+    encoder.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
+    if let Some(dpi) = dpi {
+        let per_metre = (dpi / 0.0254).round() as u32;
+        encoder.set_pixel_dims(Some(png::PixelDimensions { xppu: per_metre, yppu: per_metre, unit: png::Unit::Meter }));
+    }
+    if let Some(text) = text {
+        encoder.add_itxt_chunk(KEYWORD.to_string(), text.to_string()).map_err(|e| e.to_string())?;
+    }
+    let bytes: Vec<u8> = match samples {
+        Samples::Eight(v) => {
+            encoder.set_depth(png::BitDepth::Eight);
+            v.clone()
+        }
+        Samples::Sixteen(v) => {
+            encoder.set_depth(png::BitDepth::Sixteen);
+            v.iter().flat_map(|s| s.to_be_bytes()).collect()
+        }
+    };
     let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-    writer.write_image_data(rgb).map_err(|e| e.to_string())?;
+    writer.write_image_data(&bytes).map_err(|e| e.to_string())?;
     writer.finish().map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-/// `rgb` as a TIFF whose `ImageDescription` is `text` (non-ASCII characters escaped as JSON
-/// `\u` escapes, since the tag is ASCII).
-pub(super) fn tiff_with_text(width: u32, height: u32, rgb: &[u8], text: &str) -> Result<Vec<u8>, String> {
-    use tiff::encoder::{TiffEncoder, colortype::RGB8};
+/// A TIFF of `samples` with the sRGB profile, `text` as its `ImageDescription` (non-ASCII
+/// characters escaped as JSON `\u` escapes, since the tag is ASCII) and `dpi` as its resolution.
+pub(super) fn tiff(
+    width: u32,
+    height: u32,
+    samples: &Samples,
+    text: Option<&str>,
+    dpi: Option<f64>,
+) -> Result<Vec<u8>, String> {
+    use tiff::encoder::{ImageEncoder, Rational, TiffEncoder, TiffKind, colortype::ColorType};
+    use tiff::tags::{ResolutionUnit, Tag};
+    fn write<C: ColorType, K: TiffKind, W: std::io::Write + std::io::Seek>(
+        mut image: ImageEncoder<'_, W, C, K>,
+        data: &[C::Inner],
+        text: Option<&str>,
+        dpi: Option<f64>,
+    ) -> tiff::TiffResult<()>
+    where
+        [C::Inner]: tiff::encoder::TiffValue,
+    {
+        if let Some(text) = text {
+            image.encoder().write_tag(Tag::ImageDescription, ascii_json(text).as_str())?;
+        }
+        image.encoder().write_tag(Tag::Unknown(34675), &srgb_profile()[..])?;
+        if let Some(dpi) = dpi {
+            image.resolution(ResolutionUnit::Inch, Rational { n: (dpi * 100.0).round() as u32, d: 100 });
+        }
+        image.write_data(data)
+    }
     let mut out = Cursor::new(Vec::new());
     let mut encoder = TiffEncoder::new(&mut out).map_err(|e| e.to_string())?;
-    let mut image = encoder.new_image::<RGB8>(width, height).map_err(|e| e.to_string())?;
-    image
-        .encoder()
-        .write_tag(tiff::tags::Tag::ImageDescription, ascii_json(text).as_str())
-        .map_err(|e| e.to_string())?;
-    image.write_data(rgb).map_err(|e| e.to_string())?;
+    let written = match samples {
+        Samples::Eight(v) => {
+            let image =
+                encoder.new_image::<tiff::encoder::colortype::RGB8>(width, height).map_err(|e| e.to_string())?;
+            write(image, v, text, dpi)
+        }
+        Samples::Sixteen(v) => {
+            let image =
+                encoder.new_image::<tiff::encoder::colortype::RGB16>(width, height).map_err(|e| e.to_string())?;
+            write(image, v, text, dpi)
+        }
+    };
+    written.map_err(|e| e.to_string())?;
     Ok(out.into_inner())
 }
 
+/// A JPEG (quality 95) of 8-bit `rgb` with the sRGB profile, `dpi` as its density, and `text`
+/// as comment segments.
+pub(super) fn jpeg(
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    text: Option<&str>,
+    dpi: Option<f64>,
+) -> Result<Vec<u8>, String> {
+    use image::ImageEncoder;
+    use image::codecs::jpeg::{JpegEncoder, PixelDensity};
+    let mut out = Vec::new();
+    let mut encoder = JpegEncoder::new_with_quality(&mut out, 95);
+    if let Some(dpi) = dpi {
+        encoder.set_pixel_density(PixelDensity::dpi(dpi.round() as u16));
+    }
+    encoder.set_icc_profile(srgb_profile()).map_err(|e| e.to_string())?;
+    encoder.write_image(rgb, width, height, image::ExtendedColorType::Rgb8).map_err(|e| e.to_string())?;
+    Ok(match text {
+        Some(text) => jpeg_with_text(&out, text),
+        None => out,
+    })
+}
+
 /// A JPEG file with `text` added as comment segments right after its first segment (SOI).
-pub(super) fn jpeg_with_text(jpeg: &[u8], text: &str) -> Vec<u8> {
+fn jpeg_with_text(jpeg: &[u8], text: &str) -> Vec<u8> {
     let mark = jpeg_mark();
     let mut out = Vec::with_capacity(jpeg.len() + text.len() + 64);
     out.extend_from_slice(&jpeg[..2]);

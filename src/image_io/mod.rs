@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use image::{DynamicImage, ImageFormat};
+use image::DynamicImage;
 
 pub(crate) use decode::one_line;
 pub use decode::{BYTES_PER_PIXEL, DecodeLimits, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE, decode};
@@ -55,6 +55,18 @@ impl Image {
     pub fn plane(&self, c: usize) -> &[f32] {
         let n = self.pixels();
         &self.data[c * n..(c + 1) * n]
+    }
+
+    /// The image as interleaved 16-bit RGB (0..255 spread over 0..65535), clamped and rounded.
+    pub fn to_rgb16(&self) -> Vec<u16> {
+        let n = self.pixels();
+        let mut out = Vec::with_capacity(3 * n);
+        for i in 0..n {
+            for c in 0..3 {
+                out.push((self.data[c * n + i] * (65535.0 / 255.0)).round().clamp(0.0, 65535.0) as u16);
+            }
+        }
+        out
     }
 
     /// The image as interleaved 8-bit RGB, clamped and rounded.
@@ -232,22 +244,90 @@ pub fn check_writable_file(path: &Path) -> Result<()> {
     }
 }
 
+/// How an output is written beyond its format: the bit depth and the print resolution it
+/// records (`output` in the settings). Every output is tagged sRGB, the colour space the pixels
+/// are in (inputs are converted to it on load).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriteOptions {
+    /// 16 bits a channel (PNG and TIFF), else 8.
+    pub sixteen_bit: bool,
+    /// Pixels per inch to record (PNG `pHYs`, TIFF resolution, JPEG density); `None`: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpi: Option<f64>,
+}
+
+impl WriteOptions {
+    pub fn is_default(&self) -> bool {
+        *self == WriteOptions::default()
+    }
+
+    /// Checks the options against the format: 16 bits only in PNG and TIFF, a dpi in 1..=65535.
+    pub fn check(&self, format: OutputFormat) -> std::result::Result<(), String> {
+        if self.sixteen_bit && format == OutputFormat::Jpeg {
+            return Err("JPEG holds 8 bits a channel: write a .png or .tif for 16".into());
+        }
+        if let Some(dpi) = self.dpi
+            && !(dpi.is_finite() && (1.0..=65535.0).contains(&dpi))
+        {
+            return Err(format!("a resolution of {dpi} dpi: it must be between 1 and 65535"));
+        }
+        Ok(())
+    }
+}
+
+/// A print's size and resolution, as `--print` takes it: `40x30cm@300dpi`, `16x12in@240dpi`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrintSize {
+    /// The two sides, in inches.
+    pub width_in: f64,
+    pub height_in: f64,
+    pub dpi: f64,
+}
+
+impl std::str::FromStr for PrintSize {
+    type Err = String;
+    fn from_str(spec: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("'{spec}': give a print size as WxH(cm|mm|in)@Ndpi, e.g. 40x30cm@300dpi");
+        let (size, dpi) = spec.split_once('@').ok_or_else(bad)?;
+        let dpi: f64 = dpi.strip_suffix("dpi").ok_or_else(bad)?.trim().parse().map_err(|_| bad())?;
+        let (per_inch, sides) = [("cm", 2.54), ("mm", 25.4), ("in", 1.0)]
+            .iter()
+            .find_map(|(unit, k)| size.strip_suffix(unit).map(|s| (*k, s)))
+            .ok_or_else(bad)?;
+        let (w, h) = sides.split_once('x').ok_or_else(bad)?;
+        let side = |v: &str| v.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0).ok_or_else(bad);
+        let (w, h) = (side(w)? / per_inch, side(h)? / per_inch);
+        if !(dpi.is_finite() && (1.0..=65535.0).contains(&dpi)) {
+            return Err(format!("'{spec}': the resolution must be between 1 and 65535 dpi"));
+        }
+        Ok(PrintSize { width_in: w, height_in: h, dpi })
+    }
+}
+
+impl PrintSize {
+    /// The long side in pixels at this resolution.
+    pub fn long_side(&self) -> usize {
+        (self.width_in.max(self.height_in) * self.dpi).round() as usize
+    }
+}
+
 /// Saves `img` (clamped, rounded to 8 bits) in the format given by the extension. `path` is
 /// either the old file or the complete new one, whatever happens meanwhile.
 pub fn save(img: &Image, path: &Path) -> Result<()> {
-    save_with_settings(img, path, None)
+    save_with(img, path, None, WriteOptions::default())
 }
 
-/// [`save`], with the settings JSON that made the image embedded in it ([`metadata`]).
-pub fn save_with_settings(img: &Image, path: &Path, settings: Option<&str>) -> Result<()> {
+/// [`save`], carrying `settings` (JSON) when given, written as `options` say.
+pub fn save_with(img: &Image, path: &Path, settings: Option<&str>, options: WriteOptions) -> Result<()> {
     let format = OutputFormat::from_path(path)?;
-    let bytes = encode_with_settings(img, format, settings).map_err(|m| Error::output(path, m))?;
+    let bytes = encode_with(img, format, settings, options).map_err(|m| Error::output(path, m))?;
     write_atomically(path, &bytes)
 }
 
 /// `img` (clamped, rounded to 8 bits) encoded in `format`.
 pub fn encode(img: &Image, format: OutputFormat) -> std::result::Result<Vec<u8>, String> {
-    encode_with_settings(img, format, None)
+    encode_with(img, format, None, WriteOptions::default())
 }
 
 /// [`encode`], carrying `settings` (JSON) when given.
@@ -256,27 +336,33 @@ pub fn encode_with_settings(
     format: OutputFormat,
     settings: Option<&str>,
 ) -> std::result::Result<Vec<u8>, String> {
-    let rgb = img.to_rgb8();
-    let (w, h) = rgb.dimensions();
+    encode_with(img, format, settings, WriteOptions::default())
+}
+
+/// `img` encoded in `format` as `options` say, carrying `settings` (JSON) when given, tagged
+/// sRGB.
+pub fn encode_with(
+    img: &Image,
+    format: OutputFormat,
+    settings: Option<&str>,
+    options: WriteOptions,
+) -> std::result::Result<Vec<u8>, String> {
+    options.check(format)?;
     let cannot = |e: String| one_line(&format!("cannot encode: {e}"));
-    match (format, settings) {
-        (OutputFormat::Png, Some(text)) => return metadata::png_with_text(w, h, rgb.as_raw(), text).map_err(cannot),
-        (OutputFormat::Tiff, Some(text)) => return metadata::tiff_with_text(w, h, rgb.as_raw(), text).map_err(cannot),
-        _ => {}
-    }
-    let mut out = std::io::Cursor::new(Vec::new());
-    let rgb = DynamicImage::ImageRgb8(rgb);
-    let res = match format {
-        OutputFormat::Png => rgb.write_to(&mut out, ImageFormat::Png),
-        OutputFormat::Tiff => rgb.write_to(&mut out, ImageFormat::Tiff),
-        OutputFormat::Jpeg => rgb.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)),
+    let samples = if options.sixteen_bit {
+        metadata::Samples::Sixteen(img.to_rgb16())
+    } else {
+        metadata::Samples::Eight(img.to_rgb8().into_raw())
     };
-    res.map_err(|e| cannot(e.to_string()))?;
-    let bytes = out.into_inner();
-    Ok(match settings {
-        Some(text) => metadata::jpeg_with_text(&bytes, text),
-        None => bytes,
-    })
+    let (w, h) = (img.width as u32, img.height as u32);
+    match format {
+        OutputFormat::Png => metadata::png(w, h, &samples, settings, options.dpi).map_err(cannot),
+        OutputFormat::Tiff => metadata::tiff(w, h, &samples, settings, options.dpi).map_err(cannot),
+        OutputFormat::Jpeg => {
+            let metadata::Samples::Eight(rgb) = samples else { unreachable!("checked above") };
+            metadata::jpeg(w, h, &rgb, settings, options.dpi).map_err(cannot)
+        }
+    }
 }
 
 /// Temporary files being written, removed by [`remove_pending_files`] (a signal handler calls

@@ -554,7 +554,13 @@ impl<'n> Objective<'n> {
 
         let mut content_terms = Vec::new();
         for &layer in &config.content_layers {
-            content_terms.push(ContentTerm { layer, pools: net.pools_before(layer)?, target: Vec::new(), channels: 0, width: 0 });
+            content_terms.push(ContentTerm {
+                layer,
+                pools: net.pools_before(layer)?,
+                target: Vec::new(),
+                channels: 0,
+                width: 0,
+            });
         }
         if !content_terms.is_empty() {
             let grid = grid_for(content, &config.content_layers)?;
@@ -643,6 +649,38 @@ impl<'n> Objective<'n> {
         })
     }
 
+    /// Bytes an objective at `width` x `height` with `regions` region masks needs, evaluated in
+    /// tiles of `tile` (`None`: whole): one tile's pass (the largest tile's), the content
+    /// targets and region masks at every layer (kept whole), and with tiles the image-sized
+    /// gradient they are added into.
+    pub fn memory_estimate(
+        net: &Vgg,
+        config: &LossConfig,
+        width: usize,
+        height: usize,
+        regions: usize,
+        tile: Option<usize>,
+    ) -> Result<u64> {
+        let layers = config.layers();
+        let grid = TileGrid::new(width, height, tile, net.halo(&layers)?);
+        let (ow, oh) = grid.largest_outer();
+        let mut bytes = net.memory_estimate(oh, ow, &layers)?;
+        for &layer in &config.content_layers {
+            let (c, h, w) = net.shape(layer, height, width)?;
+            bytes += 4 * (c * h * w) as u64;
+        }
+        let mut mask = width * height;
+        for &layer in &config.style_layers {
+            let (_, h, w) = net.shape(layer, height, width)?;
+            mask += h * w;
+        }
+        bytes += 4 * (regions * mask) as u64;
+        if !grid.is_whole() {
+            bytes += 12 * (width * height + ow * oh) as u64;
+        }
+        Ok(bytes)
+    }
+
     /// The size every evaluated image must have.
     pub fn size(&self) -> (usize, usize) {
         (self.width, self.height)
@@ -667,7 +705,8 @@ impl<'n> Objective<'n> {
         let measure = cfg.style_loss.measure();
         let mut terms = LossTerms::default();
         // First pass: the content loss and the style moments, summed over the tiles' interiors.
-        let mut sums: Vec<Vec<Option<Moments>>> = self.style.iter().map(|t| t.groups.iter().map(|_| None).collect()).collect();
+        let mut sums: Vec<Vec<Option<Moments>>> =
+            self.style.iter().map(|t| t.groups.iter().map(|_| None).collect()).collect();
         let mut kept: Option<Forward> = None;
         for (i, tile) in tiles.iter().enumerate() {
             let fwd = tile_forward(self.net, &self.workspace, img, tile, &self.layers)?;
@@ -810,7 +849,8 @@ impl<'n> Objective<'n> {
             let mut layer: Option<Vec<f32>> = None;
             for (group, fg) in t.groups.iter().zip(grads) {
                 let Some(fg) = fg.as_ref().filter(|_| m > 0) else { continue };
-                let region = group.region.as_ref().map(|r| tiles::crop(r, 1, self.width >> t.pools, part.window.global));
+                let region =
+                    group.region.as_ref().map(|r| tiles::crop(r, 1, self.width >> t.pools, part.window.global));
                 let masked = region.as_ref().map(|r| apply_mask(&part.features, r));
                 let mut g = fg.at(masked.as_deref().unwrap_or(&part.features), c, m, buffers);
                 if let Some(r) = &region {

@@ -196,7 +196,7 @@ fn run(job: &Job, net: &dyn Backend, store: &Store) -> crate::Result<()> {
     let json = job.settings.to_json();
     let command = job.settings.command_line(std::path::Path::new("picture.png"));
     let write = |name: &str, bytes: &[u8]| image_io::write_atomically(&dir.join(name), bytes);
-    image_io::save_with_settings(&outcome.image, &dir.join("image.png"), Some(&json))?;
+    image_io::save_with(&outcome.image, &dir.join("image.png"), Some(&json), Default::default())?;
     write("thumbnail.jpg", &preview_jpeg(&outcome.image).map_err(crate::Error::Config)?)?;
     write("settings.json", json.as_bytes())?;
     write("losses.json", serde_json::to_string(&losses).unwrap_or_default().as_bytes())?;
