@@ -762,7 +762,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             lbfgs.config.optimizer,
-            OptimizerChoice::Lbfgs(LbfgsSettings { history: 9, line_search: LineSearch::None, bounds: Bounds::Cauchy })
+            OptimizerChoice::Lbfgs(LbfgsSettings {
+                history: 9,
+                fit_history: false,
+                line_search: LineSearch::None,
+                bounds: Bounds::Cauchy
+            })
         );
         assert_eq!((lbfgs.config.init, lbfgs.start), (Init::Image, Some("start.png".into())));
     }
