@@ -1,13 +1,13 @@
 //! The run settings from arbitrary values: validation, the schedule of scales, the sizes and the
-//! memory estimate never panic, overflow or build unbounded schedules, and what validates is
+//! run's layout (memory per scale, a fitted L-BFGS history) never panic, overflow or build unbounded schedules, and what validates is
 //! within the documented limits.
 #![no_main]
 use impasto::evaluator::{Backend, Evaluator};
 use impasto::image_io::Image;
 use impasto::loss::{LossConfig, StyleInput};
 use impasto::transfer::{
-    AdamSettings, LbfgsSettings, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE, OptimizerChoice, PyramidSettings, Scales,
-    StyleConfig,
+    AdamSettings, Inputs, LbfgsSettings, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE, OptimizerChoice, PyramidSettings,
+    Scales, StyleConfig, Stylizer,
 };
 use impasto::vgg::LayerId;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -28,6 +28,9 @@ impl Backend for Sizes {
     }
     fn memory_estimate(&self, width: usize, height: usize, _: &[LayerId]) -> impasto::Result<u64> {
         Ok((width as u64).saturating_mul(height as u64).saturating_mul(1000))
+    }
+    fn forward_flops(&self, width: usize, height: usize, _: &[LayerId]) -> impasto::Result<f64> {
+        Ok(width as f64 * height as f64 * 1e6)
     }
     fn evaluator<'a>(
         &'a self,
@@ -96,5 +99,11 @@ fuzz_target!(|data: &[u8]| {
     let content = Image { width, height, data: Vec::new() };
     let (w, h) = c.output_size(&content);
     assert!(w.max(h) <= MAX_SIZE && w >= 1 && h >= 1, "{w}x{h}");
-    let _ = c.memory_estimate(&Sizes, w, h, &[(content.width, content.height)]);
+    // Laying the run out (each scale's memory, a fitted history) never panics or overflows.
+    let inputs = Inputs::new(content.clone(), [content.clone()]);
+    if let Ok(stylizer) = Stylizer::new(&Sizes, c) {
+        if let Ok(run) = stylizer.check(&inputs) {
+            assert_eq!(run.scales.len(), schedule.len());
+        }
+    }
 });
