@@ -407,6 +407,15 @@ impl StyleConfig {
         if self.size == 0 || self.size > MAX_SIZE {
             return Err(Error::setting("size", format!("must be between 1 and {MAX_SIZE}, got {}", self.size)));
         }
+        if let Tiling::Side(t) = self.tile
+            && !(crate::tiles::MIN_TILE..=MAX_SIZE).contains(&t)
+        {
+            let min = crate::tiles::MIN_TILE;
+            return Err(Error::setting(
+                "tile",
+                format!("must be auto, off or a side between {min} and {MAX_SIZE}, got {t}"),
+            ));
+        }
         if self.iterations == 0 {
             return Err(Error::setting("iterations", "must be at least 1"));
         }

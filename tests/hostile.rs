@@ -257,6 +257,7 @@ fn hostile_flags() {
     );
     stylize(&["--style-scale", "1000"], &["--style-scale", "memory"]);
     stylize(&["--lbfgs-history", "9223372036854775808"], &["--lbfgs-history"]);
+    stylize(&["--tile", "18446744073709551615"], &["--tile", "between 64 and"]);
     stylize(&["--lbfgs-history", "10000", "--size", "4000"], &["memory", "--lbfgs-history"]);
     let score = ["score", c, st, "--image", c, "--size", "60000", "--weights", &w];
     refused(&score, &["memory", "--size"], &out_dir);
