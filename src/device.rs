@@ -9,7 +9,7 @@
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::evaluator::Backend;
+use crate::engine::Backend;
 use crate::vgg::Vgg;
 
 /// Where the objective is computed.
@@ -48,18 +48,19 @@ impl FromStr for Device {
 /// A backend that can be shared between threads.
 pub type SharedBackend = Box<dyn Backend + Send>;
 
-/// The network `net` on `device`. `fits` checks a candidate backend for the run at hand (say,
-/// [`crate::transfer::Stylizer::check`]); under `auto` a GPU it refuses for memory is passed
-/// over for the CPU, as is one that cannot be opened. `say` gets one line naming the device
-/// chosen (not for `cpu`).
-pub fn backend(
+/// The network `net` on `device`. Under `auto`, `plan` is tried on a hardware GPU (say,
+/// [`crate::transfer::Stylizer::plan`] for the run at hand): a GPU it refuses for memory is
+/// passed over for the CPU, as is one that cannot be opened; what it made on the device chosen
+/// comes back with it (`None` where it was not tried: the caller makes it then, once). `say`
+/// gets one line naming the device chosen (not for `cpu`).
+pub fn backend<T>(
     net: Vgg,
     device: Device,
-    fits: &dyn Fn(&dyn Backend) -> Result<()>,
+    plan: &dyn Fn(&dyn Backend) -> Result<T>,
     say: &mut dyn FnMut(&str),
-) -> Result<SharedBackend> {
+) -> Result<(SharedBackend, Option<T>)> {
     if device == Device::Cpu {
-        return Ok(Box::new(net));
+        return Ok((Box::new(net), None));
     }
     #[cfg(feature = "gpu")]
     {
@@ -70,12 +71,20 @@ pub fn backend(
                 let software = if gpu.is_software() { ", a software driver: slower than the CPU path" } else { "" };
                 let name = format!("{}{software}", gpu.name());
                 let on = GpuVgg::new(gpu, net);
-                if auto && let Err(Error::Memory { .. }) = fits(&on) {
-                    say(&format!("computing on the CPU: the run does not fit in {name}"));
-                    return Ok(Box::new(on.into_cpu()));
+                if !auto {
+                    say(&format!("computing on the GPU: {name}"));
+                    return Ok((Box::new(on), None));
                 }
-                say(&format!("computing on the GPU: {name}"));
-                return Ok(Box::new(on));
+                return match plan(&on) {
+                    Err(Error::Memory { .. }) => {
+                        say(&format!("computing on the CPU: the run does not fit in {name}"));
+                        Ok((Box::new(on.into_cpu()), None))
+                    }
+                    made => {
+                        say(&format!("computing on the GPU: {name}"));
+                        Ok((Box::new(on), Some(made?)))
+                    }
+                };
             }
             Ok(None) if !auto => {
                 return Err(Error::setting(
@@ -91,11 +100,11 @@ pub fn backend(
     }
     #[cfg(not(feature = "gpu"))]
     {
-        let _ = fits;
+        let _ = plan;
         if device == Device::Gpu {
             return Err(Error::setting("network.device", "is gpu but this impasto was built without the gpu feature"));
         }
         say("computing on the CPU (built without the gpu feature)");
     }
-    Ok(Box::new(net))
+    Ok((Box::new(net), None))
 }

@@ -12,13 +12,19 @@
 //!   ([`kernels::Conv3x3`]); Winograd F(4x4,3x3) by default;
 //! - [`linalg`]: matrix products, Gram matrices, the parallel element-wise loops;
 //! - [`vgg`]: the VGG conv stack with named layers, its forward pass and its image gradient;
-//! - [`loss`]: content, Gram style and total-variation losses and their gradients;
+//! - [`size`]: a width and a height, named;
+//! - [`loss`]: the objective: its terms as data ([`loss::spec`]), the measures (Gram, W2),
+//!   masks, total variation, and its evaluation over tiles, written once over any engine;
 //! - [`tiles`]: the geometry of exact tiled evaluation (halos, the pooling grid) for print sizes;
-//! - [`evaluator`]: the seam between the loop and the objective's computation
-//!   ([`evaluator::Backend`], [`evaluator::Evaluator`]; the CPU network is one backend);
+//! - [`engine`]: where the objective is computed: [`engine::Backend`] (a network on a device),
+//!   [`engine::Evaluator`] (what the loop sees) and [`engine::Engine`] (the few operations an
+//!   objective needs from a device; the CPU's in [`engine::cpu`]), and the style targets kept
+//!   for reuse;
 //! - [`optim`]: L-BFGS and Adam;
-//! - [`transfer`]: the typed configuration ([`transfer::StyleConfig`]), its check into a plan,
-//!   and the optimisation loop;
+//! - [`transfer`]: the typed configuration ([`transfer::StyleConfig`]), checked once into a
+//!   [`transfer::Stylizer`], which plans a run and carries the plan out;
+//! - [`plan`]: a run decided once ([`plan::Plan`]): sizes, scales, tiles, history, device,
+//!   fitted into the memory; serialisable, and what every front end hands to the run;
 //! - [`settings`]: a whole run as JSON (the configuration and its images by path), saved in
 //!   every output and replayed;
 //! - [`studio`]: the local web app (`impasto serve`): an axum server, a job queue on the shared
@@ -34,7 +40,7 @@
 //! let style = image_io::load("examples/starry_night.jpg".as_ref())?;
 //! let config = StyleConfig { size: 256, iterations: 100, ..StyleConfig::default() };
 //! let inputs = Inputs::new(content, [style]);
-//! let outcome = Stylizer::new(&net, config)?.run(&inputs, &mut |_: &impasto::transfer::Progress| {
+//! let outcome = Stylizer::new(config)?.stylize(&net, &inputs, &mut |_: &impasto::transfer::Progress| {
 //!     std::ops::ControlFlow::Continue(())
 //! })?;
 //! image_io::save(&outcome.image, "out.png".as_ref())?;
@@ -43,8 +49,8 @@
 
 pub mod colour;
 pub mod device;
+pub mod engine;
 pub mod error;
-pub mod evaluator;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod image_io;
@@ -53,7 +59,10 @@ pub mod linalg;
 pub mod loss;
 pub mod memory;
 pub mod optim;
+pub mod plan;
 pub mod settings;
+pub mod size;
+#[cfg(feature = "studio")]
 pub mod studio;
 pub mod tiles;
 pub mod transfer;
@@ -61,6 +70,7 @@ pub mod vgg;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use size::Size;
 
 /// The README's Rust example, compiled as a doctest.
 #[cfg(doctest)]

@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::image_io::WriteOptions;
 use crate::image_io::{self, Image};
 use crate::loss::StyleInput;
+use crate::plan::Plan;
 use crate::tiles::Tiling;
 use crate::transfer::{
     AdamSettings, Init, Inputs, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig,
@@ -58,6 +59,10 @@ pub struct Settings {
     /// How the output is written (bit depth, print resolution).
     #[serde(default, skip_serializing_if = "WriteOptions::is_default")]
     pub output: WriteOptions,
+    /// How the run was laid out ([`Plan`]): what `impasto plan --json` prints, every output
+    /// carries and `impasto stylize --plan` carries out as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
 }
 
 fn version() -> String {
@@ -124,6 +129,7 @@ impl Settings {
             output: WriteOptions::default(),
             network: NetworkSettings::default(),
             config: StyleConfig::default(),
+            plan: None,
         }
     }
 
@@ -138,6 +144,8 @@ impl Settings {
     }
 
     /// Parses settings JSON; `origin` names it in errors, with the path of the field at fault.
+    /// The options' values are checked where a run is made of them
+    /// ([`crate::transfer::Stylizer::new`]; [`in_file`] names their fields in the file's terms).
     pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -149,8 +157,6 @@ impl Settings {
             };
             Error::SettingsFile { path: origin.to_path_buf(), message }
         })?;
-        settings.config.validate().map_err(|e| in_file(e, origin))?;
-        settings.check_start().map_err(|e| in_file(e, origin))?;
         Ok(settings)
     }
 
@@ -183,20 +189,8 @@ impl Settings {
         Settings::from_json(&text, path)
     }
 
-    /// `start` is given exactly when `config.init` is `"image"`.
-    fn check_start(&self) -> Result<()> {
-        match (self.config.init, &self.start) {
-            (Init::Image, None) => Err(Error::setting("init", "is \"image\" but no start image is given")),
-            (init, Some(_)) if init != Init::Image => {
-                Err(Error::setting("start", format!("is given but init is {init:?}, not \"image\"")))
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Loads the images (each error names its file).
     pub fn load_inputs(&self) -> Result<Inputs> {
-        self.check_start()?;
         let load = |p: &Path| image_io::load(p);
         let mask = |p: &Option<PathBuf>| p.as_deref().map(load).transpose();
         let styles = self
@@ -379,7 +373,11 @@ pub fn shell_quote(word: &str) -> String {
 pub fn in_file(e: Error, origin: &Path) -> Error {
     match e {
         Error::Setting { field, message } => {
-            let field = if field == "start" || field.starts_with("styles") { field } else { format!("config.{field}") };
+            let field = if ["start", "styles", "plan"].iter().any(|p| field.starts_with(p)) {
+                field
+            } else {
+                format!("config.{field}")
+            };
             Error::SettingsFile { path: origin.to_path_buf(), message: format!("{field} {message}") }
         }
         Error::Config(message) => Error::SettingsFile { path: origin.to_path_buf(), message },
@@ -436,7 +434,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_the_field() {
-        let err = |json: &str| Settings::from_json(json, origin()).unwrap_err().to_string();
+        // Parsing names the field of a value of the wrong type; a run made of the settings
+        // names the field of a value out of its range.
+        let err = |json: &str| match Settings::from_json(json, origin()) {
+            Err(e) => e.to_string(),
+            Ok(s) => in_file(crate::transfer::Stylizer::new(s.config).unwrap_err(), origin()).to_string(),
+        };
         let base = r#""content": "c.jpg", "styles": [{"image": "s.jpg"}]"#;
         let e = err(&format!(r#"{{{base}, "config": {{"optimizer": {{"adam": {{"lr": "fast"}}}}}}}}"#));
         assert!(e.starts_with("run.json: config.optimizer.adam.lr: invalid type: string \"fast\""), "{e}");
@@ -449,10 +452,6 @@ mod tests {
         let e = err(r#"{"content": "c.jpg", "styles": [{"image": "s.jpg", "blend": "x"}]}"#);
         assert!(e.starts_with("run.json: styles[0].blend: invalid type"), "{e}");
         assert!(err(r#"{"styles": []}"#).contains("missing field `content`"));
-        let e = err(&format!(r#"{{{base}, "config": {{"init": "image"}}}}"#));
-        assert!(e.contains("config.init is \"image\" but no start image"), "{e}");
-        let e = err(&format!(r#"{{{base}, "start": "x.png"}}"#));
-        assert!(e.contains("start is given but init is Content"), "{e}");
         assert!(err("[1, 2").starts_with("run.json: "));
     }
 }

@@ -17,6 +17,8 @@
 
 use std::borrow::Cow;
 
+use crate::size::Size;
+
 /// How a run is cut into tiles (`--tile`, `tile` in the settings).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -67,10 +69,15 @@ impl Rect {
     pub fn area(&self) -> usize {
         self.width * self.height
     }
+
+    pub fn size(&self) -> Size {
+        Size::new(self.width, self.height)
+    }
 }
 
 /// The width of the halo a network needs and the grid tile origins must lie on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Halo {
     /// Pixels around an interior (a multiple of `align`).
     pub pixels: usize,
@@ -130,22 +137,22 @@ impl Tile {
 /// An image's tiles, row by row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TileGrid {
-    pub width: usize,
-    pub height: usize,
+    pub size: Size,
     pub tiles: Vec<Tile>,
 }
 
 impl TileGrid {
     /// One tile, the whole image.
-    pub fn whole(width: usize, height: usize) -> TileGrid {
-        let all = Rect { x: 0, y: 0, width, height };
-        TileGrid { width, height, tiles: vec![Tile { outer: all, interior: all }] }
+    pub fn whole(size: Size) -> TileGrid {
+        let all = Rect { x: 0, y: 0, width: size.width, height: size.height };
+        TileGrid { size, tiles: vec![Tile { outer: all, interior: all }] }
     }
 
     /// Tiles whose interiors are at most `side` (rounded up to `halo.align`) a side, spread
     /// evenly over each axis, each with `halo` around it where it is cut. `None` tiles nothing.
-    pub fn new(width: usize, height: usize, side: Option<usize>, halo: Halo) -> TileGrid {
-        let Some(side) = side else { return TileGrid::whole(width, height) };
+    pub fn new(size: Size, side: Option<usize>, halo: Halo) -> TileGrid {
+        let Some(side) = side else { return TileGrid::whole(size) };
+        let (width, height) = (size.width, size.height);
         let side = side.max(1).next_multiple_of(halo.align);
         let cuts = |len: usize| -> Vec<(usize, usize)> {
             // n interiors of whole grid cells, as even as the grid allows.
@@ -169,14 +176,14 @@ impl TileGrid {
                 });
             }
         }
-        TileGrid { width, height, tiles }
+        TileGrid { size, tiles }
     }
 
-    /// The largest tile (interior and halo), as `(width, height)`.
-    pub fn largest_outer(&self) -> (usize, usize) {
+    /// The largest tile (interior and halo), as a size that holds each tile.
+    pub fn largest_outer(&self) -> Size {
         let w = self.tiles.iter().map(|t| t.outer.width).max().unwrap_or(0);
         let h = self.tiles.iter().map(|t| t.outer.height).max().unwrap_or(0);
-        (w, h)
+        Size::new(w, h)
     }
 
     /// Whether this is one tile, the whole image.
@@ -241,7 +248,7 @@ mod tests {
     fn interiors_partition_the_image_at_every_level() {
         let halo = vgg_to_block5();
         for (w, h, side) in [(333, 201, 100), (64, 64, 64), (1000, 17, 256), (97, 300, 64)] {
-            let grid = TileGrid::new(w, h, Some(side), halo);
+            let grid = TileGrid::new(Size::new(w, h), Some(side), halo);
             for pools in 0..=4 {
                 let (lw, lh) = (w >> pools, h >> pools);
                 let mut count = vec![0u8; lw * lh];

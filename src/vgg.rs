@@ -17,9 +17,11 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
+use crate::engine::TargetCache;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Conv3x3, ConvShape, Filter};
 use crate::linalg::{self, BufferPool};
+use crate::size::Size;
 use crate::tiles::Halo;
 use crate::weights::{Preprocess, VggWeights};
 
@@ -119,12 +121,12 @@ enum Stage {
 /// A VGG network ready to run: weights, pooling, preprocessing and the conv kernel.
 ///
 /// ```no_run
-/// use impasto::{vgg::{LayerId, Pooling, Vgg, Workspace}, weights};
+/// use impasto::{Size, vgg::{LayerId, Pooling, Vgg, Workspace}, weights};
 /// # fn main() -> impasto::Result<()> {
 /// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Pooling::Avg);
 /// let relu4_2: LayerId = "relu4_2".parse()?;
 /// let image = vec![128.0; 3 * 64 * 64];
-/// let fwd = net.forward(&Workspace::new(), &image, 64, 64, &[relu4_2])?;
+/// let fwd = net.forward(&Workspace::new(), &image, Size::square(64), &[relu4_2])?;
 /// let (features, (c, h, w)) = net.activation(&fwd, relu4_2)?;
 /// assert_eq!((c, h, w, features.len()), (512, 8, 8, 512 * 64));
 /// # Ok(()) }
@@ -134,6 +136,8 @@ pub struct Vgg {
     preprocess: Preprocess,
     pooling: Pooling,
     kernel: Box<dyn Conv3x3>,
+    /// The style targets computed on this network ([`crate::engine::TargetCache`]).
+    targets: TargetCache,
 }
 
 /// The scratch memory of one run on a [`Vgg`]: the activations and loss gradients of the last
@@ -183,9 +187,9 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// The input's height and width.
-    pub fn input_size(&self) -> (usize, usize) {
-        (self.height, self.width)
+    /// The input's size.
+    pub fn input_size(&self) -> Size {
+        Size::new(self.width, self.height)
     }
 
     fn pixels(&self) -> usize {
@@ -209,7 +213,12 @@ impl Vgg {
             }
             stages.push(Stage::Pool { block: b + 1 });
         }
-        Vgg { stages, preprocess: weights.preprocess, pooling, kernel }
+        Vgg { stages, preprocess: weights.preprocess, pooling, kernel, targets: TargetCache::default() }
+    }
+
+    /// The style targets computed on this network, kept for reuse.
+    pub fn targets(&self) -> &TargetCache {
+        &self.targets
     }
 
     /// The preprocessing the weights expect.
@@ -222,9 +231,10 @@ impl Vgg {
         self.pooling
     }
 
-    /// Replaces the pooling operation.
+    /// Replaces the pooling operation (the targets computed with the other one go).
     pub fn set_pooling(&mut self, pooling: Pooling) {
         self.pooling = pooling;
+        self.targets.clear();
     }
 
     /// The conv kernel's name.
@@ -303,11 +313,11 @@ impl Vgg {
         Ok(Halo::of(self.stages[..=last].iter().map(|s| matches!(s, Stage::Conv { .. }))))
     }
 
-    /// Multiply-adds times two (FLOPs) of the convolutions of a forward pass at `height` x
-    /// `width` up to the deepest of `layers` (the input gradient costs the same again).
-    pub fn forward_flops(&self, height: usize, width: usize, layers: &[LayerId]) -> Result<f64> {
+    /// Multiply-adds times two (FLOPs) of the convolutions of a forward pass at `size` up to the
+    /// deepest of `layers` (the input gradient costs the same again).
+    pub fn forward_flops(&self, size: Size, layers: &[LayerId]) -> Result<f64> {
         let last = self.deepest(layers)?;
-        let (mut h, mut w, mut flops) = (height as f64, width as f64, 0.0);
+        let (mut h, mut w, mut flops) = (size.height as f64, size.width as f64, 0.0);
         for s in &self.stages[..=last] {
             match s {
                 Stage::Conv { filter, .. } => flops += 2.0 * 9.0 * (filter.c_in() * filter.c_out()) as f64 * h * w,
@@ -317,10 +327,10 @@ impl Vgg {
         Ok(flops)
     }
 
-    /// The shape of `layer`'s output for a `height` x `width` input.
-    pub fn shape(&self, layer: LayerId, height: usize, width: usize) -> Result<Chw> {
+    /// The shape of `layer`'s output for an input of `size`.
+    pub fn shape(&self, layer: LayerId, size: Size) -> Result<Chw> {
         let si = self.stage_of(layer)?;
-        let (mut c, mut h, mut w) = (3, height, width);
+        let (mut c, mut h, mut w) = (3, size.height, size.width);
         for s in &self.stages[..=si] {
             match s {
                 Stage::Conv { filter, .. } => c = filter.c_out(),
@@ -338,12 +348,11 @@ impl Vgg {
         Ok(last)
     }
 
-    /// Bytes the forward and backward passes need at `height` x `width` for `layers`
-    /// (activations, switches, gradient buffers, the conv kernel's transformed weights and
-    /// scratch).
-    pub fn memory_estimate(&self, height: usize, width: usize, layers: &[LayerId]) -> Result<u64> {
+    /// Bytes the forward and backward passes need at `size` for `layers` (activations,
+    /// switches, gradient buffers, the conv kernel's transformed weights and scratch).
+    pub fn memory_estimate(&self, size: Size, layers: &[LayerId]) -> Result<u64> {
         let last = self.deepest(layers)?;
-        let (mut h, mut w, mut c) = (height as u64, width as u64, 3u64);
+        let (mut h, mut w, mut c) = (size.height as u64, size.width as u64, 3u64);
         let (mut total, mut largest) = (3 * h * w * 4, 3 * h * w * 4);
         for s in &self.stages[..=last] {
             match s {
@@ -366,17 +375,13 @@ impl Vgg {
         Ok(total + 3 * largest + (96 << 20))
     }
 
-    /// Runs the network on `image` (RGB 0..255 planes, `height` x `width`) up to the deepest of
-    /// `layers`, in the buffers of `ws`. Pre-ReLU outputs are kept for the `convB_K` layers among
-    /// them.
-    pub fn forward(
-        &self,
-        ws: &Workspace,
-        image: &[f32],
-        height: usize,
-        width: usize,
-        layers: &[LayerId],
-    ) -> Result<Forward> {
+    /// Runs the network on `image` (RGB 0..255 planes of `size`) up to the deepest of `layers`,
+    /// in the buffers of `ws`. Pre-ReLU outputs are kept for the `convB_K` layers among them.
+    pub fn forward(&self, ws: &Workspace, image: &[f32], size: Size, layers: &[LayerId]) -> Result<Forward> {
+        let (width, height) = (size.width, size.height);
+        if image.len() != 3 * size.pixels() {
+            return Err(Error::config(format!("the image has {} values, not 3 x {size}", image.len())));
+        }
         let buffers = &ws.buffers;
         let last = self.deepest(layers)?;
         let min = self.min_input_side(layers)?;

@@ -226,10 +226,10 @@ pub enum PreprocessArg {
 #[derive(Args, Debug)]
 pub struct LossArgs {
     /// The content image.
-    #[arg(required_unless_present = "settings", conflicts_with = "settings")]
+    #[arg(required_unless_present_any = ["settings", "plan"], conflicts_with = "settings")]
     pub content: Option<PathBuf>,
     /// One or more style images.
-    #[arg(required_unless_present = "settings")]
+    #[arg(required_unless_present_any = ["settings", "plan"])]
     pub styles: Vec<PathBuf>,
     /// Take the whole run from FILE: settings JSON, or an image impasto wrote (`impasto settings
     /// FILE` shows them). Only --output, --log, --save-every and --quiet go with it.
@@ -315,6 +315,14 @@ pub struct StylizeArgs {
     /// (`impasto plan` is `impasto stylize --dry-run`).
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: print the plan as JSON (the settings with the plan; `--plan FILE` runs it).
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+    /// Run exactly the plan in FILE (`impasto plan --json` wrote it, or an image impasto wrote):
+    /// its settings, sizes, tiles, L-BFGS history and device, with no layout of its own. Only
+    /// --output, --log, --save-every and --quiet go with it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["settings", "content"])]
+    pub plan: Option<PathBuf>,
     /// Loss evaluations (one optimizer step each).
     #[arg(long, default_value_t = defaults().iterations, allow_negative_numbers = true)]
     pub iterations: usize,
@@ -393,7 +401,7 @@ pub fn explicit_flags(matches: &clap::ArgMatches) -> Vec<String> {
 }
 
 /// The flags that go with --settings (the rest of the run comes from the file).
-const WITH_SETTINGS: &[&str] = &["settings", "output", "dry_run", "log", "save_every", "quiet", "image"];
+const WITH_SETTINGS: &[&str] = &["settings", "plan", "output", "dry_run", "json", "log", "save_every", "quiet", "image"];
 
 /// The flags, by clap id, that only mean something with another choice.
 const ONLY_WITH: &[(&str, &str)] = &[
@@ -437,7 +445,8 @@ impl LossArgs {
                     file.display()
                 )));
             }
-            return Settings::read(file);
+            // A plan the file carries is not run: the settings are laid out here (--plan runs one).
+            return Ok(Settings { plan: None, ..Settings::read(file)? });
         }
         let parse = |flag: &str, v: &[String]| {
             v.iter()
@@ -487,7 +496,6 @@ impl LossArgs {
         settings.config.style_scale = self.style_scale;
         settings.config.colour = self.colour.parse()?;
         settings.config.tile = self.tile.parse().map_err(|e| Error::Config(format!("--tile {e}")))?;
-        settings.config.validate()?;
         Ok(settings)
     }
 }
@@ -496,6 +504,23 @@ impl StylizeArgs {
     /// The run's settings: from --settings, or from the flags (checked; a flag that does not go
     /// with the choices made is refused). `explicit` are the ids of the flags given.
     pub fn settings(&self, explicit: &[String]) -> Result<Settings> {
+        if let Some(file) = &self.plan {
+            if let Some(id) = explicit.iter().find(|id| !WITH_SETTINGS.contains(&id.as_str())) {
+                return Err(Error::Config(format!(
+                    "{} cannot be combined with --plan: {} gives the whole run",
+                    if id == "styles" { "a STYLE image".to_string() } else { flag_of_id(id) },
+                    file.display()
+                )));
+            }
+            let settings = Settings::read(file)?;
+            if settings.plan.is_none() {
+                return Err(Error::SettingsFile {
+                    path: file.clone(),
+                    message: "has settings but no plan (impasto plan --json writes one; --settings runs settings)".into(),
+                });
+            }
+            return Ok(settings);
+        }
         let mut settings = self.loss.settings(explicit)?;
         if self.loss.settings.is_some() {
             return Ok(settings);
@@ -566,7 +591,6 @@ impl StylizeArgs {
             settings.config.size = print.long_side();
             settings.output.dpi = Some(print.dpi);
         }
-        settings.config.validate()?;
         Ok(settings)
     }
 }

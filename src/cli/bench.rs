@@ -9,9 +9,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use impasto::Size;
+use impasto::engine::Backend;
 use impasto::image_io::Image;
 use impasto::kernels::ConvShape;
-use impasto::loss::{LossConfig, Objective, StyleInput};
+use impasto::loss::{LossConfig, ObjectiveSpec, StyleInput};
 use impasto::transfer::noise_image;
 use impasto::vgg::{LayerId, Pooling, Vgg, Workspace};
 use impasto::weights::{self, VggWeights};
@@ -51,8 +53,9 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
     for &size in sizes {
         // The layer buffers below and the objective's passes, against the memory budget.
         let loss = LossConfig::default();
-        let need = Objective::memory_estimate(&net, &loss, size, size, 0, None)?
-            .saturating_add(net.memory_estimate(size, size, &loss.style_layers)?)
+        let square = Size::square(size);
+        let need = impasto::engine::cpu::evaluator_memory(&net, &loss, square, 0, None)?
+            .saturating_add(net.memory_estimate(square, &loss.style_layers)?)
             .saturating_add((8 * 12 + 3 * 4 * 64) * (size * size) as u64);
         if let Err(avail) = impasto::memory::fits(need) {
             anyhow::bail!(
@@ -93,15 +96,17 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
         let config = LossConfig::default();
         let content = noise_image(size, size, 1);
         let style: Image = noise_image(size, size, 2);
-        let objective = Objective::new(&net, &config, &content, &[StyleInput::new(style)])?;
+        let styles = [StyleInput::new(style)];
+        let spec = ObjectiveSpec::new(&net, &config, square, &styles)?;
+        let objective = net.evaluator(&spec, &content, &styles, None)?;
         let x = noise_image(size, size, 3);
         let layers: Vec<_> = config.content_layers.iter().chain(&config.style_layers).copied().collect();
         // Each pass's buffers go back to the workspace for the next, as in a run.
         let ws = Workspace::new();
         let forward = median_seconds(runs, || {
-            ws.recycle(net.forward(&ws, &x.data, size, size, &layers).expect("forward"), []);
+            ws.recycle(net.forward(&ws, &x.data, square, &layers).expect("forward"), []);
         });
-        let fwd = net.forward(&ws, &x.data, size, size, &layers)?;
+        let fwd = net.forward(&ws, &x.data, square, &layers)?;
         let grads: Vec<_> = layers
             .iter()
             .map(|&l| net.activation(&fwd, l).map(|(a, _)| (l, vec![1e-3f32; a.len()])))
@@ -134,7 +139,6 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
 /// iteration (the default losses and the image gradient, read back) through the GPU objective.
 #[cfg(feature = "gpu")]
 pub fn run_gpu(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
-    use impasto::evaluator::Backend;
     use impasto::gpu::{Gpu, GpuVgg};
     let gpu = Gpu::find(false)?.ok_or_else(|| anyhow::anyhow!("--device gpu: no GPU adapter found"))?;
     println!(
@@ -148,7 +152,8 @@ pub fn run_gpu(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> 
     for &size in sizes {
         let content = noise_image(size, size, 1);
         let style: Image = noise_image(size, size, 2);
-        net.memory_estimate(size, size, &config.layers())?;
+        let square = Size::square(size);
+        net.evaluator_memory(&config, square, 0, None)?;
         println!("\n## {size}x{size}\n");
         println!(
             "| layer | in -> out channels | size | forward ms | forward GFLOP/s | image-gradient ms | image-gradient GFLOP/s |"
@@ -172,7 +177,9 @@ pub fn run_gpu(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> 
             total_flops += 2.0 * flops;
             total_s += t.forward + t.gradient;
         }
-        let objective = net.evaluator(&config, &content, &[StyleInput::new(style)])?;
+        let styles = [StyleInput::new(style)];
+        let spec = ObjectiveSpec::new(&net, &config, square, &styles)?;
+        let objective = net.evaluator(&spec, &content, &styles, None)?;
         let x = noise_image(size, size, 3);
         let it = median_seconds(runs, || {
             objective.evaluate(&x, true).expect("evaluate");

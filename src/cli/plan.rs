@@ -13,12 +13,13 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use impasto::evaluator::Backend;
+use impasto::Size;
+use impasto::engine::Backend;
 use impasto::image_io::Image;
-use impasto::loss::{LossConfig, StyleInput};
+use impasto::loss::{LossConfig, ObjectiveSpec, StyleInput};
 use impasto::memory::gib;
-use impasto::tiles::TileGrid;
-use impasto::transfer::{RunPlan, ScalePlan, StyleConfig};
+use impasto::plan::{Plan, ScalePlan};
+use impasto::transfer::StyleConfig;
 
 /// The side of the calibration evaluation.
 const CALIBRATION_SIDE: usize = 256;
@@ -49,7 +50,9 @@ pub fn calibrate(net: &dyn Backend) -> Result<(f64, &'static str)> {
         height: side,
         data: (0..3 * side * side).map(|i| ((i * k) % 251) as f32).collect(),
     };
-    let objective = net.evaluator(&loss, &ramp(7), &[StyleInput::new(ramp(13))])?;
+    let styles = [StyleInput::new(ramp(13))];
+    let spec = ObjectiveSpec::new(net, &loss, Size::square(side), &styles)?;
+    let objective = net.evaluator(&spec, &ramp(7), &styles, None)?;
     let x = ramp(3);
     let mut best = f64::INFINITY;
     for _ in 0..3 {
@@ -57,7 +60,7 @@ pub fn calibrate(net: &dyn Backend) -> Result<(f64, &'static str)> {
         objective.evaluate(&x, true)?;
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let rate = 2.0 * net.forward_flops(side, side, &loss.layers())? / best;
+    let rate = 2.0 * net.forward_flops(Size::square(side), &loss.layers())? / best;
     cache.insert(key, rate.into());
     if let Some(p) = &path {
         // A cache that cannot be written only means measuring again next time.
@@ -82,19 +85,17 @@ fn cpu_model() -> String {
 }
 
 /// Seconds one evaluation of `scale` takes at `rate` FLOP/s.
-pub fn evaluation_seconds(net: &dyn Backend, config: &StyleConfig, scale: &ScalePlan, rate: f64) -> Result<f64> {
+pub fn evaluation_seconds(net: &dyn Backend, config: &StyleConfig, plan: &Plan, scale: &ScalePlan, rate: f64) -> Result<f64> {
     let layers = config.loss.layers();
-    let (w, h) = (scale.width, scale.height);
-    let flops = match (scale.tile, net.halo(&layers)?) {
-        (Some(tile), Some(halo)) => {
-            let grid = TileGrid::new(w, h, Some(tile), halo);
+    let flops = match scale.tile {
+        Some(_) => {
             let mut sum = 0.0;
-            for t in &grid.tiles {
-                sum += 3.0 * net.forward_flops(t.outer.width, t.outer.height, &layers)?;
+            for t in &scale.grid(plan.halo).tiles {
+                sum += 3.0 * net.forward_flops(t.outer.size(), &layers)?;
             }
             sum
         }
-        _ => 2.0 * net.forward_flops(w, h, &layers)?,
+        None => 2.0 * net.forward_flops(scale.size, &layers)?,
     };
     Ok(flops / rate)
 }
@@ -109,13 +110,12 @@ fn duration(seconds: f64) -> String {
 }
 
 /// Prints the plan: a table of the scales and the totals.
-pub fn print(net: &dyn Backend, config: &StyleConfig, run: &RunPlan) -> Result<()> {
+pub fn print(net: &dyn Backend, config: &StyleConfig, run: &Plan) -> Result<()> {
     let (rate, how) = calibrate(net)?;
     let budget = run.budget.map_or("not known".to_string(), gib);
     println!(
-        "impasto plan: {}x{} in {} scale(s) on the {}; memory available {budget}; speed {:.1} GFLOP/s ({how})",
-        run.plan.width,
-        run.plan.height,
+        "impasto plan: {} in {} scale(s) on the {}; memory available {budget}; speed {:.1} GFLOP/s ({how})",
+        run.output,
         run.scales.len(),
         net.name(),
         rate / 1e9,
@@ -125,27 +125,26 @@ pub fn print(net: &dyn Backend, config: &StyleConfig, run: &RunPlan) -> Result<(
     println!("|---|---|---|---|---|---|---|---|");
     let (mut total, mut peak) = (0.0, 0u64);
     for (k, s) in run.scales.iter().enumerate() {
-        let each = evaluation_seconds(net, config, s, rate)?;
+        let each = evaluation_seconds(net, config, run, s, rate)?;
         let time = each * s.iterations as f64;
         total += time;
         peak = peak.max(s.memory);
         let tiles = match s.tile {
-            Some(t) => format!("{} of {t} px", s.tiles),
+            Some(t) => format!("{} of {t} px", s.grid(run.halo).tiles.len()),
             None => "whole".into(),
         };
         let pairs = s.history.map_or("- (Adam)".into(), |h| h.to_string());
         println!(
-            "| {} | {}x{} | {} | {tiles} | {pairs} | {} | {:.2} s | {} |",
+            "| {} | {} | {} | {tiles} | {pairs} | {} | {:.2} s | {} |",
             k + 1,
-            s.width,
-            s.height,
+            s.size,
             s.iterations,
             gib(s.memory),
             each,
             duration(time)
         );
     }
-    let iterations: usize = run.scales.iter().map(|s| s.iterations).sum();
+    let iterations = run.iterations();
     println!("| total | | {iterations} | | | {} (peak) | | {} |", gib(peak), duration(total));
     let changes = run.adjustments(config);
     println!();

@@ -240,16 +240,16 @@ fn run_case(
 ) -> Result<Record> {
     let (size, weight, pyramid) = (config.size, config.loss.style_weight, matches!(config.scales, Scales::List(_)));
     let evaluations = config.schedule()?.iter().map(|s| s.1).sum();
-    let stylizer = Stylizer::new(net, config.clone())?;
+    let stylizer = Stylizer::new(config.clone())?;
     let inputs = Inputs::new(content.clone(), [style.clone()]);
-    let (width, height) = config.output_size(content);
-    let initial = stylizer.score(&inputs, &image_io::resize(content, width, height))?.total;
+    let impasto::Size { width, height } = config.output_size(content);
+    let initial = stylizer.score(net, &inputs, &image_io::resize(content, width, height))?.total;
     let mut scales: Vec<ScaleRecord> = Vec::new();
     let mut scale_evals = 0;
     let mut accepted = 0;
     let mut to_fiftieth = None;
     let start = Instant::now();
-    let outcome = stylizer.run(&inputs, &mut |p: &Progress| {
+    let outcome = stylizer.stylize(net, &inputs, &mut |p: &Progress| {
         if scales.len() < p.scale {
             scales.push(ScaleRecord {
                 width: p.image.width,
@@ -277,7 +277,7 @@ fn run_case(
     let seconds = start.elapsed().as_secs_f64();
     let path = scratch.join("saved.png");
     image_io::save(&outcome.image, &path)?;
-    let saved = stylizer.score(&inputs, &image_io::load(&path)?)?.total;
+    let saved = stylizer.score(net, &inputs, &image_io::load(&path)?)?.total;
     Ok(Record {
         content: cname.to_string(),
         style: sname.to_string(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use impasto::device;
-use impasto::evaluator::Backend;
+use impasto::engine::Backend;
 use impasto::studio::{Studio, StudioOptions};
 use impasto::vgg::Vgg;
 use impasto::weights;
@@ -37,7 +37,7 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     };
     let vgg = Vgg::new(weights::load(&path, None)?, Default::default());
     let say = &mut |m: &str| eprintln!("impasto: {m}");
-    let net: Arc<dyn Backend + Send> = Arc::from(device::backend(vgg, a.device.device(), &|_| Ok(()), say)?);
+    let net: Arc<dyn Backend + Send> = Arc::from(device::backend(vgg, a.device.device(), &|_| Ok(()), say)?.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

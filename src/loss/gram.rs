@@ -2,8 +2,8 @@
 //! `G = F Fᵀ / M` the candidate's Gram matrix at a layer and `A_s` style image `s`'s; with masks,
 //! the guided Gram matrices of Gatys et al. 2017, `G = (F m)(F m)ᵀ / Σ m²`.
 
-use super::{FeatureGradient, Moments, StyleMeasure, StyleTarget, sq_dist};
-use crate::linalg::gram_scaled;
+use super::moments::{FeatureGradient, Moments, StyleMeasure, StyleTarget};
+use super::sq_dist;
 
 pub(super) struct Gram;
 
@@ -16,9 +16,8 @@ impl StyleMeasure for Gram {
         true
     }
 
-    fn moments(&self, f: &[f32], c: usize, m: usize, weight: f64) -> Moments {
-        let second = gram_scaled(f, c, m, 1.0).into_iter().map(f64::from).collect();
-        Moments { weight, sum: Vec::new(), second, centred: false }
+    fn centred(&self) -> bool {
+        false
     }
 
     fn target(&self, channels: usize) -> Box<dyn StyleTarget> {

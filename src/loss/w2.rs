@@ -5,10 +5,8 @@
 //! `dL/dS = I - S_t^½ (S_t^½ S S_t^½)^-½ S_t^½`. Blended styles blend the moments: the mean, and
 //! the covariance through the second moment. No masks.
 
-use rayon::prelude::*;
-
-use super::{FeatureGradient, Moments, StyleMeasure, StyleTarget};
-use crate::linalg::{self, gram_scaled, identity, sqrt_newton_schulz, square};
+use super::moments::{FeatureGradient, Moments, StyleMeasure, StyleTarget};
+use crate::linalg::{identity, sqrt_newton_schulz, square};
 
 /// Newton-Schulz iterations for the matrix square roots.
 const NEWTON_SCHULZ_ITERATIONS: usize = 20;
@@ -29,15 +27,8 @@ impl StyleMeasure for W2 {
 
     /// The positions' count and mean, and the second moment about that mean (tiles' moments
     /// combine exactly, [`Moments::add`]).
-    fn moments(&self, f: &[f32], c: usize, m: usize, weight: f64) -> Moments {
-        let sum: Vec<f64> = f.par_chunks(m).map(|r| r.iter().map(|&v| v as f64).sum::<f64>()).collect();
-        let mut x = linalg::copied(f);
-        x.par_chunks_mut(m).zip(sum.par_iter()).for_each(|(r, s)| {
-            let mu = (s / m as f64) as f32;
-            r.iter_mut().for_each(|v| *v -= mu)
-        });
-        let second = gram_scaled(&x, c, m, 1.0).into_iter().map(f64::from).collect();
-        Moments { weight, sum, second, centred: true }
+    fn centred(&self) -> bool {
+        true
     }
 
     fn target(&self, channels: usize) -> Box<dyn StyleTarget> {

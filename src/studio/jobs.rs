@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::evaluator::Backend;
+use crate::engine::Backend;
 use crate::image_io::{self, Image, OutputFormat, fit_long_side, resize};
 use crate::settings::Settings;
 use crate::transfer::{Inputs, Progress, Stop, Stylizer};
@@ -45,7 +45,9 @@ pub struct Status {
 
 pub struct Job {
     pub id: String,
+    /// The settings, with the plan the job runs.
     settings: Settings,
+    stylizer: Stylizer,
     inputs: Mutex<Option<Inputs>>,
     pub status: watch::Sender<Status>,
     pub cancel: AtomicBool,
@@ -77,14 +79,15 @@ impl Jobs {
         jobs
     }
 
-    /// Queues a run of `settings` on these `inputs`; returns its id.
-    pub fn submit(&self, settings: Settings, inputs: Inputs) -> Arc<Job> {
+    /// Queues a run of `settings` (which carry its plan) by `stylizer` on these `inputs`.
+    pub fn submit(&self, settings: Settings, stylizer: Stylizer, inputs: Inputs) -> Arc<Job> {
         let id = new_id("j-");
-        let iterations = settings.config.schedule().map_or(0, |s| s.iter().map(|s| s.1).sum());
+        let iterations = settings.plan.as_ref().map_or(0, |p| p.iterations());
         let status = Status { id: id.clone(), state: "queued".into(), iterations, ..Status::default() };
         let job = Arc::new(Job {
             id: id.clone(),
             settings,
+            stylizer,
             inputs: Mutex::new(Some(inputs)),
             status: watch::channel(status).0,
             cancel: AtomicBool::new(false),
@@ -166,10 +169,10 @@ impl Jobs {
 /// Runs one job to the gallery.
 fn run(job: &Job, net: &dyn Backend, store: &Store) -> crate::Result<()> {
     let inputs = job.inputs.lock().unwrap().take().expect("a job runs once");
+    let plan = job.settings.plan.as_ref().ok_or_else(|| crate::Error::config("a job without a plan"))?;
     job.status.send_modify(|s| s.state = "running".into());
-    let stylizer = Stylizer::new(net, job.settings.config.clone())?;
     let mut losses: Vec<f64> = Vec::new();
-    let outcome = stylizer.run(&inputs, &mut |p: &Progress| {
+    let outcome = job.stylizer.run(net, plan, &inputs, &mut |p: &Progress| {
         losses.push(p.terms.total);
         let preview = job.watchers.load(Ordering::SeqCst) > 0
             && (p.iteration == 1 || p.iteration.is_multiple_of(PREVIEW_EVERY) || p.iteration == p.iterations);

@@ -40,10 +40,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::device::Device;
-use crate::evaluator::Backend;
+use crate::engine::Backend;
 use crate::image_io::{self, DecodeLimits};
 use crate::settings::{NetworkSettings, Settings, StyleFile};
 use crate::transfer::{StyleConfig, Stylizer};
+
 
 use jobs::Jobs;
 use store::Store;
@@ -292,16 +293,16 @@ async fn submit(State(s): State<Arc<Studio>>, body: Bytes) -> Result<impl IntoRe
         config: request.config,
         ..Settings::new(upload("content".into(), &request.content)?, styles)
     };
-    settings.config.validate()?;
-    let (check, net) = (settings.clone(), s.net.clone());
-    let inputs = tokio::task::spawn_blocking(move || -> crate::Result<_> {
-        let inputs = check.load_inputs()?;
-        Stylizer::new(&*net, check.config.clone())?.check(&inputs)?;
-        Ok(inputs)
+    let stylizer = Stylizer::new(settings.config.clone())?;
+    let (files, net, planner) = (settings.clone(), s.net.clone(), stylizer.clone());
+    let (inputs, plan) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
+        let inputs = files.load_inputs()?;
+        let plan = planner.plan(&*net, &inputs)?;
+        Ok((inputs, plan))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
-    let job = s.jobs.submit(settings, inputs);
+    let job = s.jobs.submit(Settings { plan: Some(plan), ..settings }, stylizer, inputs);
     let status = job.status.borrow().clone();
     Ok((StatusCode::CREATED, axum::Json(status)))
 }

@@ -1,0 +1,181 @@
+//! Where the objective is computed, behind two small interfaces.
+//!
+//! - [`Backend`] is a network on a device (the CPU network [`crate::vgg::Vgg`], or
+//!   [`crate::gpu::GpuVgg`]): what the plan asks of it (layer shapes, the halo tiles need,
+//!   memory, FLOPs) and the one constructor of an [`Evaluator`] for a scale. The loop, the
+//!   pyramid, progress and stopping see the objective only as an [`Evaluator`]: an image in,
+//!   the loss terms and (when asked) the gradient with respect to its pixels out.
+//! - [`Engine`] is what a backend's evaluator is made of: the few operations the objective needs
+//!   from a device, on one tile at a time: a forward pass, statistics of its layers (squared
+//!   distances to a target, the moments a style term is a function of, the features
+//!   themselves), and the backward pass from layer gradients described as data
+//!   ([`LayerGradient`]). The objective itself (its terms, the style groups, the tiles, the
+//!   targets, normalisation, total variation) is written once, in [`crate::loss::objective`],
+//!   over any engine: the CPU engine ([`cpu::CpuEngine`]) and the GPU engine run the same
+//!   specification ([`crate::loss::spec::ObjectiveSpec`]) and neither restates a rule.
+//!
+//! Style targets (a style image's moments at a size) are computed once per backend and kept in
+//! its [`targets::TargetCache`], so a batch of photos after one painting computes them once.
+
+pub mod cpu;
+pub mod targets;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::image_io::Image;
+use crate::loss::moments::{FeatureGradient, Moments};
+use crate::loss::spec::ObjectiveSpec;
+use crate::loss::{LossConfig, LossTerms, StyleInput};
+use crate::memory;
+use crate::size::Size;
+use crate::tiles::{Halo, Window};
+use crate::vgg::{Chw, LayerId};
+
+pub use targets::TargetCache;
+
+/// The objective at one size: its terms at an image, and their gradient with respect to the
+/// image's pixels (RGB, 0..255 planes, the layout of [`Image::data`]).
+pub trait Evaluator {
+    /// The size every evaluated image must have.
+    fn size(&self) -> Size;
+
+    /// The loss terms at `image` and, if `with_grad`, the gradient of their total.
+    fn evaluate(&self, image: &Image, with_grad: bool) -> Result<(LossTerms, Option<Vec<f32>>)>;
+}
+
+/// A network on a device: what plans and runs ask of it. Shared by every run that uses it.
+pub trait Backend: Sync {
+    /// A short name for messages: `cpu`, `gpu`.
+    fn name(&self) -> &str;
+
+    /// The device it computes on ([`Device::Cpu`] or [`Device::Gpu`]): what a plan records.
+    fn device(&self) -> Device;
+
+    /// An error naming the first layer in `layers` the network does not have.
+    fn check_layers(&self, layers: &[LayerId]) -> Result<()>;
+
+    /// The smallest side an image must have for every layer in `layers` to exist.
+    fn min_input_side(&self, layers: &[LayerId]) -> Result<usize>;
+
+    /// `layer`'s output shape for an input of `size`.
+    fn shape(&self, layer: LayerId, size: Size) -> Result<Chw>;
+
+    /// The poolings before `layer`'s output: its resolution is the input's halved that often.
+    fn pools_before(&self, layer: LayerId) -> Result<usize>;
+
+    /// The halo tiles need for `layers` (see [`crate::tiles`]).
+    fn halo(&self, layers: &[LayerId]) -> Result<Halo>;
+
+    /// Bytes one forward and backward pass at `size` up to the deepest of `layers` needs on
+    /// this backend (activations, gradients, kernel scratch), beyond the images and the
+    /// optimizer.
+    fn memory_estimate(&self, size: Size, layers: &[LayerId]) -> Result<u64>;
+
+    /// Bytes an evaluator at `size` with `regions` region masks needs, in tiles of `tile`
+    /// pixels a side (`None`: the whole image), beyond the images and the optimizer. An
+    /// [`Error::Memory`] where it cannot run that way at all (a buffer larger than the device
+    /// allows): the layout then tries smaller tiles.
+    fn evaluator_memory(&self, loss: &LossConfig, size: Size, regions: usize, tile: Option<usize>) -> Result<u64>;
+
+    /// FLOPs of the convolutions of one forward pass at `size` up to the deepest of `layers`
+    /// (for time estimates; an evaluation with its gradient is about twice that).
+    fn forward_flops(&self, size: Size, layers: &[LayerId]) -> Result<f64>;
+
+    /// The bytes this backend may still allocate for a run, where known (the process's memory
+    /// budget, [`memory::budget`]).
+    fn budget(&self) -> Option<u64> {
+        memory::budget()
+    }
+
+    /// The objective `spec` for `content` (of the spec's size) after `styles` (at their own
+    /// sizes, with their blend weights and masks), evaluated in tiles of `tile` pixels a side
+    /// (`None`: whole). The style targets come from [`Backend::targets`] where they were
+    /// computed before.
+    fn evaluator<'a>(
+        &'a self,
+        spec: &ObjectiveSpec,
+        content: &Image,
+        styles: &[StyleInput],
+        tile: Option<usize>,
+    ) -> Result<Box<dyn Evaluator + 'a>>;
+
+    /// The style targets this backend has computed, for reuse.
+    fn targets(&self) -> &TargetCache;
+}
+
+/// What an objective asks an [`Engine`] to measure on a forward pass (one tile's), each at a
+/// layer's `window` (the tile's interior at that layer: its values, in the window's compact
+/// layout, `C x window.local.area()`).
+pub enum Statistic<'a, R> {
+    /// The features themselves (content targets are made of them).
+    Features { layer: LayerId, window: Window },
+    /// `Σ (f - target)²` over the window, `target` in the window's layout.
+    SquaredDistance { layer: LayerId, window: Window, target: &'a R },
+    /// The [`Moments`] of the features with each position weighted by `mask` (one value per
+    /// window position) whose squared values sum to the `f64`; uncentred (`Σ f fᵀ`, Gram) or
+    /// `centred` (count, `Σ f`, `Σ (f - μ)(f - μ)ᵀ`, W2).
+    Moments { layer: LayerId, window: Window, mask: Option<(&'a R, f64)>, centred: bool },
+}
+
+/// An answer to a [`Statistic`], in the same order.
+pub enum Measured {
+    Features(Vec<f32>),
+    Number(f64),
+    Moments(Moments),
+}
+
+/// One term's gradient with respect to a layer's output on a tile: given on the layer's
+/// `window` (the interior), zero on the rest of the tile (the halo), times `scale`.
+pub struct LayerGradient<'a, R> {
+    pub layer: LayerId,
+    pub window: Window,
+    pub scale: f32,
+    pub part: GradientPart<'a, R>,
+}
+
+/// The two shapes a term's layer gradient takes.
+pub enum GradientPart<'a, R> {
+    /// `factor (f - target)` (a squared distance's).
+    Content { target: &'a R, factor: f32 },
+    /// `Σ_g m_g ∘ (M_g (m_g ∘ f) + s_g)` over the groups, each with its mask `m_g` (none: all
+    /// ones) and its affine [`FeatureGradient`] (a style term's); no group: zero.
+    Style { groups: Vec<(Option<&'a R>, &'a FeatureGradient)> },
+}
+
+/// The operations an objective needs from a device, on one tile at a time. Implemented by the
+/// CPU ([`cpu::CpuEngine`]) and the GPU (`gpu::GpuEngine`); the objective
+/// ([`crate::loss::objective::Objective`]) is written once over them.
+pub trait Engine: Sync {
+    /// Data kept where the engine computes: a target, a mask (made once per objective).
+    type Resident: Send + Sync;
+    /// One forward pass's activations.
+    type Pass;
+
+    /// Keeps `data` where the engine computes.
+    fn resident(&self, data: Vec<f32>) -> Result<Self::Resident>;
+
+    /// The forward pass over `pixels` (RGB 0..255 planes of `size`) up to the deepest of
+    /// `layers`.
+    fn forward(&self, pixels: &[f32], size: Size, layers: &[LayerId]) -> Result<Self::Pass>;
+
+    /// Measures each of `asks` on `pass`.
+    fn statistics(&self, pass: &Self::Pass, asks: &[Statistic<'_, Self::Resident>]) -> Result<Vec<Measured>>;
+
+    /// The L1 norm of each term's layer gradient (its scale included), in order.
+    fn gradient_norms(&self, pass: &Self::Pass, terms: &[LayerGradient<'_, Self::Resident>]) -> Result<Vec<f64>>;
+
+    /// The gradient with respect to the tile's pixels of the terms' layer gradients (summed),
+    /// through the network; the pass is used up.
+    fn backward(&self, pass: Self::Pass, terms: &[LayerGradient<'_, Self::Resident>]) -> Result<Vec<f32>>;
+
+    /// Lets a pass go (its buffers may be reused by the next).
+    fn recycle(&self, pass: Self::Pass);
+}
+
+/// The error for an image of the wrong size given to an evaluator.
+pub(crate) fn wrong_size(image: &Image, size: Size) -> Error {
+    Error::config(format!("the image is {}x{} but the objective is for {size}", image.width, image.height))
+}
+
+#[cfg(test)]
+mod tests;
