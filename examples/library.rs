@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         start: None,
     };
-    let outcome = Stylizer::new(&net, config)?.run(&inputs, &mut |p: &Progress| {
+    let outcome = Stylizer::new(config)?.stylize(&net, &inputs, &mut |p: &Progress| {
         if p.iteration.is_multiple_of(20) {
             eprintln!(
                 "scale {}/{} iteration {}/{}: loss {:.4e}",

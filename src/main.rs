@@ -11,16 +11,12 @@ fn main() {
     if argv.get(1).is_some_and(|a| a == "plan") {
         argv.splice(1..2, ["stylize".into(), "--dry-run".into()]);
     }
-    let parsed = cli::args::Cli::command()
-        .try_get_matches_from(argv)
-        .and_then(|m| cli::args::Cli::from_arg_matches(&m).map(|args| (args, m)));
-    let (args, matches) = match parsed {
-        Ok(parsed) => parsed,
+    let parsed = cli::args::Cli::command().try_get_matches_from(argv).and_then(|m| cli::args::Cli::from_arg_matches(&m));
+    let args = match parsed {
+        Ok(args) => args,
         Err(e) => std::process::exit(cli::usage_error(e)),
     };
-    // The flags given, as opposed to defaults: some only go with others.
-    let explicit = cli::args::explicit_flags(&matches);
-    let code = match cli::run(args, &explicit) {
+    let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("impasto: {err:#}");

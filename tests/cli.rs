@@ -397,9 +397,9 @@ fn score_prints_json() {
         loss: impasto::loss::LossConfig { tv_weight: 0.5, ..Default::default() },
         ..Default::default()
     };
-    let lib = impasto::transfer::Stylizer::new(net, cfg)
+    let lib = impasto::transfer::Stylizer::new(cfg)
         .unwrap()
-        .score(
+        .score(net, 
             &impasto::transfer::Inputs::new(
                 image_io::load(Path::new(content())).unwrap(),
                 [image_io::load(Path::new(style())).unwrap()],

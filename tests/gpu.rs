@@ -8,11 +8,12 @@
 use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
-use impasto::evaluator::Backend;
+use impasto::Size;
+use impasto::engine::Backend;
 use impasto::gpu::{Gpu, GpuVgg, probe};
 use impasto::image_io::Image;
 use impasto::kernels::{Conv3x3, ConvShape, Filter, Reference};
-use impasto::loss::{LossConfig, LossTerms, Objective, StyleInput, total_variation};
+use impasto::loss::{LossConfig, LossTerms, ObjectiveSpec, StyleInput, StyleLoss, total_variation};
 use impasto::transfer::{Inputs, Progress, Scales, StyleConfig, Stylizer};
 use impasto::vgg::{LayerId, Pooling, Vgg};
 use impasto::weights;
@@ -226,7 +227,8 @@ fn config() -> LossConfig {
     LossConfig { tv_weight: 1e-3, ..LossConfig::default() }
 }
 
-/// The objective's terms and gradient on the GPU and on the CPU: terms within 1e-4, the
+/// The objective's terms and gradient on the GPU and on the CPU, both engines given the one
+/// specification built here (and the GPU backend builds the same one): terms within 1e-4, the
 /// gradient within 1e-3 of its norm.
 fn compare(
     cpu: &Vgg,
@@ -237,8 +239,28 @@ fn compare(
     x: &Image,
     what: &str,
 ) {
-    let (want, want_grad) = Objective::new(cpu, config, content, styles).unwrap().evaluate(x, true).unwrap();
-    let objective = gpu.evaluator(config, content, styles).unwrap();
+    compare_tiled(cpu, gpu, config, content, styles, x, None, what);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare_tiled(
+    cpu: &Vgg,
+    gpu: &GpuVgg,
+    config: &LossConfig,
+    content: &Image,
+    styles: &[StyleInput],
+    x: &Image,
+    tile: Option<usize>,
+    what: &str,
+) {
+    let size = Size::new(content.width, content.height);
+    let spec = ObjectiveSpec::new(cpu, config, size, styles).unwrap();
+    assert_eq!(spec, ObjectiveSpec::new(gpu, config, size, styles).unwrap(), "{what}: one specification");
+    let (want, want_grad) = cpu.evaluator(&spec, content, styles, None).unwrap().evaluate(x, true).unwrap();
+    let objective = gpu.evaluator(&spec, content, styles, tile).unwrap();
+    if tile.is_some() {
+        assert!(objective.tiles() > 1, "{what}: tiled");
+    }
     let (got, grad) = objective.evaluate(x, true).unwrap();
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1e-9 * want.total.abs());
     let LossTerms { total, content: c, style, tv } = got;
@@ -249,6 +271,7 @@ fn compare(
     let (g, w) = (grad.unwrap(), want_grad.unwrap());
     let err: f64 = g.iter().zip(&w).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
     let norm: f64 = w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+    eprintln!("{what}: terms {got:?} vs {want:?}; gradient off by {:.1e} of its norm", err / norm);
     assert!(err < 1e-3 * norm, "{what}: gradient off by {err} of {norm}");
     // Without the gradient: the same terms.
     let (again, none) = objective.evaluate(x, false).unwrap();
@@ -354,9 +377,9 @@ fn a_run_on_the_gpu_ends_where_the_cpu_run_does() {
     let inputs = Inputs::new(content, [style]);
     let run = |backend: &dyn Backend| {
         let mut first = 0.0;
-        let out = Stylizer::new(backend, config.clone())
+        let out = Stylizer::new(config.clone())
             .unwrap()
-            .run(&inputs, &mut |p: &Progress| {
+            .stylize(backend, &inputs, &mut |p: &Progress| {
                 if p.iteration == 1 {
                     first = p.terms.total;
                 }
@@ -376,28 +399,82 @@ fn a_run_on_the_gpu_ends_where_the_cpu_run_does() {
     );
 }
 
-/// A layer larger than one buffer binding is an error that says what size fits, before any
-/// allocation; W2 is refused naming the setting.
+/// W2 and normalised gradients, the options the GPU once refused, on tiny networks and the
+/// real VGG19: the same terms and gradient as the CPU from the same specification.
 #[test]
-fn limits_and_unsupported_options_are_clear_errors() {
+fn w2_and_normalised_gradients_match_the_cpu() {
     let Some(gpu) = gpu() else { return };
-    let on_gpu = GpuVgg::new(gpu.clone(), Vgg::new(tiny_weights(3, [64, 8, 8, 8, 8]), Pooling::Max));
-    let side = ((gpu.max_binding() / (64 * 4)) as f64).sqrt() as usize + 64;
-    let err = on_gpu.memory_estimate(side, side, &[LayerId::relu(1, 1)]).unwrap_err().to_string();
-    assert!(
-        err.contains("one buffer may hold at most") && err.contains("pixels fit") && err.ends_with("lower size"),
-        "{err}"
-    );
-    let fits = side - 80;
-    assert!(on_gpu.memory_estimate(fits, fits, &[LayerId::relu(1, 1)]).is_ok());
-    let w2 = LossConfig { style_loss: impasto::loss::StyleLoss::W2, ..LossConfig::default() };
-    let img = Image::filled(32, 32, 100.0);
-    let err = on_gpu.evaluator(&w2, &img, &[StyleInput::new(img.clone())]).err().unwrap().to_string();
-    assert!(err.starts_with("loss.style_loss is w2, which runs on the CPU only"), "{err}");
+    let weights = tiny_weights(5, [4, 6, 8, 8, 8]);
+    let cpu = Vgg::new(weights.clone(), Pooling::Max);
+    let on_gpu = GpuVgg::new(gpu.clone(), Vgg::new(weights, Pooling::Max));
+    let mut rng = Lcg(51);
+    let (content, x) = (rng.image(37, 26), rng.image(37, 26));
+    let styles = [StyleInput::new(rng.image(30, 22)), StyleInput::new(rng.image(19, 33)).blend(2.0)];
+    let w2 = LossConfig { style_loss: StyleLoss::W2, ..config() };
+    compare(&cpu, &on_gpu, &w2, &content, &styles, &x, "w2");
+    let normalised = LossConfig { normalize_gradients: true, ..config() };
+    compare(&cpu, &on_gpu, &normalised, &content, &styles, &x, "normalised");
+    let both = LossConfig { normalize_gradients: true, ..w2.clone() };
+    compare(&cpu, &on_gpu, &both, &content, &styles, &x, "w2, normalised");
+    // Masks with normalised gradients (W2 takes no masks).
+    let left = Image { data: (0..3 * 37 * 26).map(|i| if i % 37 < 15 { 255.0 } else { 0.0 }).collect(), ..content.clone() };
+    let masked = [StyleInput::new(rng.image(24, 24)).region_mask(left.clone()), StyleInput::new(rng.image(20, 30)).source_mask(rng.image(10, 15))];
+    compare(&cpu, &on_gpu, &normalised, &content, &masked, &x, "normalised, masks");
+    let vgg = || Vgg::new(weights::load(&real_weights_path(), None).unwrap(), Pooling::Max);
+    let (cpu, on_gpu) = (vgg(), GpuVgg::new(gpu, vgg()));
+    let (content, style, x) = real_pair(&mut rng, 80, 64);
+    compare(&cpu, &on_gpu, &w2, &content, &[StyleInput::new(style.clone())], &x, "vgg19 w2");
+    compare(&cpu, &on_gpu, &normalised, &content, &[StyleInput::new(style)], &x, "vgg19 normalised");
 }
 
-/// The CLI: `--device gpu` stylizes and says where; a setting the GPU lacks names its flag;
-/// `--device auto` passes over a software driver.
+/// An image whose largest layer does not fit in one storage binding: on a GPU whose bindings
+/// hold 512 KiB, the plan tiles it (the whole image is refused in one line saying what fits),
+/// and the tiled objective and a run match the CPU's whole-image ones.
+#[test]
+fn a_layer_larger_than_one_binding_runs_in_tiles() {
+    let Some(gpu) = gpu() else { return };
+    let weights = tiny_weights(9, [4, 6, 8, 8, 8]);
+    let cpu = Vgg::new(weights.clone(), Pooling::Max);
+    let small = GpuVgg::new(gpu.with_binding_limit(512 << 10), Vgg::new(weights, Pooling::Max));
+    let config = LossConfig {
+        content_layers: vec![LayerId::relu(3, 1)],
+        style_layers: vec![LayerId::relu(1, 1), LayerId::relu(2, 1), LayerId::relu(3, 1)],
+        tv_weight: 1e-3,
+        ..LossConfig::default()
+    };
+    let mut rng = Lcg(61);
+    let (content, x) = (rng.image(300, 200), rng.image(300, 200));
+    let styles = [StyleInput::new(rng.image(180, 150))];
+    // relu1_1 of the whole image: 4 x 300 x 200 floats, 938 KiB.
+    let err = small.evaluator_memory(&config, Size::new(300, 200), 0, None).unwrap_err().to_string();
+    assert!(err.contains("one buffer may hold at most 512 KiB") && err.contains("pixels fit"), "{err}");
+    compare_tiled(&cpu, &small, &config, &content, &styles, &x, Some(128), "tiles of 128 in 512 KiB bindings");
+    // The plan finds the tiles itself, and the run's first evaluation is the CPU's.
+    let style_config = StyleConfig::default().size(300).iterations(2).scales(Scales::Off).loss(config);
+    let inputs = Inputs::new(content, [styles[0].image.clone()]);
+    let stylizer = Stylizer::new(style_config).unwrap();
+    let plan = stylizer.plan(&small, &inputs).unwrap();
+    assert!(plan.scales[0].tile.is_some(), "{plan:?}");
+    let first = |net: &dyn Backend, plan: &impasto::plan::Plan| {
+        let mut first = None;
+        stylizer
+            .run(net, plan, &inputs, &mut |p: &Progress| {
+                first.get_or_insert(p.terms.total);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        first.unwrap()
+    };
+    let on_cpu = first(&cpu, &stylizer.plan(&cpu, &inputs).unwrap());
+    let on_gpu = first(&small, &plan);
+    assert!((on_gpu - on_cpu).abs() <= 1e-4 * on_cpu, "first evaluation: gpu {on_gpu} vs cpu {on_cpu}");
+    let whole = Stylizer::new(stylizer.config().clone().tile(impasto::tiles::Tiling::Off)).unwrap();
+    let e = whole.plan(&small, &inputs).unwrap_err().to_string();
+    assert!(e.contains("one buffer may hold at most"), "{e}");
+}
+
+/// The CLI: `--device gpu` stylizes and says where, with any option; `--device auto` passes
+/// over a software driver.
 #[test]
 fn the_cli_runs_on_the_gpu() {
     let Some(gpu) = gpu() else { return };
@@ -433,12 +510,14 @@ fn the_cli_runs_on_the_gpu() {
     let settings = impasto::settings::Settings::read(&out).unwrap();
     assert_eq!(settings.network.device, impasto::device::Device::Gpu);
 
+    // Every option runs on the GPU: W2, normalised gradients, a tile side (which, for so small an
+    // image, is the whole of it).
     std::fs::remove_file(&out).unwrap();
-    let o = args("gpu", &["--style-loss", "w2"]);
+    let o = args("gpu", &["--style-loss", "w2", "--normalize-gradients", "--tile", "64"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--style-loss is w2, which runs on the CPU only"), "{stderr}");
-    assert!(!out.exists());
+    assert!(o.status.success(), "{stderr}");
+    let plan = impasto::settings::Settings::read(&out).unwrap().plan.unwrap();
+    assert_eq!((plan.device, plan.scales[0].tile), (impasto::device::Device::Gpu, None));
 
     let o = args("auto", &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);

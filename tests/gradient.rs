@@ -1,6 +1,6 @@
 use impasto::image_io::Image;
 use impasto::kernels::Reference;
-use impasto::loss::{LossConfig, Objective, StyleInput, StyleLoss};
+use impasto::loss::{LossConfig, StyleInput, StyleLoss};
 use impasto::vgg::{LayerId, Pooling, Vgg};
 
 use crate::util::*;
@@ -35,7 +35,7 @@ fn shifted(x: &Image, dir: &[f32], h: f32) -> Image {
 
 /// Central differences along directions mostly along the gradient (so that the change in
 /// loss stands well above f32 rounding in a loss of ~1e9) plus random components.
-fn check_directions(obj: &Objective, x: Image, tolerance: f64) {
+fn check_directions(obj: &dyn impasto::engine::Evaluator, x: Image, tolerance: f64) {
     let (_, grad) = obj.evaluate(&x, true).unwrap();
     let grad = grad.unwrap();
     let loss = |img: &Image| obj.evaluate(img, false).unwrap().0.total;
@@ -58,13 +58,13 @@ fn check_gradient(net: &Vgg, width: usize, height: usize, seed: u64) {
     // difference of two nearly equal Gram matrices (which f32 would drown in rounding).
     let styles =
         [StyleInput::new(ramp(width + 3, height - 1)), StyleInput::new(dim(rng.image(width, height))).blend(3.0)];
-    let obj = Objective::new(net, &config(), &content, &styles).unwrap();
+    let obj = impasto::engine::objective(net, &config(), &content, &styles, None).unwrap();
     let x = rng.image(width, height);
     let (terms, grad) = obj.evaluate(&x, true).unwrap();
     let grad = grad.unwrap();
     assert!(terms.content > 0.0 && terms.style > 0.0 && terms.tv > 0.0, "{terms:?}");
     let loss = |img: &Image| obj.evaluate(img, false).unwrap().0.total;
-    check_directions(&obj, x.clone(), 2e-3);
+    check_directions(&*obj, x.clone(), 2e-3);
     let mut order: Vec<usize> = (0..grad.len()).collect();
     order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
     for &i in &order[..4] {
@@ -97,11 +97,11 @@ fn kernels_agree_through_the_network() {
     let slow = Vgg::with_kernel(w, Pooling::Max, Box::new(Reference));
     let mut rng = Lcg(9);
     let (content, style, x) = (rng.image(17, 23), rng.image(20, 20), rng.image(17, 23));
-    let a = Objective::new(&fast, &config(), &content, &[StyleInput::new(style.clone())])
+    let a = impasto::engine::objective(&fast, &config(), &content, &[StyleInput::new(style.clone())], None)
         .unwrap()
         .evaluate(&x, true)
         .unwrap();
-    let b = Objective::new(&slow, &config(), &content, &[StyleInput::new(style)]).unwrap().evaluate(&x, true).unwrap();
+    let b = impasto::engine::objective(&slow, &config(), &content, &[StyleInput::new(style)], None).unwrap().evaluate(&x, true).unwrap();
     assert!((a.0.total - b.0.total).abs() < 1e-4 * b.0.total, "{:?} vs {:?}", a.0, b.0);
     let (ga, gb) = (a.1.unwrap(), b.1.unwrap());
     let err: f64 = ga.iter().zip(&gb).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
@@ -117,7 +117,7 @@ fn evaluations_do_not_depend_on_earlier_ones() {
         let net = Vgg::new(tiny_weights(6, [16, 16, 16, 16, 16]), pooling);
         let mut rng = Lcg(10);
         let (content, style, x, other) = (rng.image(37, 29), rng.image(30, 30), rng.image(37, 29), rng.image(37, 29));
-        let obj = Objective::new(&net, &config(), &content, &[StyleInput::new(style)]).unwrap();
+        let obj = impasto::engine::objective(&net, &config(), &content, &[StyleInput::new(style)], None).unwrap();
         let (first, g1) = obj.evaluate(&x, true).unwrap();
         obj.evaluate(&other, true).unwrap();
         let (again, g2) = obj.evaluate(&x, true).unwrap();
@@ -137,7 +137,7 @@ fn two_threads_on_one_network_match_one_after_the_other() {
         .map(|&(w, h)| (rng.image(w, h), rng.image(30, 30), (0..4).map(|_| rng.image(w, h)).collect()))
         .collect();
     let run = |net: &Vgg, (content, style, xs): &(Image, Image, Vec<Image>)| -> Vec<(u64, Vec<u32>)> {
-        let obj = Objective::new(net, &config(), content, &[StyleInput::new(style.clone())]).unwrap();
+        let obj = impasto::engine::objective(net, &config(), content, &[StyleInput::new(style.clone())], None).unwrap();
         xs.iter()
             .map(|x| {
                 let (t, g) = obj.evaluate(x, true).unwrap();
@@ -165,13 +165,13 @@ fn blend_of_identical_styles_is_the_single_style() {
     let net = Vgg::new(tiny_weights(6, [4, 4, 4, 4, 4]), Pooling::Max);
     let mut rng = Lcg(11);
     let (content, style, x) = (rng.image(16, 16), rng.image(16, 16), rng.image(16, 16));
-    let one = Objective::new(&net, &config(), &content, &[StyleInput::new(style.clone())])
+    let one = impasto::engine::objective(&net, &config(), &content, &[StyleInput::new(style.clone())], None)
         .unwrap()
         .evaluate(&x, false)
         .unwrap()
         .0;
     let styles = [StyleInput::new(style.clone()).blend(0.2), StyleInput::new(style).blend(5.0)];
-    let two = Objective::new(&net, &config(), &content, &styles).unwrap().evaluate(&x, false).unwrap().0;
+    let two = impasto::engine::objective(&net, &config(), &content, &styles, None).unwrap().evaluate(&x, false).unwrap().0;
     assert!((one.style - two.style).abs() < 1e-6 * one.style, "{one:?} {two:?}");
 }
 
@@ -181,10 +181,10 @@ fn too_small_images_and_unknown_layers_are_errors() {
     let net = Vgg::new(tiny_weights(7, [4, 4, 4, 4, 4]), Pooling::Max);
     let img = Image::filled(8, 8, 100.0);
     let err =
-        Objective::new(&net, &LossConfig::default(), &img, &[StyleInput::new(img.clone())]).err().unwrap().to_string();
+        impasto::engine::objective(&net, &LossConfig::default(), &img, &[StyleInput::new(img.clone())], None).err().unwrap().to_string();
     assert!(err.contains("8x8") && err.contains("16x16"), "{err}");
     let cfg = LossConfig { content_layers: vec![LayerId::relu(6, 1)], ..LossConfig::default() };
-    let err = Objective::new(&net, &cfg, &img, &[StyleInput::new(img.clone())]).err().unwrap().to_string();
+    let err = impasto::engine::objective(&net, &cfg, &img, &[StyleInput::new(img.clone())], None).err().unwrap().to_string();
     assert!(err.contains("relu6_1") && err.contains("relu5_4"), "{err}");
 }
 
@@ -204,8 +204,8 @@ fn w2_gradient_matches_finite_differences() {
         content_weight: 0.0,
         ..LossConfig::default()
     };
-    let obj = Objective::new(&net, &cfg, &content, &styles).unwrap();
-    check_directions(&obj, rng.image(width, height), 5e-3);
+    let obj = impasto::engine::objective(&net, &cfg, &content, &styles, None).unwrap();
+    check_directions(&*obj, rng.image(width, height), 5e-3);
 }
 
 /// Region and source masks: the masked Gram loss's gradient against finite differences.
@@ -224,8 +224,8 @@ fn masked_gradient_matches_finite_differences() {
         StyleInput::new(ramp(width, height)).region_mask(half(12, 10, true)),
         StyleInput::new(dim(rng.image(30, 25))).region_mask(half(12, 10, false)).source_mask(half(30, 25, true)),
     ];
-    let obj = Objective::new(&net, &config(), &content, &styles).unwrap();
-    check_directions(&obj, rng.image(width, height), 2e-3);
+    let obj = impasto::engine::objective(&net, &config(), &content, &styles, None).unwrap();
+    check_directions(&*obj, rng.image(width, height), 2e-3);
 }
 
 /// A style whose region mask is all black changes nothing: same loss, same gradient as
@@ -236,10 +236,10 @@ fn black_mask_style_has_no_effect() {
     let mut rng = Lcg(14);
     let (content, a, b, x) = (rng.image(20, 20), rng.image(20, 20), rng.image(22, 18), rng.image(20, 20));
     let alone =
-        Objective::new(&net, &config(), &content, &[StyleInput::new(a.clone())]).unwrap().evaluate(&x, true).unwrap();
+        impasto::engine::objective(&net, &config(), &content, &[StyleInput::new(a.clone())], None).unwrap().evaluate(&x, true).unwrap();
     let black = Image::filled(5, 5, 0.0);
     let styles = [StyleInput::new(a), StyleInput::new(b).region_mask(black)];
-    let both = Objective::new(&net, &config(), &content, &styles).unwrap().evaluate(&x, true).unwrap();
+    let both = impasto::engine::objective(&net, &config(), &content, &styles, None).unwrap().evaluate(&x, true).unwrap();
     assert!((alone.0.total - both.0.total).abs() < 1e-9 * alone.0.total, "{:?} vs {:?}", alone.0, both.0);
     assert_eq!(alone.1, both.1);
 }
@@ -253,7 +253,7 @@ fn normalized_gradients_keep_direction() {
     let (content, style, x) = (rng.image(20, 20), rng.image(20, 20), rng.image(20, 20));
     let base = LossConfig { style_weight: 0.0, ..LossConfig::default() };
     let g = |cfg: &LossConfig| {
-        Objective::new(&net, cfg, &content, &[StyleInput::new(style.clone())])
+        impasto::engine::objective(&net, cfg, &content, &[StyleInput::new(style.clone())], None)
             .unwrap()
             .evaluate(&x, true)
             .unwrap()

@@ -217,5 +217,5 @@ fn the_readme_example_is_valid_settings() {
         st.region_mask = st.region_mask.as_ref().map(|m| dir.join(m));
     }
     let inputs = local.load_inputs().unwrap();
-    assert!(s.config.plan(&inputs).is_ok());
+    assert!(impasto::plan::Plan::make(&s.config, real_net(), &inputs).is_ok());
 }

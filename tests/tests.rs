@@ -37,3 +37,7 @@ mod tiling;
 
 /// Output for printing: 16 bits, resolution, sRGB tags, input colour profiles.
 mod prints;
+
+/// A run decided once: plans as JSON and back, byte for byte; the style targets reused; the
+/// library without the front ends.
+mod plan;

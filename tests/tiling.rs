@@ -3,7 +3,7 @@
 //! normalised gradients, on random networks and the real VGG19.
 
 use impasto::image_io::Image;
-use impasto::loss::{LossConfig, LossTerms, Objective, StyleInput, StyleLoss};
+use impasto::loss::{LossConfig, LossTerms, StyleInput, StyleLoss};
 use impasto::vgg::{Pooling, Vgg};
 
 use crate::util::*;
@@ -43,10 +43,10 @@ fn check_within(
     tile: usize,
     tolerance: f64,
 ) {
-    let whole = Objective::new(net, config, content, styles).unwrap();
-    let tiled = Objective::tiled(net, config, content, styles, Some(tile)).unwrap();
-    let tiles = tiled.grid().tiles.len();
-    assert!(tiles > 1 && whole.grid().tiles.len() == 1, "{tiles} tiles");
+    let whole = impasto::engine::objective(net, config, content, styles, None).unwrap();
+    let tiled = impasto::engine::objective(net, config, content, styles, Some(tile)).unwrap();
+    let tiles = tiled.tiles();
+    assert!(tiles > 1 && whole.tiles() == 1, "{tiles} tiles");
     let (a, ga) = whole.evaluate(x, true).unwrap();
     let (b, gb) = tiled.evaluate(x, true).unwrap();
     let parts = |t: LossTerms| [t.total, t.content, t.style, t.tv];
@@ -151,7 +151,7 @@ fn plan_prints_each_scale_with_its_tiles() {
     // The fixture is 256x192: 300x225, in the tiles the library cuts.
     let net = real_net();
     let halo = net.halo(&LossConfig::default().layers()).unwrap();
-    let tiles = impasto::tiles::TileGrid::new(300, 225, Some(128), halo).tiles.len();
+    let tiles = impasto::tiles::TileGrid::new(impasto::Size::new(300, 225), Some(128), halo).tiles.len();
     assert!(tiles >= 4, "{tiles}");
     assert!(text.contains(&format!("| 1 | 300x225 | 500 | {tiles} of 128 px | 100 |")), "{text}");
     assert!(text.contains("(measured now)") && text.contains("Nothing changed to fit"), "{text}");

@@ -12,9 +12,9 @@ fn optimised_pixels_stay_in_range() {
     let config = StyleConfig::default().size(128).iterations(40);
     let mut range = (f32::MAX, f32::MIN);
     let mut losses = Vec::new();
-    let outcome = Stylizer::new(real_net(), config)
+    let outcome = Stylizer::new(config)
         .unwrap()
-        .run(&Inputs::new(content, [style]), &mut |p: &Progress| {
+        .stylize(real_net(), &Inputs::new(content, [style]), &mut |p: &Progress| {
             losses.push(p.terms.total);
             ControlFlow::Continue(())
         })
@@ -45,9 +45,9 @@ fn line_search_converges_where_the_old_rule_looped() {
         let lbfgs = OptimizerChoice::Lbfgs(LbfgsSettings { line_search: rule, ..Default::default() });
         let config = StyleConfig::default().size(80).iterations(30).scales(Scales::Off).optimizer(lbfgs);
         let mut evals = Vec::new();
-        let out = Stylizer::new(real_net(), config)
+        let out = Stylizer::new(config)
             .unwrap()
-            .run(&Inputs::new(content.clone(), [style.clone()]), &mut |p: &Progress| {
+            .stylize(real_net(), &Inputs::new(content.clone(), [style.clone()]), &mut |p: &Progress| {
                 evals.push((p.terms.total, p.accepted));
                 ControlFlow::Continue(())
             })
@@ -115,9 +115,9 @@ fn concurrent_runs_share_one_network() {
     let (content, style) = (fixture_image("content.png"), fixture_image("style.png"));
     let run = |net: &impasto::vgg::Vgg| {
         let config = StyleConfig::default().size(64).iterations(4);
-        Stylizer::new(net, config)
+        Stylizer::new(config)
             .unwrap()
-            .run(&Inputs::new(content.clone(), [style.clone()]), &mut |_: &Progress| ControlFlow::Continue(()))
+            .stylize(net, &Inputs::new(content.clone(), [style.clone()]), &mut |_: &Progress| ControlFlow::Continue(()))
             .unwrap()
             .terms
             .total

@@ -1,45 +1,19 @@
-//! The command line: clap definitions (the doc comments are the help), their conversion into
-//! the library's [`Settings`] (defaults come from `StyleConfig::default()`), the way back (the
-//! command line that gives a run's settings), and the map from settings fields to flags that
-//! the library's errors are shown with.
+//! The command line: the commands and the flags that are not settings as clap definitions (the
+//! doc comments are the help), and the run's options made from the library's one table of them
+//! ([`impasto::settings::options::OPTIONS`]): [`RunArgs`] turns each into a clap argument,
+//! collects what was typed, and lowers it into [`Settings`] (defaults from the library); the
+//! library's errors name settings fields, which [`in_flags`] turns into the same table's flags.
 
 use std::path::PathBuf;
-use std::sync::LazyLock;
 
-use clap::builder::TypedValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::PossibleValuesParser;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use impasto::device::Device;
-use impasto::image_io::PrintSize;
-use impasto::optim::{Bounds, LineSearch};
-use impasto::settings::{NetworkSettings, Settings, StyleFile};
-use impasto::transfer::{AdamSettings, Init, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig};
-use impasto::vgg::{LayerId, Pooling};
-use impasto::weights::Preprocess;
+use impasto::settings::options::{Kind, OPTIONS, RunOption, Scope, flag_for};
+use impasto::settings::{Settings, StyleFile};
 use impasto::{Error, Result};
-
-fn defaults() -> StyleConfig {
-    StyleConfig::default()
-}
-
-fn lbfgs_defaults() -> LbfgsSettings {
-    LbfgsSettings::default()
-}
-
-fn adam_defaults() -> AdamSettings {
-    AdamSettings::default()
-}
-
-fn pyramid_defaults() -> PyramidSettings {
-    PyramidSettings::default()
-}
-
-fn layer_list(layers: &[LayerId]) -> String {
-    layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
-}
-
-static CONTENT_LAYERS: LazyLock<String> = LazyLock::new(|| layer_list(&defaults().loss.content_layers));
-static STYLE_LAYERS: LazyLock<String> = LazyLock::new(|| layer_list(&defaults().loss.style_layers));
 
 /// Neural style transfer on the original VGG19 (Gatys, Ecker and Bethge, 2015).
 #[derive(Parser, Debug)]
@@ -130,7 +104,7 @@ pub struct BenchArgs {
     /// Methods to compare (--robustness).
     #[arg(long, value_delimiter = ',', value_enum, default_value = "lbfgs")]
     pub methods: Vec<crate::cli::robustness::Method>,
-    /// Loss evaluations per case (--robustness).
+    /// Loss evaluations per case (--robustness, --targets).
     #[arg(long, default_value_t = 60, allow_negative_numbers = true)]
     pub evaluations: usize,
     /// The JSON-lines file of finished cases (--robustness); cases already in it are skipped.
@@ -139,6 +113,11 @@ pub struct BenchArgs {
     /// Only print the summary of the records file (--robustness).
     #[arg(long)]
     pub summary: bool,
+    /// Time the style targets' reuse instead: N content images after one style in one process
+    /// (--evaluations each, at the first of --sizes), with the targets kept and computed afresh
+    /// for each.
+    #[arg(long, value_name = "N")]
+    pub targets: Option<usize>,
     /// Where to time one iteration: cpu, or gpu (the first adapter wgpu finds).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
@@ -163,14 +142,7 @@ pub enum WeightsCommand {
     Path,
 }
 
-/// The pooling layers' operation.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PoolingArg {
-    Max,
-    Avg,
-}
-
-/// Where the objective is computed.
+/// Where the studio and the benchmark compute.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DeviceArg {
     Auto,
@@ -188,129 +160,162 @@ impl DeviceArg {
     }
 }
 
-/// The gradient method.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum OptimizerArg {
-    Lbfgs,
-    Adam,
-}
-
-/// L-BFGS's step rule.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LineSearchArg {
-    /// Moré and Thuente's strong Wolfe line search (a step is taken only if the loss went down).
-    StrongWolfe,
-    /// One evaluation a step, as PyTorch's LBFGS(max_iter=1) (for comparisons).
-    None,
-}
-
-/// How L-BFGS keeps the pixels in range.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum BoundsArg {
-    /// The two-loop direction, searched along the projected path.
-    Projected,
-    /// L-BFGS-B's generalised Cauchy point and subspace minimisation.
-    Cauchy,
-}
-
-/// The preprocessing a weights file expects.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PreprocessArg {
-    /// BGR, 0..255, minus the mean pixel (original VGG, neural-style-pt's files).
-    Caffe,
-    /// RGB, 0..1, ImageNet mean and std (torchvision's files).
-    Torchvision,
-}
-
-/// Options shared by `stylize` and `score`: the images, the network and the loss.
-#[derive(Args, Debug)]
-pub struct LossArgs {
-    /// The content image.
-    #[arg(required_unless_present_any = ["settings", "plan"], conflicts_with = "settings")]
+/// The images and options of a run, as typed: CONTENT, STYLE... and every option of the table
+/// that the command takes (`SCOPE`: stylize's, or score's).
+#[derive(Clone, Debug, Default)]
+pub struct RunArgs<const STYLIZE: bool> {
     pub content: Option<PathBuf>,
-    /// One or more style images.
-    #[arg(required_unless_present_any = ["settings", "plan"])]
     pub styles: Vec<PathBuf>,
-    /// Take the whole run from FILE: settings JSON, or an image impasto wrote (`impasto settings
-    /// FILE` shows them). Only --output, --log, --save-every and --quiet go with it.
-    #[arg(long, value_name = "FILE")]
-    pub settings: Option<PathBuf>,
-    /// Long side of the output in pixels (an image already at that size is used as it is).
-    #[arg(long, default_value_t = defaults().size, allow_negative_numbers = true)]
-    pub size: usize,
-    /// Weight of the content loss.
-    #[arg(long, default_value_t = defaults().loss.content_weight, allow_negative_numbers = true)]
-    pub content_weight: f64,
-    /// Weight of the style loss.
-    #[arg(long, default_value_t = defaults().loss.style_weight, allow_negative_numbers = true)]
-    pub style_weight: f64,
-    /// Weight of the total-variation loss (smoothness).
-    #[arg(long, default_value_t = defaults().loss.tv_weight, allow_negative_numbers = true)]
-    pub tv_weight: f64,
-    /// Content layers, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = CONTENT_LAYERS.as_str())]
-    pub content_layers: Vec<String>,
-    /// Style layers, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = STYLE_LAYERS.as_str())]
-    pub style_layers: Vec<String>,
-    /// One weight per style layer, comma-separated [default: 1/C^2, C the layer's channels].
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    pub style_layer_weights: Option<Vec<f64>>,
-    /// One weight per style image, comma-separated; normalised to sum to 1 [default: equal].
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    pub style_blend: Option<Vec<f64>>,
-    /// Style images get the output's pixel count times F^2 (bigger F, bigger strokes).
-    #[arg(long, value_name = "F", default_value_t = defaults().style_scale, allow_negative_numbers = true)]
-    pub style_scale: f64,
-    /// Pooling in the network.
-    #[arg(long, value_enum, default_value = "max")]
-    pub pooling: PoolingArg,
-    /// Where to compute: auto (a hardware GPU if one is found, else the CPU), cpu or gpu.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceArg,
-    /// A VGG weights file (.pth, .bin or .safetensors) [default: the original VGG19, fetched on first use].
-    #[arg(long, value_name = "FILE")]
-    pub weights: Option<PathBuf>,
-    /// Override the preprocessing the weights file implies.
-    #[arg(long, value_enum)]
-    pub preprocess: Option<PreprocessArg>,
-    /// Style loss: Gram matrices, or the Wasserstein-2 distance between Gaussian fits.
-    #[arg(long, default_value = "gram", value_name = "gram|w2")]
-    pub style_loss: String,
-    /// Divide each loss term's gradient by its L1 norm (neural-style's option).
-    #[arg(long)]
-    pub normalize_gradients: bool,
-    /// Where each style applies: one mask per style, in order, white where it applies (`none` for
-    /// the whole image). With masks, blend weights are not normalised.
-    #[arg(long, value_name = "FILE")]
-    pub style_mask: Vec<String>,
-    /// Which part of each style image gives the style: one mask per style (`none`: all of it).
-    #[arg(long, value_name = "FILE")]
-    pub style_source_mask: Vec<String>,
-    /// Where the colours come from: the style (keep), the content via luminance-only transfer
-    /// (luminance), or the style recoloured to the content's colour statistics (match).
-    #[arg(long, alias = "color", default_value = "keep", value_name = "keep|luminance|match")]
-    pub colour: String,
-    /// Evaluate the network in tiles (exact, with halos; for sizes whose whole image does not
-    /// fit in memory): auto (only then), off, or a tile side in pixels.
-    #[arg(long, default_value = "auto", value_name = "auto|off|N")]
-    pub tile: String,
+    /// The options given on the command line, in the table's order, with their values (one per
+    /// occurrence).
+    pub given: Vec<(&'static str, Vec<String>)>,
+}
+
+impl<const STYLIZE: bool> RunArgs<STYLIZE> {
+    const SCOPE: Scope = if STYLIZE { Scope::Stylize } else { Scope::Both };
+
+    fn options() -> impl Iterator<Item = &'static RunOption> {
+        OPTIONS.iter().filter(|o| o.applies_to(Self::SCOPE))
+    }
+
+    /// The clap argument of an option.
+    fn arg(o: &'static RunOption) -> Arg {
+        let help = match ((o.default)(), o.kind) {
+            (Some(d), Kind::Choice(names)) => format!("{} [{}; default: {d}]", o.help, names.join(", ")),
+            (Some(d), _) => format!("{} [default: {d}]", o.help),
+            (None, Kind::Choice(names)) => format!("{} [{}]", o.help, names.join(", ")),
+            (None, _) => o.help.to_string(),
+        };
+        let mut a = Arg::new(o.flag).long(o.flag).help(help);
+        if !o.value_name.is_empty() {
+            a = a.value_name(o.value_name);
+        }
+        a = match o.kind {
+            Kind::Switch => a.action(ArgAction::SetTrue),
+            Kind::Count => a.value_parser(clap::value_parser!(u64)).allow_negative_numbers(true),
+            Kind::Number => a.value_parser(clap::value_parser!(f64)).allow_negative_numbers(true),
+            Kind::Numbers => a.allow_hyphen_values(true),
+            Kind::Choice(names) => a.value_parser(PossibleValuesParser::new(names.iter().copied())).hide_possible_values(true),
+            Kind::Text => a,
+            Kind::PerStyle => a.action(ArgAction::Append),
+        };
+        if let Some(alias) = o.alias {
+            a = a.visible_alias(alias);
+        }
+        for c in o.conflicts {
+            a = a.conflicts_with(*c);
+        }
+        a
+    }
+
+    /// The settings these images and options describe, every option not given at the library's
+    /// default. What is typed is only put in its place here; the values are checked when a run
+    /// is made of them.
+    pub fn settings(&self) -> Result<Settings> {
+        let content = self.content.clone().ok_or_else(|| Error::Config("a CONTENT image is needed".into()))?;
+        let mut settings = Settings::new(content, self.styles.iter().map(StyleFile::new));
+        for (flag, values) in &self.given {
+            let o = RunOption::named(flag).expect("an option of the table");
+            (o.set)(&mut settings, values).map_err(|m| {
+                let sep = if m.starts_with(':') { "" } else { " " };
+                Error::Config(format!("--{flag}{sep}{m}"))
+            })?;
+        }
+        Ok(settings)
+    }
+
+    /// Refuses any image or option alongside `file`, which gives the whole run (`what` is
+    /// `--settings` or `--plan`).
+    fn alone(&self, what: &str, file: &std::path::Path) -> Result<()> {
+        let first = if self.content.is_some() || !self.styles.is_empty() {
+            Some("a CONTENT or STYLE image".to_string())
+        } else {
+            self.given.first().map(|(f, _)| format!("--{f}"))
+        };
+        match first {
+            Some(given) => Err(Error::Config(format!(
+                "{given} cannot be combined with {what}: {} gives the whole run (edit it, or give no {what})",
+                file.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<const STYLIZE: bool> Args for RunArgs<STYLIZE> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let files: &[&str] = if STYLIZE { &["settings", "plan"] } else { &["settings"] };
+        let mut cmd = cmd
+            .arg(
+                Arg::new("content")
+                    .value_name("CONTENT")
+                    .help("The content image")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .required_unless_present_any(files),
+            )
+            .arg(
+                Arg::new("styles")
+                    .value_name("STYLE")
+                    .help("One or more style images")
+                    .num_args(1..)
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .required_unless_present_any(files),
+            );
+        for o in Self::options() {
+            cmd = cmd.arg(Self::arg(o));
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl<const STYLIZE: bool> FromArgMatches for RunArgs<STYLIZE> {
+    fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        let content = m.get_one::<PathBuf>("content").cloned();
+        let styles = m.get_many::<PathBuf>("styles").map(|v| v.cloned().collect()).unwrap_or_default();
+        let mut given = Vec::new();
+        for o in Self::options() {
+            if m.value_source(o.flag) != Some(ValueSource::CommandLine) {
+                continue;
+            }
+            let values = match o.kind {
+                Kind::Switch => Vec::new(),
+                _ => m
+                    .get_raw_occurrences(o.flag)
+                    .map(|occ| occ.flat_map(|vals| vals.map(|v| v.to_string_lossy().into_owned())).collect())
+                    .unwrap_or_default(),
+            };
+            given.push((o.flag, values));
+        }
+        Ok(RunArgs { content, styles, given })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct StylizeArgs {
     #[command(flatten)]
-    pub loss: LossArgs,
+    pub run: RunArgs<true>,
     /// Where to write the result (.png, .jpg or .tif).
     #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
-    /// Bits per channel of the output: 8, or 16 (PNG and TIFF).
-    #[arg(long, default_value_t = 8, value_parser = clap::builder::PossibleValuesParser::new(["8", "16"]).map(|v: String| v.parse::<u8>().unwrap_or(8)))]
-    pub depth: u8,
-    /// Size the output for a print, e.g. 40x30cm@300dpi or 16x12in@240dpi: the long side in
-    /// pixels (instead of --size), and the resolution recorded in the file.
-    #[arg(long, value_name = "WxH(cm|mm|in)@Ndpi", conflicts_with = "size")]
-    pub print: Option<String>,
+    /// Take the whole run from FILE: settings JSON, or an image impasto wrote (`impasto settings
+    /// FILE` shows them); it is laid out afresh. Only --output, --log, --save-every and --quiet
+    /// go with it.
+    #[arg(long, value_name = "FILE", conflicts_with = "content")]
+    pub settings: Option<PathBuf>,
+    /// Run exactly the plan in FILE (`impasto plan --json` wrote it, or an image impasto wrote):
+    /// its settings, sizes, tiles, L-BFGS history and device, with no layout of its own. Only
+    /// --output, --log, --save-every and --quiet go with it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["settings", "content"])]
+    pub plan: Option<PathBuf>,
     /// Print the plan (scales, tiles, L-BFGS history, peak memory, time) and stop
     /// (`impasto plan` is `impasto stylize --dry-run`).
     #[arg(long)]
@@ -318,35 +323,6 @@ pub struct StylizeArgs {
     /// With --dry-run: print the plan as JSON (the settings with the plan; `--plan FILE` runs it).
     #[arg(long, requires = "dry_run")]
     pub json: bool,
-    /// Run exactly the plan in FILE (`impasto plan --json` wrote it, or an image impasto wrote):
-    /// its settings, sizes, tiles, L-BFGS history and device, with no layout of its own. Only
-    /// --output, --log, --save-every and --quiet go with it.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["settings", "content"])]
-    pub plan: Option<PathBuf>,
-    /// Loss evaluations (one optimizer step each).
-    #[arg(long, default_value_t = defaults().iterations, allow_negative_numbers = true)]
-    pub iterations: usize,
-    /// The gradient method.
-    #[arg(long, value_enum, default_value = "lbfgs")]
-    pub optimizer: OptimizerArg,
-    /// Adam's step size in pixel units (0..255).
-    #[arg(long, default_value_t = adam_defaults().lr, allow_negative_numbers = true)]
-    pub lr: f64,
-    /// L-BFGS history: correction pairs kept [default: 100, fewer (down to 5) if memory is short].
-    #[arg(long, default_value_t = lbfgs_defaults().history, allow_negative_numbers = true)]
-    pub lbfgs_history: usize,
-    /// L-BFGS's step rule: a strong Wolfe line search, or PyTorch's one evaluation a step.
-    #[arg(long, value_enum, default_value = "strong-wolfe")]
-    pub lbfgs_line_search: LineSearchArg,
-    /// How L-BFGS keeps pixels in 0..255: a projected search path, or L-BFGS-B's Cauchy point.
-    #[arg(long, value_enum, default_value = "projected")]
-    pub lbfgs_bounds: BoundsArg,
-    /// Start from `content`, `random` (white noise from --seed) or an image FILE.
-    #[arg(long, default_value = "content", value_name = "content|random|FILE")]
-    pub init: String,
-    /// Seed for random initialisation (same seed, same output).
-    #[arg(long, default_value_t = defaults().seed, allow_negative_numbers = true)]
-    pub seed: u64,
     /// Also write the image every N iterations (OUT with the iteration number: out.0100.png).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub save_every: Option<usize>,
@@ -356,296 +332,67 @@ pub struct StylizeArgs {
     /// Write one JSON object per evaluation to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
-    /// Coarse-to-fine schedule: `auto` (a pyramid above 512 px), `off`, or long sides S1,S2,...
-    /// ending at --size.
-    #[arg(long, default_value = "auto", value_name = "auto|off|S1,S2,...")]
-    pub scales: String,
-    /// First long side of the automatic pyramid.
-    #[arg(long, default_value_t = pyramid_defaults().start, value_name = "N", allow_negative_numbers = true)]
-    pub scale_start: usize,
-    /// Ratio between successive scales of the automatic pyramid.
-    #[arg(long, default_value_t = pyramid_defaults().factor, value_name = "F", allow_negative_numbers = true)]
-    pub scale_factor: f64,
-    /// Iterations at each scale, comma-separated (one value: all scales) [default: --iterations
-    /// at the first scale, half as many at the others].
-    #[arg(long, value_delimiter = ',', value_name = "N,N,...", allow_negative_numbers = true)]
-    pub scale_iterations: Option<Vec<usize>>,
-    /// Stop after this many seconds and write the image so far (at full size).
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub time_limit: Option<f64>,
-    /// Adam only: output the moving average of the iterates with this decay (e.g. 0.99).
-    #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
-    pub average: Option<f64>,
 }
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
     #[command(flatten)]
-    pub loss: LossArgs,
+    pub run: RunArgs<false>,
+    /// Take the images and options from FILE (settings JSON, or an image impasto wrote).
+    #[arg(long, value_name = "FILE", conflicts_with = "content")]
+    pub settings: Option<PathBuf>,
     /// The image to score (resized to the output size if it is not already).
     #[arg(long, value_name = "IMG")]
     pub image: PathBuf,
 }
 
-/// The ids of the subcommand's arguments given on the command line (not left at their defaults).
-pub fn explicit_flags(matches: &clap::ArgMatches) -> Vec<String> {
-    use clap::CommandFactory;
-    let Some((name, m)) = matches.subcommand() else { return Vec::new() };
-    let command = Cli::command();
-    let Some(sub) = command.find_subcommand(name) else { return Vec::new() };
-    sub.get_arguments()
-        .map(|a| a.get_id().as_str())
-        .filter(|id| m.try_get_raw(id).is_ok() && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
-        .map(str::to_string)
-        .collect()
-}
 
-/// The flags that go with --settings (the rest of the run comes from the file).
-const WITH_SETTINGS: &[&str] = &["settings", "plan", "output", "dry_run", "json", "log", "save_every", "quiet", "image"];
-
-/// The flags, by clap id, that only mean something with another choice.
-const ONLY_WITH: &[(&str, &str)] = &[
-    ("lr", "--optimizer adam"),
-    ("average", "--optimizer adam"),
-    ("lbfgs_history", "--optimizer lbfgs"),
-    ("lbfgs_line_search", "--optimizer lbfgs"),
-    ("lbfgs_bounds", "--optimizer lbfgs"),
-    ("scale_start", "--scales auto"),
-    ("scale_factor", "--scales auto"),
-];
-
-/// `--some-flag` for a clap id.
-fn flag_of_id(id: &str) -> String {
-    format!("--{}", id.replace('_', "-"))
-}
-
-impl LossArgs {
-    pub fn pooling(&self) -> Pooling {
-        match self.pooling {
-            PoolingArg::Max => Pooling::Max,
-            PoolingArg::Avg => Pooling::Avg,
-        }
+/// Settings read from `--settings FILE` (any plan they carry is dropped: they are laid out
+/// afresh) or `--plan FILE` (which must carry one).
+fn from_file(settings: Option<&PathBuf>, plan: Option<&PathBuf>) -> Option<Result<Settings>> {
+    if let Some(file) = plan {
+        return Some(Settings::read(file).and_then(|s| match s.plan {
+            Some(_) => Ok(s),
+            None => Err(Error::SettingsFile {
+                path: file.clone(),
+                message: "has settings but no plan (impasto plan --json writes one; --settings runs settings)".into(),
+            }),
+        }));
     }
-
-    pub fn preprocess(&self) -> Option<Preprocess> {
-        self.preprocess.map(|p| match p {
-            PreprocessArg::Caffe => Preprocess::Caffe,
-            PreprocessArg::Torchvision => Preprocess::Torchvision,
-        })
-    }
-
-    /// The settings these options describe (the run's options left at their defaults), checked.
-    /// `explicit` are the ids of the flags given on the command line.
-    pub fn settings(&self, explicit: &[String]) -> Result<Settings> {
-        if let Some(file) = &self.settings {
-            if let Some(id) = explicit.iter().find(|id| !WITH_SETTINGS.contains(&id.as_str())) {
-                return Err(Error::Config(format!(
-                    "{} cannot be combined with --settings: {} gives the whole run (edit it, or give no --settings)",
-                    if id == "styles" { "a STYLE image".to_string() } else { flag_of_id(id) },
-                    file.display()
-                )));
-            }
-            // A plan the file carries is not run: the settings are laid out here (--plan runs one).
-            return Ok(Settings { plan: None, ..Settings::read(file)? });
-        }
-        let parse = |flag: &str, v: &[String]| {
-            v.iter()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.parse().map_err(|e: Error| Error::Config(format!("{flag}: {e}"))))
-                .collect::<Result<Vec<LayerId>>>()
-        };
-        let n = self.styles.len();
-        for (flag, count) in [
-            ("--style-blend", self.style_blend.as_ref().map_or(0, Vec::len)),
-            ("--style-mask", self.style_mask.len()),
-            ("--style-source-mask", self.style_source_mask.len()),
-        ] {
-            let exact = flag == "--style-blend" && count > 0;
-            if count > n || (exact && count != n) {
-                let given = if exact { format!("has {count} values") } else { format!("is given {count} times") };
-                return Err(Error::Config(format!("{flag} {given} but there are {n} style images")));
-            }
-        }
-        let mask = |list: &[String], s: usize| match list.get(s).map(String::as_str) {
-            None | Some("none" | "-") => None,
-            Some(path) => Some(PathBuf::from(path)),
-        };
-        let styles = self.styles.iter().enumerate().map(|(s, image)| StyleFile {
-            image: image.clone(),
-            blend: self.style_blend.as_ref().map_or(1.0, |b| b[s]),
-            region_mask: mask(&self.style_mask, s),
-            source_mask: mask(&self.style_source_mask, s),
-        });
-        let mut settings = Settings::new(self.content.clone().expect("clap requires CONTENT"), styles);
-        settings.network = NetworkSettings {
-            weights: self.weights.clone(),
-            pooling: self.pooling(),
-            preprocess: self.preprocess(),
-            device: self.device.device(),
-        };
-        let loss = &mut settings.config.loss;
-        loss.content_layers = parse("--content-layers", &self.content_layers)?;
-        loss.style_layers = parse("--style-layers", &self.style_layers)?;
-        loss.style_layer_weights = self.style_layer_weights.clone();
-        loss.content_weight = self.content_weight;
-        loss.style_weight = self.style_weight;
-        loss.tv_weight = self.tv_weight;
-        loss.style_loss = self.style_loss.parse()?;
-        loss.normalize_gradients = self.normalize_gradients;
-        settings.config.size = self.size;
-        settings.config.style_scale = self.style_scale;
-        settings.config.colour = self.colour.parse()?;
-        settings.config.tile = self.tile.parse().map_err(|e| Error::Config(format!("--tile {e}")))?;
-        Ok(settings)
-    }
+    settings.map(|file| Settings::read(file).map(|s| Settings { plan: None, ..s }))
 }
 
 impl StylizeArgs {
-    /// The run's settings: from --settings, or from the flags (checked; a flag that does not go
-    /// with the choices made is refused). `explicit` are the ids of the flags given.
-    pub fn settings(&self, explicit: &[String]) -> Result<Settings> {
-        if let Some(file) = &self.plan {
-            if let Some(id) = explicit.iter().find(|id| !WITH_SETTINGS.contains(&id.as_str())) {
-                return Err(Error::Config(format!(
-                    "{} cannot be combined with --plan: {} gives the whole run",
-                    if id == "styles" { "a STYLE image".to_string() } else { flag_of_id(id) },
-                    file.display()
-                )));
-            }
-            let settings = Settings::read(file)?;
-            if settings.plan.is_none() {
-                return Err(Error::SettingsFile {
-                    path: file.clone(),
-                    message: "has settings but no plan (impasto plan --json writes one; --settings runs settings)".into(),
-                });
-            }
-            return Ok(settings);
-        }
-        let mut settings = self.loss.settings(explicit)?;
-        if self.loss.settings.is_some() {
-            return Ok(settings);
-        }
-        let adam = matches!(self.optimizer, OptimizerArg::Adam);
-        let auto = self.scales == "auto";
-        for (id, needs) in ONLY_WITH {
-            let applies = match *needs {
-                "--optimizer adam" => adam,
-                "--optimizer lbfgs" => !adam,
-                _ => auto,
-            };
-            if !applies && explicit.iter().any(|e| e == id) {
-                return Err(Error::Config(format!("{} applies to {needs} only", flag_of_id(id))));
-            }
-        }
+    /// The run's settings: from --settings or --plan, or from the images and options (put in
+    /// place; their values are checked when the run is made).
+    pub fn settings(&self) -> Result<Settings> {
         if self.save_every == Some(0) {
             return Err(Error::Config("--save-every must be at least 1".into()));
         }
-        let c = &mut settings.config;
-        c.iterations = self.iterations;
-        c.optimizer = if adam {
-            OptimizerChoice::Adam(AdamSettings { lr: self.lr, average: self.average })
-        } else {
-            OptimizerChoice::Lbfgs(LbfgsSettings {
-                history: self.lbfgs_history,
-                fit_history: !explicit.iter().any(|e| e == "lbfgs_history"),
-                line_search: match self.lbfgs_line_search {
-                    LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
-                    LineSearchArg::None => LineSearch::None,
-                },
-                bounds: match self.lbfgs_bounds {
-                    BoundsArg::Projected => Bounds::Projected,
-                    BoundsArg::Cauchy => Bounds::Cauchy,
-                },
-            })
-        };
-        c.seed = self.seed;
-        c.scales = match self.scales.as_str() {
-            "auto" => Scales::Auto(PyramidSettings { start: self.scale_start, factor: self.scale_factor }),
-            "off" => Scales::Off,
-            list => {
-                Scales::List(list.split(',').map(|v| v.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(
-                    |_| Error::Config(format!("--scales '{list}': use auto, off or sizes like 256,512,1024")),
-                )?)
-            }
-        };
-        c.scale_iterations = self.scale_iterations.clone();
-        c.time_limit = match self.time_limit {
-            None => None,
-            Some(t) if t > 0.0 && std::time::Duration::try_from_secs_f64(t).is_ok() => {
-                Some(std::time::Duration::from_secs_f64(t))
-            }
-            Some(t) => {
-                return Err(Error::Config(format!("--time-limit must be a positive number of seconds, got {t}")));
-            }
-        };
-        match Init::parse_keyword(&self.init) {
-            Some(init) => c.init = init?,
-            None => {
-                c.init = Init::Image;
-                settings.start = Some(PathBuf::from(&self.init));
-            }
+        if let Some((what, file)) = [("--plan", &self.plan), ("--settings", &self.settings)]
+            .into_iter()
+            .find_map(|(w, f)| f.as_ref().map(|f| (w, f)))
+        {
+            self.run.alone(what, file)?;
         }
-        settings.output.sixteen_bit = self.depth == 16;
-        if let Some(spec) = &self.print {
-            let print: PrintSize = spec.parse().map_err(|e| Error::Config(format!("--print {e}")))?;
-            settings.config.size = print.long_side();
-            settings.output.dpi = Some(print.dpi);
+        match from_file(self.settings.as_ref(), self.plan.as_ref()) {
+            Some(read) => read,
+            None => self.run.settings(),
         }
-        Ok(settings)
     }
 }
 
-/// The flag (or argument) that sets a settings field, e.g. `--lbfgs-history` for
-/// `optimizer.lbfgs.history`; `styles[1].region_mask` is `--style-mask FILE`, named by the
-/// file in `settings`.
-pub fn flag_for(field: &str, settings: &Settings) -> String {
-    if let Some(rest) = field.strip_prefix("styles[")
-        && let Some((index, sub)) = rest.split_once("].")
-        && let Ok(s) = index.parse::<usize>()
-    {
-        let style = settings.styles.get(s);
-        let file = |p: Option<&PathBuf>| p.map_or(String::new(), |p| format!(" {}", p.display()));
-        return match sub {
-            "blend" => format!("--style-blend (value {})", s + 1),
-            "region_mask" => format!("--style-mask{}", file(style.and_then(|st| st.region_mask.as_ref()))),
-            "source_mask" => format!("--style-source-mask{}", file(style.and_then(|st| st.source_mask.as_ref()))),
-            _ => format!("STYLE {}", s + 1),
-        };
+impl ScoreArgs {
+    pub fn settings(&self) -> Result<Settings> {
+        if let Some(file) = &self.settings {
+            self.run.alone("--settings", file)?;
+        }
+        match from_file(self.settings.as_ref(), None) {
+            Some(read) => read,
+            None => self.run.settings(),
+        }
     }
-    FLAGS.iter().find(|(f, _)| *f == field).map_or_else(|| field.to_string(), |(_, flag)| flag.to_string())
 }
-
-/// Settings fields and the flags that set them.
-pub const FLAGS: &[(&str, &str)] = &[
-    ("size", "--size"),
-    ("iterations", "--iterations"),
-    ("optimizer.lbfgs.history", "--lbfgs-history"),
-    ("optimizer.lbfgs.line_search", "--lbfgs-line-search"),
-    ("optimizer.lbfgs.bounds", "--lbfgs-bounds"),
-    ("optimizer.adam.lr", "--lr"),
-    ("optimizer.adam.average", "--average"),
-    ("scales", "--scales"),
-    ("scales.auto.start", "--scale-start"),
-    ("scales.auto.factor", "--scale-factor"),
-    ("scale_iterations", "--scale-iterations"),
-    ("loss.content_layers", "--content-layers"),
-    ("loss.style_layers", "--style-layers"),
-    ("loss.style_layer_weights", "--style-layer-weights"),
-    ("loss.content_weight", "--content-weight"),
-    ("loss.style_weight", "--style-weight"),
-    ("loss.tv_weight", "--tv-weight"),
-    ("loss.style_loss", "--style-loss"),
-    ("loss.normalize_gradients", "--normalize-gradients"),
-    ("style_scale", "--style-scale"),
-    ("init", "--init"),
-    ("start", "--init"),
-    ("seed", "--seed"),
-    ("colour", "--colour"),
-    ("time_limit", "--time-limit"),
-    ("styles", "STYLE"),
-    ("network.device", "--device"),
-    ("tile", "--tile"),
-];
 
 /// A library error in the command line's terms: settings fields become flags.
 pub fn in_flags(e: Error, settings: &Settings) -> Error {
@@ -664,7 +411,12 @@ pub fn in_flags(e: Error, settings: &Settings) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::CommandFactory;
+    use impasto::optim::{Bounds, LineSearch};
+    use impasto::settings::NetworkSettings;
+    use impasto::transfer::{AdamSettings, Init, LbfgsSettings, OptimizerChoice, Scales, Stylizer};
+    use impasto::vgg::Pooling;
+    use impasto::weights::Preprocess;
     use std::path::Path;
 
     #[test]
@@ -672,25 +424,25 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    /// The parsed `stylize` arguments and the ids of the flags given, as `main` passes them.
-    fn parse(args: &[&str]) -> (StylizeArgs, Vec<String>) {
-        let matches = Cli::command().try_get_matches_from(args).unwrap();
-        let explicit = explicit_flags(&matches);
-        match Cli::from_arg_matches(&matches).unwrap().command {
-            Command::Stylize(a) => (a, explicit),
+    /// The parsed `stylize` arguments.
+    fn parse(args: &[&str]) -> StylizeArgs {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Stylize(a) => a,
             _ => unreachable!(),
         }
     }
 
-    fn stylize(args: &[&str]) -> (StylizeArgs, Vec<String>) {
+    fn stylize(args: &[&str]) -> StylizeArgs {
         let mut all = vec!["impasto", "stylize", "c.jpg", "s.jpg", "-o", "out.png"];
         all.extend_from_slice(args);
         parse(&all)
     }
 
+    /// The settings of a command line, checked as a run checks them, errors in its terms.
     fn settings(args: &[&str]) -> Result<Settings> {
-        let (a, explicit) = stylize(args);
-        a.settings(&explicit).map_err(|e| in_flags(e, &Settings::new("", [])))
+        let s = stylize(args).settings().map_err(|e| in_flags(e, &Settings::new("", [])))?;
+        Stylizer::new(s.config.clone()).map_err(|e| in_flags(e, &s))?;
+        Ok(s)
     }
 
     #[test]
@@ -794,6 +546,9 @@ mod tests {
             })
         );
         assert_eq!((lbfgs.config.init, lbfgs.start), (Init::Image, Some("start.png".into())));
+        // The order on the command line does not matter: the table's does.
+        let late = settings(&["--lr", "0.5", "--optimizer", "adam"]).unwrap();
+        assert_eq!(late.config.optimizer, OptimizerChoice::Adam(AdamSettings { lr: 0.5, average: None }));
     }
 
     #[test]
@@ -811,8 +566,13 @@ mod tests {
             (&["--scale-factor", "1"][..], "--scale-factor must be > 1, got 1"),
             (&["--scale-start", "0"][..], "--scale-start must be at least 1"),
             (&["--scales", "32,48", "--size", "64"][..], "--scales 32,48 does not reach the size 64"),
+            (&["--scales", "x"][..], "--scales 'x': use auto, off or sizes like 256,512,1024"),
             (&["--style-scale", "0"][..], "--style-scale must be a finite number > 0, got 0"),
             (&["--init", "noise:3"][..], "--init noise:AMOUNT needs an AMOUNT between 0 and 1"),
+            (&["--tile", "12"][..], "--tile '12' is not auto, off or a tile side of at least 64 pixels"),
+            (&["--time-limit", "0"][..], "--time-limit must be a positive number of seconds, got 0"),
+            (&["--print", "1x1mm@1dpi"][..], "--print gives a long side of 0 pixels at 1 dpi"),
+            (&["--print", "5x5in@65535dpi"][..], "--print gives a long side of 327675 pixels at 65535 dpi"),
             // Flags that do not go with the choices made.
             (&["--lr", "3"][..], "--lr applies to --optimizer adam only"),
             (&["--average", "0.9"][..], "--average applies to --optimizer adam only"),
@@ -822,37 +582,32 @@ mod tests {
             let err = settings(args).err().unwrap_or_else(|| panic!("{args:?} accepted")).to_string();
             assert!(err.starts_with(want), "{args:?}: {err}");
         }
-        let (a, explicit) = parse(&["impasto", "stylize", "--settings", "run.json", "-o", "o.png", "--size", "100"]);
-        let err = a.settings(&explicit).unwrap_err().to_string();
+        let a = parse(&["impasto", "stylize", "--settings", "run.json", "-o", "o.png", "--size", "100"]);
+        let err = a.settings().unwrap_err().to_string();
         assert!(err.starts_with("--size cannot be combined with --settings: run.json gives the whole run"), "{err}");
-        // A CONTENT or STYLE image with --settings is refused by clap itself.
+        let a = parse(&["impasto", "stylize", "--plan", "plan.json", "-o", "o.png", "--tile", "64"]);
+        let err = a.settings().unwrap_err().to_string();
+        assert!(err.starts_with("--tile cannot be combined with --plan: plan.json gives the whole run"), "{err}");
+        // A CONTENT or STYLE image with --settings is refused by clap itself; so is an unknown
+        // choice, with the choices named.
         assert!(Cli::try_parse_from(["impasto", "stylize", "--settings", "r.json", "c.jpg", "-o", "o.png"]).is_err());
+        let e = Cli::try_parse_from(["impasto", "stylize", "c.jpg", "s.jpg", "-o", "o.png", "--pooling", "mean"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mean") && e.contains("max") && e.contains("avg"), "{e}");
     }
 
-    /// Every settings field the table names is set by a flag this command line has.
+    /// Every option is an argument of the commands it belongs to, and nothing else is one.
     #[test]
-    fn every_field_maps_to_a_real_flag() {
+    fn the_arguments_are_the_table() {
         let command = Cli::command();
-        let stylize = command.find_subcommand("stylize").unwrap();
-        let longs: Vec<String> =
-            stylize.get_arguments().filter_map(|a| a.get_long().map(|l| format!("--{l}"))).collect();
-        for (field, flag) in FLAGS {
-            assert!(*flag == "STYLE" || longs.iter().any(|l| l == flag), "{field}: {flag} is not a flag");
+        for (name, stylize) in [("stylize", true), ("score", false)] {
+            let sub = command.find_subcommand(name).unwrap();
+            let longs: Vec<&str> = sub.get_arguments().filter_map(|a| a.get_long()).collect();
+            for o in OPTIONS {
+                assert_eq!(longs.contains(&o.flag), stylize || o.scope == Scope::Both, "{name} --{}", o.flag);
+            }
         }
-        let s = Settings {
-            styles: vec![StyleFile { region_mask: Some("sky.png".into()), ..StyleFile::new("a.jpg") }],
-            ..Settings::new("c.jpg", [])
-        };
-        assert_eq!(flag_for("styles[0].region_mask", &s), "--style-mask sky.png");
-        assert_eq!(flag_for("styles[3].blend", &s), "--style-blend (value 4)");
-        let e = Error::Memory {
-            message: "a run needs 9 TiB".into(),
-            lower: vec!["size".into(), "optimizer.lbfgs.history".into()],
-        };
-        assert_eq!(
-            in_flags(e, &s).to_string(),
-            "a run needs 9 TiB; lower --size or --lbfgs-history, or use --optimizer adam"
-        );
     }
 
     /// Splits a command line `command_line` wrote (plain words and single-quoted ones).
@@ -952,17 +707,17 @@ mod tests {
                 "cpu",
             ],
             vec!["--content-layers", "", "--style-source-mask", "src.png", "--colour", "luminance", "--init", "random"],
+            vec!["--print", "20x15cm@100dpi", "--depth", "16", "--tile", "off"],
+            vec!["--tile", "256"],
         ];
         for extra in many {
             let mut args = vec!["impasto", "stylize", "c d.jpg", "s.jpg", "t.png", "-o", "out.png"];
             args.extend(extra.iter().copied());
-            let (a, explicit) = parse(&args);
-            let want = a.settings(&explicit).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            let want = parse(&args).settings().unwrap_or_else(|e| panic!("{extra:?}: {e}"));
             let line = want.command_line(Path::new("out.png"));
             let words = split(&line);
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            let (b, explicit) = parse(&words);
-            assert_eq!(b.settings(&explicit).unwrap(), want, "{line}");
+            assert_eq!(parse(&words).settings().unwrap(), want, "{line}");
             if extra.is_empty() {
                 assert_eq!(line, "impasto stylize 'c d.jpg' s.jpg t.png -o out.png");
             }

@@ -199,3 +199,60 @@ pub fn default_weights() -> Result<VggWeights> {
     let path = weights::fetch::ensure_default_weights(&mut |m| eprintln!("impasto: {m}"))?;
     Ok(weights::load(&path, None)?)
 }
+
+/// `impasto bench --targets N`: N content images after one style in one process, each a short
+/// run at `size`, once with the style targets kept between images (the default) and once with
+/// them computed afresh for each; the table shows the seconds per image and how many times the
+/// targets were computed.
+pub fn run_targets(count: usize, size: usize, iterations: usize, weights: VggWeights) -> Result<()> {
+    use impasto::transfer::{Inputs, Scales, StyleConfig, Stylizer};
+    let net = Vgg::new(weights, Pooling::Max);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let photo = impasto::image_io::load(&dir.join("tubingen.jpg"))?;
+    let style = impasto::image_io::load(&dir.join("starry_night.jpg"))?;
+    // N photos of one size: crops of the example at N offsets.
+    let (w, h) = (photo.width * 3 / 4, photo.height * 3 / 4);
+    let photos: Vec<Image> = (0..count)
+        .map(|k| {
+            let (x0, y0) = ((k * 37) % (photo.width - w), (k * 23) % (photo.height - h));
+            let rect = impasto::tiles::Rect { x: x0, y: y0, width: w, height: h };
+            Image { width: w, height: h, data: impasto::tiles::crop(&photo.data, 3, photo.width, rect).into_owned() }
+        })
+        .collect();
+    let stylizer = Stylizer::new(StyleConfig::default().size(size).iterations(iterations).scales(Scales::Off))?;
+    println!(
+        "impasto bench --targets {count}: {count} photos of {w}x{h} at {size} px after one painting, {iterations} \
+         evaluations each, {} threads\n",
+        rayon::current_num_threads()
+    );
+    println!("| style targets | computed | seconds per photo (mean) | first photo | others (mean) |");
+    println!("|---|---|---|---|---|");
+    let mut means = Vec::new();
+    for (label, budget) in [("computed for each photo", 0), ("kept between photos", impasto::engine::targets::DEFAULT_BUDGET)] {
+        net.targets().clear();
+        net.targets().set_budget(budget);
+        let before = net.targets().computed();
+        let mut seconds = Vec::new();
+        for p in &photos {
+            let start = Instant::now();
+            stylizer.stylize(&net, &Inputs::new(p.clone(), [style.clone()]), &mut |_: &impasto::transfer::Progress| {
+                std::ops::ControlFlow::Continue(())
+            })?;
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
+        let rest = seconds[1..].iter().sum::<f64>() / (seconds.len() - 1).max(1) as f64;
+        println!(
+            "| {label} | {} | {mean:.3} | {:.3} | {rest:.3} |",
+            net.targets().computed() - before,
+            seconds[0]
+        );
+        means.push(rest);
+    }
+    println!(
+        "\nKeeping the targets saves {:.3} s per photo after the first ({:.1}% of a photo's time).",
+        means[0] - means[1],
+        100.0 * (means[0] - means[1]) / means[0]
+    );
+    Ok(())
+}

@@ -27,11 +27,10 @@ use progress::CliObserver;
 pub const EXIT_FAILED: i32 = 1;
 
 /// Runs a parsed command line; returns the exit code (errors are mapped to 2 by `main`).
-/// `explicit` are the ids of the subcommand's flags given on the command line (not defaults).
-pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
+pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Stylize(a) => stylize(&a, explicit),
-        Command::Score(a) => score(&a, explicit),
+        Command::Stylize(a) => stylize(&a),
+        Command::Score(a) => score(&a),
         Command::Settings(a) => show_settings(&a),
         #[cfg(feature = "studio")]
         Command::Serve(a) => serve::serve(&a),
@@ -54,6 +53,17 @@ pub fn run(cli: Cli, explicit: &[String]) -> Result<i32> {
 }
 
 fn bench(a: args::BenchArgs) -> Result<i32> {
+    if let Some(count) = a.targets {
+        if !(2..=1000).contains(&count) {
+            bail!("--targets must be between 2 and 1000");
+        }
+        let size = a.sizes.as_ref().and_then(|s| s.first().copied()).unwrap_or(256);
+        if !(32..=bench::MAX_SIZE).contains(&size) {
+            bail!("--sizes must be between 32 and {} for --targets", bench::MAX_SIZE);
+        }
+        bench::run_targets(count, size, a.evaluations.max(1), bench::default_weights()?)?;
+        return Ok(0);
+    }
     if a.robustness {
         if a.summary {
             robustness::print_summary(&robustness::read_records(&a.records)?);
@@ -186,9 +196,9 @@ fn settings_of(made: impasto::Result<Settings>) -> Result<Settings> {
     made.map_err(|e| args::in_flags(e, &Settings::new("", [])).into())
 }
 
-fn stylize(a: &StylizeArgs, explicit: &[String]) -> Result<i32> {
-    let settings = settings_of(a.settings(explicit))?;
-    let file = a.plan.as_deref().or(a.loss.settings.as_deref());
+fn stylize(a: &StylizeArgs) -> Result<i32> {
+    let settings = settings_of(a.settings())?;
+    let file = a.plan.as_deref().or(a.settings.as_deref());
     run_stylize(a, &settings).map_err(|e| in_terms(e, &settings, file))
 }
 
@@ -284,9 +294,9 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     }
 }
 
-fn score(a: &ScoreArgs, explicit: &[String]) -> Result<i32> {
-    let settings = settings_of(a.loss.settings(explicit))?;
-    let file = a.loss.settings.as_deref();
+fn score(a: &ScoreArgs) -> Result<i32> {
+    let settings = settings_of(a.settings())?;
+    let file = a.settings.as_deref();
     let terms = (|| -> Result<_> {
         let stylizer = Stylizer::new(settings.config.clone())?;
         let image = image_io::load(&a.image)?;

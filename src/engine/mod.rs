@@ -41,6 +41,11 @@ pub trait Evaluator {
 
     /// The loss terms at `image` and, if `with_grad`, the gradient of their total.
     fn evaluate(&self, image: &Image, with_grad: bool) -> Result<(LossTerms, Option<Vec<f32>>)>;
+
+    /// The tiles an evaluation runs on (1: the whole image at once).
+    fn tiles(&self) -> usize {
+        1
+    }
 }
 
 /// A network on a device: what plans and runs ask of it. Shared by every run that uses it.
@@ -170,6 +175,41 @@ pub trait Engine: Sync {
 
     /// Lets a pass go (its buffers may be reused by the next).
     fn recycle(&self, pass: Self::Pass);
+}
+
+/// The objective of `config` for `content` after `styles` on `net`, evaluated in tiles of
+/// `tile` (`None`: whole), for using it directly (to score an image, or in an optimizer of one's
+/// own): the configuration and the styles are checked here, as this is where they come in. A
+/// run builds its evaluators from its plan instead.
+///
+/// ```no_run
+/// use impasto::{engine, image_io::Image, loss::{LossConfig, StyleInput}, vgg::Vgg, weights};
+/// # fn main() -> impasto::Result<()> {
+/// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Default::default());
+/// let (content, style) = (Image::filled(64, 48, 128.0), Image::filled(64, 64, 30.0));
+/// let objective = engine::objective(&net, &LossConfig::default(), &content, &[StyleInput::new(style)], None)?;
+/// let (terms, grad) = objective.evaluate(&content, true)?;
+/// assert_eq!(terms.content, 0.0);
+/// assert_eq!(grad.unwrap().len(), 3 * 64 * 48);
+/// # Ok(()) }
+/// ```
+pub fn objective<'a>(
+    net: &'a dyn Backend,
+    config: &LossConfig,
+    content: &Image,
+    styles: &[StyleInput],
+    tile: Option<usize>,
+) -> Result<Box<dyn Evaluator + 'a>> {
+    config.validate()?;
+    let size = Size::new(content.width, content.height);
+    crate::loss::check_styles(config, styles, size)?;
+    net.check_layers(&config.layers())?;
+    let min = net.min_input_side(&config.layers())?;
+    if size.short_side() < min {
+        return Err(Error::config(format!("the image is {size} pixels, but the layers used need at least {min}x{min}")));
+    }
+    let spec = ObjectiveSpec::new(net, config, size, styles)?;
+    net.evaluator(&spec, content, styles, tile)
 }
 
 /// The error for an image of the wrong size given to an evaluator.

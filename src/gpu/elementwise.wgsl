@@ -184,28 +184,6 @@ fn content_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     out[i] = v;
 }
 
-// A Gram matrix G (x, C*C values) against its targets, y = [sum_s b_s A_s | A_1 .. A_S | b_1 .. b_S]:
-// out = B G - sum_s b_s A_s (B = f0.x, the sum of the b_s), what the gradient needs, and
-// out2 = sum_s b_s (G - A_s)^2, what the loss sums. u0 = (C*C, S).
-@compute @workgroup_size(256)
-fn style_diff(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = index(wid, groups, lid);
-    let n = params.u0.x;
-    if (i >= n) {
-        return;
-    }
-    let s_count = params.u0.y;
-    let g = x[i];
-    out[i] = params.f0.x * g - y[i];
-    var e = 0.0;
-    for (var s = 0u; s < s_count; s++) {
-        let d = g - y[(s + 1u) * n + i];
-        e += y[(s_count + 1u) * n + s] * d * d;
-    }
-    out2[i] = e;
-}
-
 // out = f0.x * the sum of the u0.y slices of x, u0.x values each (the split products' total).
 @compute @workgroup_size(256)
 fn sum_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
@@ -262,8 +240,8 @@ fn total_variation(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
 
 var<workgroup> partial: array<f32, 256>;
 
-// Partial sums of x (u0.y = 0) or of (x - y)^2 (u0.y = 1) over u0.x elements: workgroup k sums
-// elements [4096 k, 4096 (k + 1)) into out2[u0.z + k].
+// Partial sums of x (u0.y = 0), of (x - y)^2 (u0.y = 1) or of |x| (u0.y = 2) over u0.x elements:
+// workgroup k sums elements [4096 k, 4096 (k + 1)) into out2[u0.z + k].
 @compute @workgroup_size(256)
 fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -276,6 +254,8 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups
             if (params.u0.y == 1u) {
                 let d = x[i] - y[i];
                 s += d * d;
+            } else if (params.u0.y == 2u) {
+                s += abs(x[i]);
             } else {
                 s += x[i];
             }
@@ -292,4 +272,83 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups
     if (lid.x == 0u) {
         out2[params.u0.z + group] = partial[0];
     }
+}
+
+// A window of planes: out[c][j][i] = x[c][j + u0.w][i + u1.x] for the window's u0.y x u0.z
+// positions (height, width) of u0.x planes of u1.y columns (the whole layer's width) and u1.z
+// rows.
+@compute @workgroup_size(256)
+fn crop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, groups, lid);
+    let wh = params.u0.y;
+    let ww = params.u0.z;
+    if (i >= params.u0.x * wh * ww) {
+        return;
+    }
+    let c = i / (wh * ww);
+    let r = i % (wh * ww);
+    let at = c * params.u1.y * params.u1.z + (r / ww + params.u0.w) * params.u1.y + r % ww + params.u1.x;
+    out[i] = x[at];
+}
+
+// The inverse of `crop`, added and scaled: out[c][j + u0.w][i + u1.x] += f0.x * x[c][j][i], the
+// same parameters.
+@compute @workgroup_size(256)
+fn embed_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, groups, lid);
+    let wh = params.u0.y;
+    let ww = params.u0.z;
+    if (i >= params.u0.x * wh * ww) {
+        return;
+    }
+    let c = i / (wh * ww);
+    let r = i % (wh * ww);
+    let at = c * params.u1.y * params.u1.z + (r / ww + params.u0.w) * params.u1.y + r % ww + params.u1.x;
+    out[at] += params.f0.x * x[i];
+}
+
+// Rows shifted: out[i] = f0.x * v + f0.y * y[i / u0.y] over u0.x elements (rows of u0.y), v being
+// out[i] itself when u0.z = 1 (in place) and x[i] otherwise: a mean subtracted, a shift added.
+@compute @workgroup_size(256)
+fn row_affine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, groups, lid);
+    if (i >= params.u0.x) {
+        return;
+    }
+    var v = 0.0;
+    if (params.u0.z == 1u) {
+        v = out[i];
+    } else {
+        v = x[i];
+    }
+    out[i] = params.f0.x * v + params.f0.y * y[i / params.u0.y];
+}
+
+// out (+)= f0.x * x over u0.x elements (u0.y = 1: added).
+@compute @workgroup_size(256)
+fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, groups, lid);
+    if (i >= params.u0.x) {
+        return;
+    }
+    var v = params.f0.x * x[i];
+    if (params.u0.y == 1u) {
+        v += out[i];
+    }
+    out[i] = v;
+}
+
+// out = f0.x over u0.x elements.
+@compute @workgroup_size(256)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, groups, lid);
+    if (i >= params.u0.x) {
+        return;
+    }
+    out[i] = params.f0.x;
 }

@@ -3,28 +3,25 @@
 //!
 //! [`Gpu`] is one device and its compiled kernels; [`GpuVgg`] is the network on it (weights
 //! uploaded once, with the flipped copies the input gradient needs) and implements
-//! [`crate::evaluator::Backend`]; its evaluator, [`objective::GpuObjective`], holds every buffer
-//! of one size and runs a whole evaluation (preprocessing, the forward pass, the losses, the
-//! backward pass, total variation) as one submission: only the image goes up and the gradient
-//! and the partial sums of the losses come back.
+//! [`crate::engine::Backend`]; its evaluators are the objective of [`crate::loss::objective`]
+//! on the GPU engine ([`engine::GpuEngine`]): the same specification and rules as the CPU's,
+//! with each pass, statistic and backward pass run as WGSL dispatches.
 //!
 //! The kernels (`conv3x3.wgsl`, `matmul.wgsl`, `elementwise.wgsl`) are plain f32 and are tested
 //! one by one against the CPU implementation (`tests/gpu.rs`), and the whole objective and its
 //! gradient against the CPU path.
 
-mod objective;
+mod engine;
 
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use crate::engine::TargetCache;
 use crate::error::{Error, Result};
-use crate::evaluator::{Backend, Evaluator};
-use crate::image_io::Image;
-use crate::loss::{LossConfig, StyleInput};
 use crate::vgg::{LayerId, Vgg};
 
-pub use objective::GpuObjective;
+pub use engine::{GpuEngine, GpuPass};
 
 /// Runs a `wgpu` future to completion on this thread (on native backends they are ready at once
 /// or after a device poll).
@@ -111,10 +108,14 @@ struct Kernels {
     relu_mask: Kernel,
     mask_planes: Kernel,
     content_grad: Kernel,
-    style_diff: Kernel,
     sum_splits: Kernel,
     total_variation: Kernel,
     reduce: Kernel,
+    crop: Kernel,
+    embed_add: Kernel,
+    row_affine: Kernel,
+    axpy: Kernel,
+    fill: Kernel,
 }
 
 /// A GPU: the device, its queue and limits, and the kernels compiled for it. A clone is another
@@ -124,11 +125,13 @@ pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    limits: wgpu::Limits,
     kernels: Kernels,
     /// Bound where a kernel's binding is not used (one per writable slot: a buffer may not be
     /// written through two bindings of one dispatch).
     unused: [wgpu::Buffer; 3],
+    /// The largest storage buffer a binding may hold, in bytes (the device's, or less:
+    /// [`Gpu::with_binding_limit`]).
+    binding_limit: u64,
 }
 
 /// The kernels' parameters: every kernel reads what it needs of these 64 bytes (its WGSL says
@@ -192,7 +195,15 @@ impl Gpu {
                 mapped_at_creation: false,
             })
         });
-        Ok(Gpu { device, queue, info, limits, kernels, unused })
+        let binding_limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        Ok(Gpu { device, queue, info, kernels, unused, binding_limit })
+    }
+
+    /// This GPU as if one storage binding held at most `bytes` (less than the device allows):
+    /// to see how runs split on a device with smaller bindings, on any device.
+    pub fn with_binding_limit(mut self, bytes: u64) -> Self {
+        self.binding_limit = self.binding_limit.min(bytes.max(64));
+        self
     }
 
     /// The adapter's name and API, as in "NVIDIA H200 (Vulkan)".
@@ -207,7 +218,7 @@ impl Gpu {
 
     /// The largest storage buffer one binding may hold, in bytes.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.binding_limit
     }
 
     /// A storage buffer of `len` f32 values (at least one), contents undefined.
@@ -393,10 +404,14 @@ impl Kernels {
             relu_mask: ew("relu_mask"),
             mask_planes: ew("mask_planes"),
             content_grad: ew("content_grad"),
-            style_diff: ew("style_diff"),
             sum_splits: ew("sum_splits"),
             total_variation: ew("total_variation"),
             reduce: ew("reduce"),
+            crop: ew("crop"),
+            embed_add: ew("embed_add"),
+            row_affine: ew("row_affine"),
+            axpy: ew("axpy"),
+            fill: ew("fill"),
         };
         match block_on(scope.pop()) {
             Some(e) => Err(Error::Gpu(format!("the kernels do not compile on this GPU: {e}"))),
@@ -412,6 +427,8 @@ pub struct GpuVgg {
     net: Vgg,
     /// Per conv layer in order: weights `[c_out][c_in*9]`, flipped weights, bias, c_in, c_out.
     convs: Vec<GpuConv>,
+    /// The style targets computed on this GPU.
+    targets: TargetCache,
 }
 
 struct GpuConv {
@@ -435,7 +452,7 @@ impl GpuVgg {
                 c_out: filter.c_out(),
             })
             .collect();
-        GpuVgg { gpu, net, convs }
+        GpuVgg { gpu, net, convs, targets: TargetCache::default() }
     }
 
     /// The GPU it runs on.
@@ -478,10 +495,10 @@ impl GpuVgg {
             let output = gpu.buffer("output", c_out * side * side);
             let grad_in = gpu.buffer("input gradient", c_in * side * side);
             let shape = (c_in, c_out, side, side);
-            let forward = objective::conv_step(gpu, [&input, &conv.weight, &conv.bias, &input], &output, shape, 5);
+            let forward = engine::conv_step(gpu, [&input, &conv.weight, &conv.bias, &input], &output, shape, 5);
             let flipped = (c_out, c_in, side, side);
             let gradient =
-                objective::conv_step(gpu, [&output, &conv.flipped, &conv.bias, &output], &grad_in, flipped, 2);
+                engine::conv_step(gpu, [&output, &conv.flipped, &conv.bias, &output], &grad_in, flipped, 2);
             let time = |step: &Step| -> Result<f64> {
                 let mut times = Vec::new();
                 for _ in 0..=runs {
@@ -501,37 +518,6 @@ impl GpuVgg {
             out.push(ConvTiming { layer, c_in, c_out, side, forward: time(&forward)?, gradient: time(&gradient)? });
         }
         Ok(out)
-    }
-}
-
-impl Backend for GpuVgg {
-    fn name(&self) -> &str {
-        "gpu"
-    }
-
-    fn check_layers(&self, layers: &[LayerId]) -> Result<()> {
-        self.net.check_layers(layers)
-    }
-
-    fn min_input_side(&self, layers: &[LayerId]) -> Result<usize> {
-        self.net.min_input_side(layers)
-    }
-
-    fn memory_estimate(&self, width: usize, height: usize, layers: &[LayerId]) -> Result<u64> {
-        objective::memory_estimate(self, width, height, layers)
-    }
-
-    fn forward_flops(&self, width: usize, height: usize, layers: &[LayerId]) -> Result<f64> {
-        self.net.forward_flops(height, width, layers)
-    }
-
-    fn evaluator<'a>(
-        &'a self,
-        loss: &LossConfig,
-        content: &Image,
-        styles: &[StyleInput],
-    ) -> Result<Box<dyn Evaluator + 'a>> {
-        Ok(Box::new(GpuObjective::new(self, loss, content, styles)?))
     }
 }
 
@@ -567,7 +553,7 @@ pub mod probe {
         let bufs = [input, weight, bias, mask].map(|d| gpu.upload("probe", d));
         let out = gpu.buffer("probe out", c_out * h * w);
         let step =
-            objective::conv_step(gpu, [&bufs[0], &bufs[1], &bufs[2], &bufs[3]], &out, (c_in, c_out, h, w), flags);
+            engine::conv_step(gpu, [&bufs[0], &bufs[1], &bufs[2], &bufs[3]], &out, (c_in, c_out, h, w), flags);
         run(gpu, &[step], &out, c_out * h * w)
     }
 
@@ -585,7 +571,7 @@ pub mod probe {
         let (ba, bb) = (gpu.upload("a", a), gpu.upload("b", b));
         let partial = gpu.buffer("partial", splits * m * n);
         let out = gpu.buffer("out", m * n);
-        let steps = objective::product_steps(gpu, &ba, &bb, &partial, &out, (m, n, k), b_nk, splits, alpha, false);
+        let steps = engine::product_steps(gpu, &ba, &bb, &partial, &out, (m, n, k), b_nk, splits, alpha, false);
         run(gpu, &steps, &out, m * n)
     }
 
@@ -611,10 +597,14 @@ pub mod probe {
             "relu_mask" => &k.relu_mask,
             "mask_planes" => &k.mask_planes,
             "content_grad" => &k.content_grad,
-            "style_diff" => &k.style_diff,
             "sum_splits" => &k.sum_splits,
             "total_variation" => &k.total_variation,
             "reduce" => &k.reduce,
+            "crop" => &k.crop,
+            "embed_add" => &k.embed_add,
+            "row_affine" => &k.row_affine,
+            "axpy" => &k.axpy,
+            "fill" => &k.fill,
             _ => return Err(Error::Gpu(format!("no kernel {entry}"))),
         };
         let (bx, by, out) = (gpu.upload("x", x), gpu.upload("y", y), gpu.upload("out", out_init));

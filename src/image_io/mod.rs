@@ -310,6 +310,19 @@ impl PrintSize {
     pub fn long_side(&self) -> usize {
         (self.width_in.max(self.height_in) * self.dpi).round() as usize
     }
+
+    /// [`PrintSize::long_side`], which must be a size impasto can make (1 to [`MAX_SIDE`]
+    /// pixels); the error says what the print gives.
+    pub fn long_side_checked(&self) -> std::result::Result<usize, String> {
+        let pixels = (self.width_in.max(self.height_in) * self.dpi).round();
+        if !(1.0..=MAX_SIDE as f64).contains(&pixels) {
+            return Err(format!(
+                "gives a long side of {pixels:.0} pixels at {} dpi: it must be between 1 and {MAX_SIDE}",
+                self.dpi
+            ));
+        }
+        Ok(pixels as usize)
+    }
 }
 
 /// Saves `img` (clamped, rounded to 8 bits) in the format given by the extension. `path` is

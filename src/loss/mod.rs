@@ -94,48 +94,72 @@ impl StyleLoss {
     }
 }
 
-/// One style image and how it enters the objective.
+/// One style and how it enters the objective: its image, its blend weight among the styles, and
+/// its masks, each given as `T`: the images themselves ([`StyleInput`]), files
+/// ([`crate::settings::StyleFile`], in the settings JSON), or the studio's upload ids. One shape,
+/// so that each front end only says how its references become images ([`Style::try_map`]).
 ///
 /// ```
 /// use impasto::{image_io::Image, loss::StyleInput};
 /// let sky = StyleInput::new(Image::filled(64, 64, 30.0)).blend(2.0).region_mask(Image::filled(40, 30, 255.0));
 /// assert_eq!(sky.blend, 2.0);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
-pub struct StyleInput {
-    pub image: Image,
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Style<T> {
+    pub image: T,
     /// Its weight among the style images: normalised to sum to 1 over them, except with region
     /// masks, where each style rules its own region.
+    #[serde(default = "one")]
     pub blend: f64,
     /// Where in the output this style applies (white = 1, black = 0, any size with the output's
     /// aspect ratio); `None`: everywhere.
-    pub region_mask: Option<Image>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_mask: Option<T>,
     /// Which part of the style image gives the style (with its aspect ratio); `None`: all of it.
-    pub source_mask: Option<Image>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mask: Option<T>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A style given as images.
+pub type StyleInput = Style<Image>;
+
+impl<T> Style<T> {
+    /// The whole of `image`, everywhere, with blend weight 1.
+    pub fn new(image: impl Into<T>) -> Self {
+        Style { image: image.into(), blend: 1.0, region_mask: None, source_mask: None }
+    }
+    pub fn blend(self, blend: f64) -> Self {
+        Style { blend, ..self }
+    }
+    pub fn region_mask(self, mask: impl Into<T>) -> Self {
+        Style { region_mask: Some(mask.into()), ..self }
+    }
+    pub fn source_mask(self, mask: impl Into<T>) -> Self {
+        Style { source_mask: Some(mask.into()), ..self }
+    }
+
+    /// The same style with each reference (the image, the masks) turned into another by `f`:
+    /// files loaded, upload ids resolved. `f` gets the field's name (`image`, `region_mask`,
+    /// `source_mask`) for its errors.
+    pub fn try_map<U, E>(&self, mut f: impl FnMut(&str, &T) -> std::result::Result<U, E>) -> std::result::Result<Style<U>, E> {
+        Ok(Style {
+            image: f("image", &self.image)?,
+            blend: self.blend,
+            region_mask: self.region_mask.as_ref().map(|m| f("region_mask", m)).transpose()?,
+            source_mask: self.source_mask.as_ref().map(|m| f("source_mask", m)).transpose()?,
+        })
+    }
 }
 
 impl StyleInput {
-    /// The whole of `image`, everywhere, with blend weight 1.
-    pub fn new(image: Image) -> Self {
-        StyleInput { image, blend: 1.0, region_mask: None, source_mask: None }
-    }
-    pub fn blend(self, blend: f64) -> Self {
-        StyleInput { blend, ..self }
-    }
-    pub fn region_mask(self, mask: Image) -> Self {
-        StyleInput { region_mask: Some(mask), ..self }
-    }
-    pub fn source_mask(self, mask: Image) -> Self {
-        StyleInput { source_mask: Some(mask), ..self }
-    }
     /// The same blend and masks with another image (the style at a scale, or recoloured).
     pub fn with_image(&self, image: Image) -> Self {
-        StyleInput {
-            image,
-            blend: self.blend,
-            region_mask: self.region_mask.clone(),
-            source_mask: self.source_mask.clone(),
-        }
+        Style { image, blend: self.blend, region_mask: self.region_mask.clone(), source_mask: self.source_mask.clone() }
     }
 }
 

@@ -314,6 +314,10 @@ impl<E: Engine> Evaluator for Objective<E> {
     fn evaluate(&self, image: &Image, with_grad: bool) -> Result<(LossTerms, Option<Vec<f32>>)> {
         Objective::evaluate(self, image, with_grad)
     }
+
+    fn tiles(&self) -> usize {
+        self.grid.tiles.len()
+    }
 }
 
 /// The content image's features at each content layer, whole (computed in tiles of `tile`).

@@ -42,7 +42,8 @@ use serde::Deserialize;
 use crate::device::Device;
 use crate::engine::Backend;
 use crate::image_io::{self, DecodeLimits};
-use crate::settings::{NetworkSettings, Settings, StyleFile};
+use crate::loss::Style;
+use crate::settings::{NetworkSettings, Settings};
 use crate::transfer::{StyleConfig, Stylizer};
 
 
@@ -246,23 +247,10 @@ async fn uploaded(State(s): State<Arc<Studio>>, UrlPath(id): UrlPath<String>) ->
 #[serde(deny_unknown_fields)]
 struct JobRequest {
     content: String,
-    styles: Vec<StyleRequest>,
+    /// Each style with its uploads by id.
+    styles: Vec<Style<String>>,
     #[serde(default)]
     config: StyleConfig,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StyleRequest {
-    image: String,
-    #[serde(default = "one")]
-    blend: f64,
-    #[serde(default)]
-    region_mask: Option<String>,
-}
-
-fn one() -> f64 {
-    1.0
 }
 
 async fn submit(State(s): State<Arc<Studio>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
@@ -276,18 +264,9 @@ async fn submit(State(s): State<Arc<Studio>>, body: Bytes) -> Result<impl IntoRe
             .upload(id)
             .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("{field}: no such upload"), Some(field)))
     };
-    let mut styles = Vec::new();
-    for (k, st) in request.styles.iter().enumerate() {
-        styles.push(StyleFile {
-            image: upload(format!("styles[{k}].image"), &st.image)?,
-            blend: st.blend,
-            region_mask: match &st.region_mask {
-                Some(m) => Some(upload(format!("styles[{k}].region_mask"), m)?),
-                None => None,
-            },
-            source_mask: None,
-        });
-    }
+    let styles = (request.styles.iter().enumerate())
+        .map(|(k, st)| st.try_map(|field, id| upload(format!("styles[{k}].{field}"), id)))
+        .collect::<Result<Vec<_>, _>>()?;
     let settings = Settings {
         network: s.network.clone(),
         config: request.config,

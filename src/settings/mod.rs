@@ -24,18 +24,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod options;
+
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::image_io::WriteOptions;
 use crate::image_io::{self, Image};
-use crate::loss::StyleInput;
+use crate::loss::Style;
 use crate::plan::Plan;
-use crate::tiles::Tiling;
-use crate::transfer::{
-    AdamSettings, Init, Inputs, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig,
-};
-use crate::vgg::{LayerId, Pooling};
+use crate::transfer::{Inputs, StyleConfig};
+use crate::vgg::Pooling;
 use crate::weights::Preprocess;
+
+pub use options::shell_quote;
 
 /// A whole run: its images by path, the network and the options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,32 +70,8 @@ fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
-fn one() -> f64 {
-    1.0
-}
-
-/// One style image and how it enters the objective ([`StyleInput`], by path).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StyleFile {
-    pub image: PathBuf,
-    /// Its weight among the styles (normalised to sum to 1 without region masks).
-    #[serde(default = "one")]
-    pub blend: f64,
-    /// Where in the output it applies (white); none: everywhere.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region_mask: Option<PathBuf>,
-    /// Which part of the style image gives the style; none: all of it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_mask: Option<PathBuf>,
-}
-
-impl StyleFile {
-    /// The whole of the image at `path`, everywhere, blend weight 1.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        StyleFile { image: path.into(), blend: 1.0, region_mask: None, source_mask: None }
-    }
-}
+/// One style image and how it enters the objective, by path ([`Style`] of files).
+pub type StyleFile = Style<PathBuf>;
 
 /// The network: which weights file (none: the default VGG19), its pooling and preprocessing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -192,179 +169,15 @@ impl Settings {
     /// Loads the images (each error names its file).
     pub fn load_inputs(&self) -> Result<Inputs> {
         let load = |p: &Path| image_io::load(p);
-        let mask = |p: &Option<PathBuf>| p.as_deref().map(load).transpose();
-        let styles = self
-            .styles
-            .iter()
-            .map(|s| {
-                Ok(StyleInput {
-                    image: load(&s.image)?,
-                    blend: s.blend,
-                    region_mask: mask(&s.region_mask)?,
-                    source_mask: mask(&s.source_mask)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let styles = self.styles.iter().map(|s| s.try_map(|_, p| load(p))).collect::<Result<Vec<_>>>()?;
         let start: Option<Image> = self.start.as_deref().map(load).transpose()?;
         Ok(Inputs { content: load(&self.content)?, styles, start })
     }
 
-    /// The `impasto stylize` command that gives these settings, writing `output`: the images,
-    /// then each option that differs from its default (one shell line, quoted where needed).
+    /// The `impasto stylize` command that gives these settings, writing `output`
+    /// ([`options::command_line`]).
     pub fn command_line(&self, output: &Path) -> String {
-        let settings = self;
-        let d = StyleConfig::default();
-        let c = &settings.config;
-        let mut words: Vec<String> = vec!["impasto".into(), "stylize".into(), path(&settings.content)];
-        words.extend(settings.styles.iter().map(|s| path(&s.image)));
-        words.extend(["-o".into(), path(output)]);
-        let mut flag = |name: &str, value: String| words.extend([name.to_string(), value]);
-        let list = |v: &[f64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
-        let layers = |v: &[LayerId]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
-        if c.size != d.size && settings.output.dpi.is_none() {
-            flag("--size", c.size.to_string());
-        }
-        if c.iterations != d.iterations {
-            flag("--iterations", c.iterations.to_string());
-        }
-        if settings.output.sixteen_bit {
-            flag("--depth", "16".into());
-        }
-        if let Some(dpi) = settings.output.dpi {
-            // The size is given as --size; the resolution travels as a print of that many pixels.
-            let inches = c.size as f64 / dpi;
-            flag("--print", format!("{inches}x{inches}in@{dpi}dpi"));
-        }
-        match c.tile {
-            Tiling::Auto => {}
-            Tiling::Off => flag("--tile", "off".into()),
-            Tiling::Side(t) => flag("--tile", t.to_string()),
-        }
-        match c.optimizer {
-            OptimizerChoice::Lbfgs(l) => {
-                let dl = LbfgsSettings::default();
-                if l.history != dl.history || !l.fit_history {
-                    flag("--lbfgs-history", l.history.to_string());
-                }
-                if l.line_search != dl.line_search {
-                    flag("--lbfgs-line-search", kebab(&l.line_search));
-                }
-                if l.bounds != dl.bounds {
-                    flag("--lbfgs-bounds", kebab(&l.bounds));
-                }
-            }
-            OptimizerChoice::Adam(a) => {
-                flag("--optimizer", "adam".into());
-                if a.lr != AdamSettings::default().lr {
-                    flag("--lr", a.lr.to_string());
-                }
-                if let Some(decay) = a.average {
-                    flag("--average", decay.to_string());
-                }
-            }
-        }
-        match &c.scales {
-            Scales::Auto(p) => {
-                let dp = PyramidSettings::default();
-                if p.start != dp.start {
-                    flag("--scale-start", p.start.to_string());
-                }
-                if p.factor != dp.factor {
-                    flag("--scale-factor", p.factor.to_string());
-                }
-            }
-            Scales::Off => flag("--scales", "off".into()),
-            Scales::List(v) => flag("--scales", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
-        }
-        if let Some(v) = &c.scale_iterations {
-            flag("--scale-iterations", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","));
-        }
-        let (l, dl) = (&c.loss, &d.loss);
-        if l.content_layers != dl.content_layers {
-            flag("--content-layers", layers(&l.content_layers));
-        }
-        if l.style_layers != dl.style_layers {
-            flag("--style-layers", layers(&l.style_layers));
-        }
-        if let Some(w) = &l.style_layer_weights {
-            flag("--style-layer-weights", list(w));
-        }
-        for (name, value, default) in [
-            ("--content-weight", l.content_weight, dl.content_weight),
-            ("--style-weight", l.style_weight, dl.style_weight),
-            ("--tv-weight", l.tv_weight, dl.tv_weight),
-            ("--style-scale", c.style_scale, d.style_scale),
-        ] {
-            if value != default {
-                flag(name, value.to_string());
-            }
-        }
-        if l.style_loss != dl.style_loss {
-            flag("--style-loss", l.style_loss.name().into());
-        }
-        if settings.styles.iter().any(|s| s.blend != 1.0) {
-            flag("--style-blend", list(&settings.styles.iter().map(|s| s.blend).collect::<Vec<_>>()));
-        }
-        for (name, masks) in [
-            ("--style-mask", settings.styles.iter().map(|s| s.region_mask.as_ref()).collect::<Vec<_>>()),
-            ("--style-source-mask", settings.styles.iter().map(|s| s.source_mask.as_ref()).collect()),
-        ] {
-            let given = masks.iter().rposition(Option::is_some).map_or(0, |k| k + 1);
-            for m in &masks[..given] {
-                flag(name, m.map_or("none".into(), |p| path(p)));
-            }
-        }
-        match c.init {
-            Init::Content => {}
-            Init::Random => flag("--init", "random".into()),
-            Init::Noise(a) => flag("--init", format!("noise:{a}")),
-            Init::Image => flag("--init", settings.start.as_deref().map_or("image".into(), path)),
-        }
-        if c.seed != d.seed {
-            flag("--seed", c.seed.to_string());
-        }
-        if c.colour != d.colour {
-            flag("--colour", kebab(&c.colour));
-        }
-        if let Some(t) = c.time_limit {
-            flag("--time-limit", t.as_secs_f64().to_string());
-        }
-        let net = &settings.network;
-        if let Some(w) = &net.weights {
-            flag("--weights", path(w));
-        }
-        if net.pooling != Pooling::Max {
-            flag("--pooling", kebab(&net.pooling));
-        }
-        if let Some(p) = net.preprocess {
-            flag("--preprocess", kebab(&p));
-        }
-        if net.device != Device::Auto {
-            flag("--device", net.device.name().to_string());
-        }
-        if l.normalize_gradients {
-            words.push("--normalize-gradients".into());
-        }
-        words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
-    }
-}
-
-/// A value's name in the settings JSON (the flags take the same names).
-fn kebab<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-/// `word` as one shell word: as it is when it is plain, else in single quotes.
-pub fn shell_quote(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
-    if !word.is_empty() && word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
+        options::command_line(self, output)
     }
 }
 
@@ -388,7 +201,7 @@ pub fn in_file(e: Error, origin: &Path) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::{AdamSettings, OptimizerChoice, Scales};
+    use crate::transfer::{AdamSettings, Init, OptimizerChoice, Scales};
 
     fn origin() -> &'static Path {
         Path::new("run.json")
