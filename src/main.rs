@@ -1,6 +1,17 @@
 //! The `impasto` binary: parse the command line, run it, map the result to an exit code
 //! (0 done, 1 the run failed but wrote its last good image, 2 bad input, 130 interrupted).
 
+/// A line on standard output (a closed pipe ends the command, exit 0: [`cli::output`]).
+macro_rules! outln {
+    () => { $crate::cli::output::line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::output::line(format_args!($($arg)*)) };
+}
+
+/// A line on standard error (errors writing it are ignored: [`cli::output`]).
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::output::err_line(format_args!($($arg)*)) };
+}
+
 mod cli;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -19,7 +30,7 @@ fn main() {
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("impasto: {err:#}");
+            errln!("impasto: {err:#}");
             2
         }
     };

@@ -509,8 +509,8 @@ fn bad_control_options() {
     let out = d.join("out.png");
     let sq = d.join("square.png");
     for (extra, needle) in [
-        (vec!["--colour", "sepia"], "unknown colour mode 'sepia'"),
-        (vec!["--style-loss", "mrf"], "unknown style loss 'mrf'"),
+        (vec!["--colour", "sepia"], "invalid value 'sepia' for '--colour"),
+        (vec!["--style-loss", "mrf"], "invalid value 'mrf' for '--style-loss"),
         (vec!["--scales", "32,48", "--size", "64"], "--scales 32,48 does not reach the size 64"),
         (vec!["--scales", "64,48", "--size", "64"], "increasing"),
         (vec!["--scales", "big"], "--scales 'big'"),

@@ -446,7 +446,7 @@ fn a_layer_larger_than_one_binding_runs_in_tiles() {
     let (content, x) = (rng.image(300, 200), rng.image(300, 200));
     let styles = [StyleInput::new(rng.image(180, 150))];
     // relu1_1 of the whole image: 4 x 300 x 200 floats, 938 KiB.
-    let err = small.evaluator_memory(&config, Size::new(300, 200), 0, None).unwrap_err().to_string();
+    let err = small.evaluator_memory(&config, &impasto::tiles::TileGrid::whole(Size::new(300, 200)), 0).unwrap_err().to_string();
     assert!(err.contains("one buffer may hold at most 512 KiB") && err.contains("pixels fit"), "{err}");
     compare_tiled(&cpu, &small, &config, &content, &styles, &x, Some(128), "tiles of 128 in 512 KiB bindings");
     // The plan finds the tiles itself, and the run's first evaluation is the CPU's.

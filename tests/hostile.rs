@@ -11,23 +11,23 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 /// The address-space limit the cases run under.
-const LIMIT: u64 = 6 << 30;
+pub(crate) const LIMIT: u64 = 6 << 30;
 /// The most a refused case may take (resident): it must be refused before any real allocation.
-const PEAK_LIMIT_KIB: u64 = 1 << 20;
+pub(crate) const PEAK_LIMIT_KIB: u64 = 1 << 20;
 
 /// What a run under a limit did.
-struct Limited {
-    code: Option<i32>,
-    stderr: String,
+pub(crate) struct Limited {
+    pub code: Option<i32>,
+    pub stderr: String,
     /// Peak resident memory, KiB.
-    peak_kib: u64,
+    pub peak_kib: u64,
 }
 
 /// Runs the test `name` again in a process of its own and says so (then the caller returns), or
 /// says it is that process. The peak-memory checks read the child's `ru_maxrss`, which counts
 /// the pages of the process it was spawned from; in the shared test process the GPU tests hold
 /// over 1 GiB.
-fn in_own_process(name: &str) -> bool {
+pub(crate) fn in_own_process(name: &str) -> bool {
     const CHILD: &str = "IMPASTO_TEST_HOSTILE_CHILD";
     if std::env::var_os(CHILD).is_some() {
         return false;
@@ -46,10 +46,11 @@ fn in_own_process(name: &str) -> bool {
 /// The limit is set by a shell that then becomes impasto (`exec`), not in a `pre_exec` hook:
 /// with one, the child is forked from this test process, and its peak resident memory would
 /// count this process's pages (over 1 GiB once the GPU tests have run) before the exec.
-fn impasto_limited(args: &[&str], env: &[(&str, &str)]) -> Limited {
+pub(crate) fn impasto_limited(args: &[&str], env: &[(&str, &str)]) -> Limited {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(format!("ulimit -v {} && exec \"$@\"", LIMIT >> 10)).arg("sh");
-    cmd.arg(env!("CARGO_BIN_EXE_impasto"));
+    // IMPASTO_TEST_BIN runs another build (to see a case fail on an older one).
+    cmd.arg(std::env::var("IMPASTO_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_impasto").to_string()));
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
@@ -77,7 +78,7 @@ fn impasto_limited(args: &[&str], env: &[(&str, &str)]) -> Limited {
 
 /// Checks the promise for one case: exit 2, one line with every needle, nothing written in `out`,
 /// a small peak.
-fn refused(args: &[&str], needles: &[&str], out: &Path) {
+pub(crate) fn refused(args: &[&str], needles: &[&str], out: &Path) {
     let r = impasto_limited(args, &[]);
     let lines: Vec<&str> = r.stderr.trim().lines().collect();
     let shown = format!("impasto {}\nexit {:?}, peak {} KiB\n{}", args.join(" "), r.code, r.peak_kib, r.stderr);
@@ -93,7 +94,7 @@ fn refused(args: &[&str], needles: &[&str], out: &Path) {
 
 /// A zlib stream of `chunks` copies of `chunk` zeros, made by repeating one fully flushed deflate
 /// block (so that gigabytes of zeros take a moment to make).
-fn zeros_zlib(chunk: usize, chunks: usize, tail: usize) -> Vec<u8> {
+pub(crate) fn zeros_zlib(chunk: usize, chunks: usize, tail: usize) -> Vec<u8> {
     use flate2::{Compress, Compression, FlushCompress};
     let raw = |n: usize, flush: FlushCompress| {
         let mut c = Compress::new(Compression::best(), false);
@@ -113,16 +114,16 @@ fn zeros_zlib(chunk: usize, chunks: usize, tail: usize) -> Vec<u8> {
     z
 }
 
-fn weights() -> String {
+pub(crate) fn weights() -> String {
     real_weights_path().to_str().unwrap().to_string()
 }
 
-fn examples(name: &str) -> PathBuf {
+pub(crate) fn examples(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
 }
 
 /// A tiny JPEG from the `image` crate's encoder.
-fn tiny_jpeg() -> Vec<u8> {
+pub(crate) fn tiny_jpeg() -> Vec<u8> {
     let mut jpeg = Vec::new();
     image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 30, y as u8 * 30, 90])))
         .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)

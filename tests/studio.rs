@@ -13,22 +13,24 @@ use crate::util::*;
 struct Server {
     addr: SocketAddr,
     token: String,
+    /// The studio, when it runs in this process.
+    studio: Option<Arc<Studio>>,
 }
 
 fn start(dir: &Path) -> Server {
+    start_with(StudioOptions::new(dir))
+}
+
+fn start_with(options: StudioOptions) -> Server {
     let net = Arc::new(Vgg::new(tiny_weights(21, [4, 4, 4, 4, 4]), Pooling::Max));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    let studio = Studio::new(
-        net,
-        addr,
-        StudioOptions { dir: dir.to_path_buf(), weights: None, device: Default::default(), token: None },
-    )
-    .unwrap();
+    let studio = Studio::new(net, addr, options).unwrap();
     let token = studio.token().to_string();
-    std::thread::spawn(move || runtime.block_on(impasto::studio::serve(studio, listener)));
-    Server { addr, token }
+    let serving = studio.clone();
+    std::thread::spawn(move || runtime.block_on(impasto::studio::serve(serving, listener)));
+    Server { addr, token, studio: Some(studio) }
 }
 
 struct Reply {
@@ -51,6 +53,11 @@ impl Server {
         let token = if token { format!("x-impasto-token: {}\r\n", self.token) } else { String::new() };
         let (status, body) = http(self.addr, method, path, &host, &token, body);
         Reply { status, body }
+    }
+
+    /// The memory the in-process studio's uploads and queued jobs hold.
+    fn memory(&self) -> u64 {
+        self.studio.as_ref().expect("an in-process studio").memory().0
     }
 
     fn get(&self, path: &str) -> Reply {
@@ -234,7 +241,7 @@ fn a_job_runs_into_the_gallery_which_survives_a_restart() {
     assert!(listed[0]["command"].as_str().unwrap().starts_with("impasto stylize "));
     let png = server.get(&format!("/api/gallery/{entry}/image.png"));
     assert_eq!(png.status, 200);
-    let carried = impasto::image_io::metadata::read_settings(&png.body).expect("the image carries its settings");
+    let carried = impasto::image_io::metadata::read_settings(&png.body).unwrap().expect("the image carries its settings");
     let settings: Value = serde_json::from_str(&carried).unwrap();
     assert_eq!((settings["config"]["size"].as_u64(), settings["config"]["seed"].as_u64()), (Some(48), Some(3)));
     assert_eq!(server.get(&format!("/api/gallery/{entry}/settings.json")).json(), settings);
@@ -248,7 +255,7 @@ fn a_job_runs_into_the_gallery_which_survives_a_restart() {
     );
     assert_eq!(from_tif, from_png, "the TIFF has the PNG's pixels");
     assert_eq!(
-        impasto::image_io::metadata::read_settings(&tif.body).map(|t| serde_json::from_str::<Value>(&t).unwrap()),
+        impasto::image_io::metadata::read_settings(&tif.body).unwrap().map(|t| serde_json::from_str::<Value>(&t).unwrap()),
         Some(settings.clone())
     );
     assert_eq!(server.get(&format!("/api/gallery/{entry}/entry.json")).status, 404, "only the listed files");
@@ -533,7 +540,7 @@ fn the_page_works_in_chromium() {
     assert_eq!(download.status, 200, "{path}");
     let picture = impasto::image_io::load_bytes(&download.body, "download").unwrap();
     assert_eq!((picture.width, picture.height), (96, 72));
-    assert!(impasto::image_io::metadata::read_settings(&download.body).is_some());
+    assert!(impasto::image_io::metadata::read_settings(&download.body).unwrap().is_some());
     // The picture's settings hold the painted mask: white on the left, black on the right.
     let entry = server.get("/api/gallery").json()[0]["id"].as_str().unwrap().to_string();
     let settings = server.get(&format!("/api/gallery/{entry}/settings.json")).json();
@@ -550,4 +557,218 @@ fn the_page_works_in_chromium() {
     // A reload finds the gallery again.
     browser.session("POST", "/refresh", serde_json::json!({}));
     browser.until("the gallery after a reload", "return document.querySelectorAll('#gallery figure').length === 1");
+}
+
+/// Hostile input, round two, on the studio: requests that took the server down or held memory
+/// forever are answered, with the field named where there is one, and the server keeps serving;
+/// a cancelled job's images are let go; Host headers are one and ours; the limits hold.
+#[test]
+fn hostile_requests_are_answered_and_the_studio_keeps_serving() {
+    let dir = tempdir();
+    let server = start_with(StudioOptions { timeout: Duration::from_secs(1), ..StudioOptions::new(dir.path()) });
+    let (content, style) = (server.upload(&fixture("content.png")), server.upload(&fixture("style.png")));
+    let refused = |body: Vec<u8>, status: u16, field: Option<&str>, text: &str| {
+        let r = server.post("/api/jobs", &body);
+        let v = r.json();
+        assert_eq!(r.status, status, "{v}");
+        assert_eq!(v["field"].as_str(), field, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(text), "{v}\nwanted {text}");
+    };
+    // 4a: thousands of styles, thousands of layers.
+    let styles: Vec<Value> = (0..3000).map(|_| serde_json::json!({ "image": style })).collect();
+    let many = serde_json::json!({ "content": content, "styles": styles }).to_string().into_bytes();
+    refused(many, 400, Some("styles"), "at most 16 a job");
+    let layers = serde_json::json!({ "size": 32, "loss": { "style_layers": vec!["relu5_1"; 5000] } });
+    refused(job(&content, &style, layers), 400, Some("config.loss.style_layers"), "has 5000 layers");
+    // 7: trailing data. 8: the field named. 10: iterations.
+    let mut trailing = job(&content, &style, serde_json::json!({ "size": 32 }));
+    trailing.extend_from_slice(b" garbage");
+    refused(trailing, 400, None, "more after the job");
+    refused(job(&content, &style, serde_json::json!({ "size": 65535 })), 400, Some("config.size"), "memory");
+    let unknown = serde_json::json!({ "size": 32, "loss": { "style_layers": ["relu9_9"] } });
+    refused(job(&content, &style, unknown), 400, Some("config.loss.style_layers"), "unknown layer 'relu9_9'");
+    refused(job(&content, &style, serde_json::json!({ "iterations": 1_000_000 })), 400, Some("config.iterations"), "at most 100000 a job");
+    refused(job(&content, &style, serde_json::json!({ "iterations": u64::MAX })), 400, Some("config.iterations"), "between 1 and");
+    let no_such = serde_json::json!({ "content": content, "styles": [{ "image": style, "source_mask": "u-0123456789abcdef" }] });
+    refused(no_such.to_string().into_bytes(), 400, Some("styles[0].source_mask"), "no such upload");
+    // 5: queued jobs behind a running one, submitted and cancelled in a loop, give their memory
+    // back; 16 waiting at most.
+    let run = |iterations: u64| {
+        server.post("/api/jobs", &job(&content, &style, serde_json::json!({ "size": 32, "iterations": iterations, "scales": "off" })))
+    };
+    let long = run(100_000).json()["id"].as_str().unwrap().to_string();
+    let idle = server.memory();
+    for _ in 0..40 {
+        let r = run(3);
+        assert_eq!(r.status, 201, "{}", r.json());
+        assert!(server.memory() > idle, "a queued job holds its images");
+        assert_eq!(server.post(&format!("/api/jobs/{}/cancel", r.json()["id"].as_str().unwrap()), b"").status, 202);
+        assert_eq!(server.memory(), idle, "and lets them go when cancelled");
+    }
+    let queued: Vec<Reply> = (0..17).map(|_| run(3)).collect();
+    assert!(queued[..16].iter().all(|r| r.status == 201));
+    assert_eq!(queued[16].status, 503, "{}", queued[16].json());
+    for r in &queued[..16] {
+        server.post(&format!("/api/jobs/{}/cancel", r.json()["id"].as_str().unwrap()), b"");
+    }
+    server.post(&format!("/api/jobs/{long}/cancel"), b"");
+    server.wait(&long);
+    assert_eq!(server.memory(), 0);
+    // 12: one Host header, and an absolute-form request line names this server.
+    let raw = |text: String| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(text.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let (addr, token) = (server.addr, &server.token);
+    let two = raw(format!("GET /api/gallery HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example:{}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n", addr.port()));
+    assert!(two.starts_with("HTTP/1.1 403"), "{two}");
+    let absolute = raw(format!("GET http://evil.example:{}/api/gallery HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n", addr.port()));
+    assert!(absolute.starts_with("HTTP/1.1 403"), "{absolute}");
+    let ours = raw(format!("GET http://{addr}/api/gallery HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n"));
+    assert!(ours.starts_with("HTTP/1.1 200"), "{ours}");
+    // An upload over the limit is answered from its Content-Length, before any body.
+    let big = raw(format!("POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n"));
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    // Idle, slow and stalled connections are closed after the timeout (1 s here).
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(idle.read(&mut [0u8; 16]).unwrap_or(0), 0, "the idle connection is closed");
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "slow headers are not served");
+    let stalled = raw_start(server.addr, &format!("POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 1000000\r\n\r\nabc"));
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert!(started.elapsed() < Duration::from_secs(9), "{:?}", started.elapsed());
+    // And it still serves.
+    assert_eq!(server.get("/api/gallery").status, 200);
+    assert_eq!(server.memory(), 0, "the stalled upload's memory went back");
+}
+
+/// Sends `text` and reads what comes back until the server closes or 10 s pass.
+fn raw_start(addr: SocketAddr, text: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The load test: `impasto serve` in a process of its own, with a 256 MiB budget and a 2 s
+/// timeout, while uploads of 60 MB are held open, jobs are submitted and cancelled in a loop
+/// behind a running one, and slow clients connect. Its resident memory stays under the ceiling
+/// the README states (the budget, plus the network and the program: 256 MiB + 0.6 GiB here),
+/// the uploads that do not fit are answered 503, and once the clients have gone the budget is
+/// empty again and the server serves on. Bounded: 8 held uploads, 60 jobs, 200 slow clients,
+/// about half a minute, loopback only.
+#[test]
+fn the_studio_holds_its_memory_under_load() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let weights = real_weights_path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_impasto"))
+        .args(["serve", "--port", &port.to_string(), "--dir", s(&dir.path().join("studio")), "--weights", s(&weights)])
+        .args(["--device", "cpu", "--memory", "256", "--timeout", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    {
+        let mut out = serve.stdout.take().unwrap();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+            url.push(b[0] as char);
+        }
+    }
+    let token = url.split("token=").nth(1).unwrap_or_else(|| panic!("{url}")).to_string();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let pid = serve.id();
+    let rss = move || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib << 10
+    };
+    let server = Server { addr, token: token.clone(), studio: None };
+    let (content, style) = (server.upload(&fixture("content.png")), server.upload(&fixture("style.png")));
+    let peak = std::sync::Mutex::new(rss());
+    let sample = || {
+        let now = rss();
+        let mut p = peak.lock().unwrap();
+        *p = (*p).max(now);
+    };
+    // Uploads declaring 60 MB, sending 40 MB and then stalling.
+    let chunk = vec![0u8; 1 << 20];
+    let mut held = Vec::new();
+    let mut busy = 0;
+    for _ in 0..8 {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let head = format!("POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 60000000\r\n\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut sent = 0;
+        while sent < 40 {
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sample();
+        held.push(stream);
+    }
+    // The ones that found no room were answered 503 at once.
+    for stream in &mut held {
+        stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut b = [0u8; 12];
+        if stream.read(&mut b).unwrap_or(0) > 0 && String::from_utf8_lossy(&b).contains("503") {
+            busy += 1;
+        }
+    }
+    assert!(busy >= 4, "{busy} of 8 held uploads refused (4 of 60 MB fit in 256 MiB)");
+    // Slow clients.
+    let slow: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .map(|mut s| {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHo");
+            s
+        })
+        .collect();
+    // Jobs submitted and cancelled behind a running one.
+    let submit = |iterations: u64| {
+        server.post("/api/jobs", &job(&content, &style, serde_json::json!({ "size": 64, "iterations": iterations, "scales": "off" })))
+    };
+    let long = submit(100_000);
+    assert_eq!(long.status, 201, "{}", String::from_utf8_lossy(&long.body));
+    for _ in 0..60 {
+        let r = submit(5);
+        if r.status == 201 {
+            server.post(&format!("/api/jobs/{}/cancel", r.json()["id"].as_str().unwrap()), b"");
+        }
+        sample();
+    }
+    server.post(&format!("/api/jobs/{}/cancel", long.json()["id"].as_str().unwrap()), b"");
+    drop(held);
+    drop(slow);
+    std::thread::sleep(Duration::from_secs(3));
+    sample();
+    let peak = *peak.lock().unwrap();
+    let ceiling: u64 = (256 << 20) + (600 << 20);
+    eprintln!("studio under load: peak resident {} MiB (ceiling {} MiB)", peak >> 20, ceiling >> 20);
+    assert!(peak < ceiling, "peak resident {} MiB over the ceiling {} MiB", peak >> 20, ceiling >> 20);
+    assert_eq!(server.get("/api/gallery").status, 200, "still serving");
+    // SAFETY: kill sends a signal to the child this test started, by its PID.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = serve.wait();
 }

@@ -28,6 +28,9 @@ mod transfer;
 /// Hostile input: a generated file or flag for each class of attack, under an address-space limit.
 mod hostile;
 
+/// Hostile input, round two: settings, metadata, counts, names and pipes.
+mod hostile2;
+
 /// The GPU backend against the CPU path: kernels, objective, a run, the CLI.
 #[cfg(feature = "gpu")]
 mod gpu;

@@ -2,23 +2,32 @@
 //! run's layout (memory per scale, a fitted L-BFGS history) never panic, overflow or build unbounded schedules, and what validates is
 //! within the documented limits.
 #![no_main]
-use impasto::evaluator::{Backend, Evaluator};
+use impasto::Size;
+use impasto::device::Device;
+use impasto::engine::{Backend, Evaluator, TargetCache};
 use impasto::image_io::Image;
-use impasto::loss::{LossConfig, StyleInput};
+use impasto::loss::{LossConfig, ObjectiveSpec, StyleInput};
+use impasto::tiles::{Halo, TileGrid};
 use impasto::transfer::{
-    AdamSettings, Inputs, LbfgsSettings, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE, OptimizerChoice, PyramidSettings,
-    Scales, StyleConfig, Stylizer,
+    AdamSettings, Inputs, LbfgsSettings, MAX_ITERATIONS, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE, OptimizerChoice,
+    PyramidSettings, Scales, StyleConfig, Stylizer,
 };
-use impasto::vgg::LayerId;
+use impasto::vgg::{Chw, LayerId};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 /// A backend that needs a fixed amount of memory per pixel and cannot evaluate.
-struct Sizes;
+#[derive(Default)]
+struct Sizes {
+    targets: TargetCache,
+}
 
 impl Backend for Sizes {
     fn name(&self) -> &str {
         "sizes"
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
     }
     fn check_layers(&self, _: &[LayerId]) -> impasto::Result<()> {
         Ok(())
@@ -26,19 +35,35 @@ impl Backend for Sizes {
     fn min_input_side(&self, _: &[LayerId]) -> impasto::Result<usize> {
         Ok(16)
     }
-    fn memory_estimate(&self, width: usize, height: usize, _: &[LayerId]) -> impasto::Result<u64> {
-        Ok((width as u64).saturating_mul(height as u64).saturating_mul(1000))
+    fn shape(&self, _: LayerId, size: Size) -> impasto::Result<Chw> {
+        Ok((64, size.height, size.width))
     }
-    fn forward_flops(&self, width: usize, height: usize, _: &[LayerId]) -> impasto::Result<f64> {
-        Ok(width as f64 * height as f64 * 1e6)
+    fn pools_before(&self, _: LayerId) -> impasto::Result<usize> {
+        Ok(0)
+    }
+    fn halo(&self, _: &[LayerId]) -> impasto::Result<Halo> {
+        Ok(Halo { pixels: 80, align: 16 })
+    }
+    fn memory_estimate(&self, size: Size, _: &[LayerId]) -> impasto::Result<u64> {
+        Ok((size.pixels() as u64).saturating_mul(1000))
+    }
+    fn evaluator_memory(&self, _: &LossConfig, grid: &TileGrid, _: usize) -> impasto::Result<u64> {
+        Ok((grid.largest_outer().pixels() as u64).saturating_mul(1000))
+    }
+    fn forward_flops(&self, size: Size, _: &[LayerId]) -> impasto::Result<f64> {
+        Ok(size.pixels() as f64 * 1e6)
     }
     fn evaluator<'a>(
         &'a self,
-        _: &LossConfig,
+        _: &ObjectiveSpec,
         _: &Image,
         _: &[StyleInput],
+        _: Option<usize>,
     ) -> impasto::Result<Box<dyn Evaluator + 'a>> {
         Err(impasto::Error::Config("not for evaluation".into()))
+    }
+    fn targets(&self) -> &TargetCache {
+        &self.targets
     }
 }
 
@@ -97,13 +122,20 @@ fuzz_target!(|data: &[u8]| {
     // Only the content's dimensions matter here.
     let (width, height) = (u.int_in_range(1..=70000).unwrap_or(1), u.int_in_range(1..=70000).unwrap_or(1));
     let content = Image { width, height, data: Vec::new() };
-    let (w, h) = c.output_size(&content);
-    assert!(w.max(h) <= MAX_SIZE && w >= 1 && h >= 1, "{w}x{h}");
-    // Laying the run out (each scale's memory, a fitted history) never panics or overflows.
+    let out = c.output_size(&content);
+    assert!(out.long_side() <= MAX_SIZE && out.short_side() >= 1, "{out}");
+    assert!(schedule.iter().map(|s| s.1).sum::<usize>() <= MAX_ITERATIONS);
+    // Laying the run out (each scale's memory, a fitted history) never panics or overflows, and
+    // the plan made passes its own check.
     let inputs = Inputs::new(content.clone(), [content.clone()]);
-    if let Ok(stylizer) = Stylizer::new(&Sizes, c) {
-        if let Ok(run) = stylizer.check(&inputs) {
-            assert_eq!(run.scales.len(), schedule.len());
+    let net = Sizes::default();
+    if let Ok(stylizer) = Stylizer::new(c) {
+        if let Ok(plan) = stylizer.plan(&net, &inputs) {
+            assert_eq!(plan.scales.len(), schedule.len());
+            assert!(plan.iterations() <= MAX_ITERATIONS);
+            if net.budget().is_none() {
+                plan.check(stylizer.config(), &net, &inputs).expect("a plan made passes its check");
+            }
         }
     }
 });

@@ -63,6 +63,21 @@ pub struct ServeArgs {
     /// Where to compute: auto (a hardware GPU if one is found, else the CPU), cpu or gpu.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
+    /// Memory for uploads in flight and queued jobs' images, in MiB (more is answered 503).
+    #[arg(long, value_name = "MIB", default_value_t = impasto::studio::DEFAULT_MEMORY >> 20, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    pub memory: u64,
+    /// Seconds a connection may send nothing (idle, slow headers, a stalled upload) before it is
+    /// closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = impasto::studio::DEFAULT_TIMEOUT.as_secs_f64(), value_parser = seconds)]
+    pub timeout: f64,
+}
+
+/// A timeout: between 0.1 s and a day.
+fn seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if (0.1..=86400.0).contains(&t) => Ok(t),
+        _ => Err("a number of seconds between 0.1 and 86400".into()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -180,11 +195,10 @@ impl<const STYLIZE: bool> RunArgs<STYLIZE> {
 
     /// The clap argument of an option.
     fn arg(o: &'static RunOption) -> Arg {
-        let help = match ((o.default)(), o.kind) {
-            (Some(d), Kind::Choice(names)) => format!("{} [{}; default: {d}]", o.help, names.join(", ")),
-            (Some(d), _) => format!("{} [default: {d}]", o.help),
-            (None, Kind::Choice(names)) => format!("{} [{}]", o.help, names.join(", ")),
-            (None, _) => o.help.to_string(),
+        // A choice's value name lists its choices.
+        let help = match (o.default)() {
+            Some(d) => format!("{} [default: {d}]", o.help),
+            None => o.help.to_string(),
         };
         let mut a = Arg::new(o.flag).long(o.flag).help(help);
         if !o.value_name.is_empty() {

@@ -48,13 +48,13 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
     // transforms) and its kernel, as a run does.
     let net = Vgg::new(weights, Pooling::Max);
     let kernel = net.kernel();
-    println!("impasto bench: {} threads, conv kernel {}", rayon::current_num_threads(), kernel.name());
+    outln!("impasto bench: {} threads, conv kernel {}", rayon::current_num_threads(), kernel.name());
     let deepest: LayerId = "relu5_1".parse()?; // the deepest layer the default losses use
     for &size in sizes {
         // The layer buffers below and the objective's passes, against the memory budget.
         let loss = LossConfig::default();
         let square = Size::square(size);
-        let need = impasto::engine::cpu::evaluator_memory(&net, &loss, square, 0, None)?
+        let need = impasto::engine::cpu::evaluator_memory(&net, &loss, &impasto::tiles::TileGrid::whole(square), 0)?
             .saturating_add(net.memory_estimate(square, &loss.style_layers)?)
             .saturating_add((8 * 12 + 3 * 4 * 64) * (size * size) as u64);
         if let Err(avail) = impasto::memory::fits(need) {
@@ -64,11 +64,11 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
                 impasto::memory::gib(avail)
             );
         }
-        println!("\n## {size}x{size}\n");
-        println!(
+        outln!("\n## {size}x{size}\n");
+        outln!(
             "| layer | in -> out channels | size | forward ms | forward GFLOP/s | image-gradient ms | image-gradient GFLOP/s |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        outln!("|---|---|---|---|---|---|---|");
         let (mut total_flops, mut total_s) = (0.0, 0.0);
         for (id, filter, bias) in net.convs().take_while(|(id, _, _)| *id <= deepest) {
             let side = size >> net.pools_before(id)?;
@@ -81,7 +81,7 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
             let f = median_seconds(runs, || kernel.conv(shape, &input, filter, Some(bias), true, &mut out));
             let g = median_seconds(runs, || kernel.conv_adjoint(shape, &grad, Some(&out), filter, &mut gin));
             let flops = shape.flops();
-            println!(
+            outln!(
                 "| conv{}_{} | {c_in} -> {c_out} | {side} | {:.1} | {:.0} | {:.1} | {:.0} |",
                 id.block,
                 id.index,
@@ -118,19 +118,19 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
         let it = median_seconds(runs, || {
             objective.evaluate(&x, true).expect("evaluate");
         });
-        println!(
+        outln!(
             "\nconvolutions alone: {:.2} s, {:.0} GFLOP/s over {:.0} GFLOP (direct-convolution count)",
             total_s,
             total_flops / total_s / 1e9,
             total_flops / 1e9,
         );
-        println!(
+        outln!(
             "forward pass: {forward:.3} s; backward pass: {backward:.3} s; losses: {:.3} s; **one iteration: {it:.3} s**",
             it - forward - backward
         );
     }
     if let Some(peak) = peak_memory() {
-        println!("\npeak memory: {:.2} GiB", peak as f64 / (1u64 << 30) as f64);
+        outln!("\npeak memory: {:.2} GiB", peak as f64 / (1u64 << 30) as f64);
     }
     Ok(())
 }
@@ -141,7 +141,7 @@ pub fn run(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
 pub fn run_gpu(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> {
     use impasto::gpu::{Gpu, GpuVgg};
     let gpu = Gpu::find(false)?.ok_or_else(|| anyhow::anyhow!("--device gpu: no GPU adapter found"))?;
-    println!(
+    outln!(
         "impasto bench on the GPU: {}{}",
         gpu.name(),
         if gpu.is_software() { " (a software driver: these times say nothing of a GPU)" } else { "" }
@@ -153,16 +153,16 @@ pub fn run_gpu(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> 
         let content = noise_image(size, size, 1);
         let style: Image = noise_image(size, size, 2);
         let square = Size::square(size);
-        net.evaluator_memory(&config, square, 0, None)?;
-        println!("\n## {size}x{size}\n");
-        println!(
+        net.evaluator_memory(&config, &impasto::tiles::TileGrid::whole(square), 0)?;
+        outln!("\n## {size}x{size}\n");
+        outln!(
             "| layer | in -> out channels | size | forward ms | forward GFLOP/s | image-gradient ms | image-gradient GFLOP/s |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        outln!("|---|---|---|---|---|---|---|");
         let (mut total_flops, mut total_s) = (0.0, 0.0);
         for t in net.time_convs(size, deepest, runs)? {
             let flops = ConvShape { c_in: t.c_in, c_out: t.c_out, height: t.side, width: t.side }.flops();
-            println!(
+            outln!(
                 "| conv{}_{} | {} -> {} | {} | {:.2} | {:.0} | {:.2} | {:.0} |",
                 t.layer.block,
                 t.layer.index,
@@ -184,19 +184,19 @@ pub fn run_gpu(sizes: &[usize], runs: usize, weights: VggWeights) -> Result<()> 
         let it = median_seconds(runs, || {
             objective.evaluate(&x, true).expect("evaluate");
         });
-        println!(
+        outln!(
             "\nconvolutions alone: {total_s:.3} s, {:.0} GFLOP/s over {:.0} GFLOP",
             total_flops / total_s / 1e9,
             total_flops / 1e9
         );
-        println!("**one iteration: {it:.4} s** (upload, forward, losses, backward, gradient read back)");
+        outln!("**one iteration: {it:.4} s** (upload, forward, losses, backward, gradient read back)");
     }
     Ok(())
 }
 
 /// The weights the benchmark uses: the default VGG19, fetched if needed.
 pub fn default_weights() -> Result<VggWeights> {
-    let path = weights::fetch::ensure_default_weights(&mut |m| eprintln!("impasto: {m}"))?;
+    let path = weights::fetch::ensure_default_weights(&mut |m| errln!("impasto: {m}"))?;
     Ok(weights::load(&path, None)?)
 }
 
@@ -220,13 +220,13 @@ pub fn run_targets(count: usize, size: usize, iterations: usize, weights: VggWei
         })
         .collect();
     let stylizer = Stylizer::new(StyleConfig::default().size(size).iterations(iterations).scales(Scales::Off))?;
-    println!(
+    outln!(
         "impasto bench --targets {count}: {count} photos of {w}x{h} at {size} px after one painting, {iterations} \
          evaluations each, {} threads\n",
         rayon::current_num_threads()
     );
-    println!("| style targets | computed | seconds per photo (mean) | first photo | others (mean) |");
-    println!("|---|---|---|---|---|");
+    outln!("| style targets | computed | seconds per photo (mean) | first photo | others (mean) |");
+    outln!("|---|---|---|---|---|");
     let mut means = Vec::new();
     for (label, budget) in [("computed for each photo", 0), ("kept between photos", impasto::engine::targets::DEFAULT_BUDGET)] {
         net.targets().clear();
@@ -242,14 +242,14 @@ pub fn run_targets(count: usize, size: usize, iterations: usize, weights: VggWei
         }
         let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
         let rest = seconds[1..].iter().sum::<f64>() / (seconds.len() - 1).max(1) as f64;
-        println!(
+        outln!(
             "| {label} | {} | {mean:.3} | {:.3} | {rest:.3} |",
             net.targets().computed() - before,
             seconds[0]
         );
         means.push(rest);
     }
-    println!(
+    outln!(
         "\nKeeping the targets saves {:.3} s per photo after the first ({:.1}% of a photo's time).",
         means[0] - means[1],
         100.0 * (means[0] - means[1]) / means[0]

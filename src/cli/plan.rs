@@ -43,6 +43,11 @@ pub fn calibrate(net: &dyn Backend) -> Result<(f64, &'static str)> {
     if let Some(rate) = cache.get(&key).and_then(|v| v.as_f64()).filter(|r| *r > 0.0) {
         return Ok((rate, "cached"));
     }
+    errln!(
+        "impasto: timing one evaluation on the {} for the plan's times (once; kept in {})",
+        net.name(),
+        path.as_ref().map_or("no cache".into(), |p| p.display().to_string())
+    );
     let loss = LossConfig::default();
     let side = CALIBRATION_SIDE;
     let ramp = |k: usize| Image {
@@ -113,16 +118,16 @@ fn duration(seconds: f64) -> String {
 pub fn print(net: &dyn Backend, config: &StyleConfig, run: &Plan) -> Result<()> {
     let (rate, how) = calibrate(net)?;
     let budget = run.budget.map_or("not known".to_string(), gib);
-    println!(
+    outln!(
         "impasto plan: {} in {} scale(s) on the {}; memory available {budget}; speed {:.1} GFLOP/s ({how})",
         run.output,
         run.scales.len(),
         net.name(),
         rate / 1e9,
     );
-    println!();
-    println!("| scale | pixels | iterations | tiles | L-BFGS pairs | peak memory | per iteration | time |");
-    println!("|---|---|---|---|---|---|---|---|");
+    outln!();
+    outln!("| scale | pixels | iterations | tiles | L-BFGS pairs | peak memory | per iteration | time |");
+    outln!("|---|---|---|---|---|---|---|---|");
     let (mut total, mut peak) = (0.0, 0u64);
     for (k, s) in run.scales.iter().enumerate() {
         let each = evaluation_seconds(net, config, run, s, rate)?;
@@ -134,7 +139,7 @@ pub fn print(net: &dyn Backend, config: &StyleConfig, run: &Plan) -> Result<()> 
             None => "whole".into(),
         };
         let pairs = s.history.map_or("- (Adam)".into(), |h| h.to_string());
-        println!(
+        outln!(
             "| {} | {} | {} | {tiles} | {pairs} | {} | {:.2} s | {} |",
             k + 1,
             s.size,
@@ -145,14 +150,14 @@ pub fn print(net: &dyn Backend, config: &StyleConfig, run: &Plan) -> Result<()> 
         );
     }
     let iterations = run.iterations();
-    println!("| total | | {iterations} | | | {} (peak) | | {} |", gib(peak), duration(total));
+    outln!("| total | | {iterations} | | | {} (peak) | | {} |", gib(peak), duration(total));
     let changes = run.adjustments(config);
-    println!();
+    outln!();
     if changes.is_empty() {
-        println!("Nothing changed to fit the memory.");
+        outln!("Nothing changed to fit the memory.");
     }
     for line in changes {
-        println!("To fit: {line}.");
+        outln!("To fit: {line}.");
     }
     Ok(())
 }

@@ -188,7 +188,7 @@ pub fn run(net: &Vgg, plan: &Plan) -> Result<()> {
     let styles: Vec<(String, Image)> =
         plan.styles.iter().map(|p| Ok((name(p), image_io::load(p)?))).collect::<Result<_>>()?;
     let scratch = tempfile_dir()?;
-    println!("{}", CASE_HEADER);
+    outln!("{}", CASE_HEADER);
     for (cname, content) in &contents {
         for (sname, style) in &styles {
             if cname == sname {
@@ -208,7 +208,7 @@ pub fn run(net: &Vgg, plan: &Plan) -> Result<()> {
                                 plan.evaluations,
                             );
                             let r = run_case(net, config, (cname, content), (sname, style), &scratch, method)?;
-                            println!("{}", case_row(&r));
+                            outln!("{}", case_row(&r));
                             writeln!(out, "{}", serde_json::to_string(&r)?)?;
                             out.flush()?;
                         }
@@ -218,7 +218,7 @@ pub fn run(net: &Vgg, plan: &Plan) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    println!();
+    outln!();
     print_summary(&read_records(&plan.records)?);
     Ok(())
 }
@@ -351,12 +351,12 @@ pub fn print_summary(records: &[Record]) {
             .find(|o| o.method == other && same_case(r, o) && !(converged_only && o.failed()))
             .map(|o| r.saved / o.saved)
     };
-    println!(
+    outln!(
         "| method | pyramid | cases | failing | rose | blew up | saved off | median last/first | \
          median final vs Adam | median final vs L-BFGS none | ... where none converged | reached 1/50 | median evaluations to 1/50 | \
          median seconds to 1/50 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    outln!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for method in [Method::Lbfgs, Method::LbfgsCauchy, Method::LbfgsNone, Method::Adam] {
         for pyramid in [false, true] {
             let rs: Vec<&Record> = records.iter().filter(|r| r.method == method && r.pyramid == pyramid).collect();
@@ -372,7 +372,7 @@ pub fn print_summary(records: &[Record]) {
                     show(median(rs.iter().filter_map(|r| relative(r, m, converged_only)).collect()), 3)
                 }
             };
-            println!(
+            outln!(
                 "| {:?} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |",
                 method,
                 if pyramid { "on" } else { "off" },

@@ -33,11 +33,15 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
     };
     let path = match &a.weights {
         Some(p) => p.clone(),
-        None => weights::fetch::ensure_default_weights(&mut |m| eprintln!("impasto: {m}"))?,
+        None => weights::fetch::ensure_default_weights(&mut |m| errln!("impasto: {m}"))?,
     };
     let vgg = Vgg::new(weights::load(&path, None)?, Default::default());
-    let say = &mut |m: &str| eprintln!("impasto: {m}");
-    let net: Arc<dyn Backend + Send> = Arc::from(device::backend(vgg, a.device.device(), &|_| Ok(()), say)?.0);
+    let say = &mut |m: &str| errln!("impasto: {m}");
+    let net: Arc<dyn Backend + Send> = Arc::from(
+        device::backend(vgg, a.device.device(), &|_| Ok(()), say)
+            .map_err(|e| super::args::in_flags(e, &impasto::settings::Settings::new("", [])))?
+            .0,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,17 +52,22 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
-        let options =
-            StudioOptions { dir: dir.clone(), weights: a.weights.clone(), device: a.device.device(), token: None };
+        let options = StudioOptions {
+            weights: a.weights.clone(),
+            device: a.device.device(),
+            memory: a.memory.saturating_mul(1 << 20),
+            timeout: std::time::Duration::from_secs_f64(a.timeout),
+            ..StudioOptions::new(dir.clone())
+        };
         let studio = Studio::new(net, addr, options).with_context(|| format!("{}: cannot use it", dir.display()))?;
         if !a.host.is_loopback() {
-            eprintln!(
+            errln!(
                 "impasto: warning: listening on {addr}, reachable from other machines; the token is the only protection"
             );
         }
         let url = studio.url(addr);
-        println!("{url}");
-        eprintln!("impasto: studio at {url} (work directory {}); Ctrl-C stops it", dir.display());
+        super::output::line_or_ignore(format_args!("{url}"));
+        errln!("impasto: studio at {url} (work directory {}); Ctrl-C stops it", dir.display());
         if a.open {
             open_browser(&url);
         }
@@ -77,6 +86,6 @@ fn open_browser(url: &str) {
         "xdg-open"
     };
     if let Err(e) = std::process::Command::new(program).arg(url).spawn() {
-        eprintln!("impasto: cannot start a browser ({program}: {e}); open {url} yourself");
+        errln!("impasto: cannot start a browser ({program}: {e}); open {url} yourself");
     }
 }

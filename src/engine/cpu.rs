@@ -159,13 +159,12 @@ impl Engine for CpuEngine<'_> {
     }
 }
 
-/// Bytes a CPU objective at `size` with `regions` region masks needs, evaluated in tiles of
-/// `tile` (`None`: whole): one tile's pass (the largest tile's), the content targets and region
-/// masks at every layer (their tiles' shares add up to the whole), and with tiles the
-/// image-sized gradient they are added into.
-pub fn evaluator_memory(net: &Vgg, config: &LossConfig, size: Size, regions: usize, tile: Option<usize>) -> Result<u64> {
+/// Bytes a CPU objective on `grid` with `regions` region masks needs: one tile's pass (the
+/// largest tile's), the content targets and region masks at every layer (their tiles' shares add
+/// up to the whole), and with tiles the image-sized gradient they are added into.
+pub fn evaluator_memory(net: &Vgg, config: &LossConfig, grid: &TileGrid, regions: usize) -> Result<u64> {
     let layers = config.layers();
-    let grid = TileGrid::new(size, tile, net.halo(&layers)?);
+    let size = grid.size;
     let outer = grid.largest_outer();
     let mut bytes = net.memory_estimate(outer, &layers)?;
     for &layer in &config.content_layers {
@@ -217,8 +216,8 @@ impl Backend for Vgg {
         Vgg::memory_estimate(self, size, layers)
     }
 
-    fn evaluator_memory(&self, loss: &LossConfig, size: Size, regions: usize, tile: Option<usize>) -> Result<u64> {
-        evaluator_memory(self, loss, size, regions, tile)
+    fn evaluator_memory(&self, loss: &LossConfig, grid: &TileGrid, regions: usize) -> Result<u64> {
+        evaluator_memory(self, loss, grid, regions)
     }
 
     fn forward_flops(&self, size: Size, layers: &[LayerId]) -> Result<f64> {

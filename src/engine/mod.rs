@@ -28,7 +28,7 @@ use crate::loss::spec::ObjectiveSpec;
 use crate::loss::{LossConfig, LossTerms, StyleInput};
 use crate::memory;
 use crate::size::Size;
-use crate::tiles::{Halo, Window};
+use crate::tiles::{Halo, TileGrid, Window};
 use crate::vgg::{Chw, LayerId};
 
 pub use targets::TargetCache;
@@ -76,11 +76,11 @@ pub trait Backend: Sync {
     /// optimizer.
     fn memory_estimate(&self, size: Size, layers: &[LayerId]) -> Result<u64>;
 
-    /// Bytes an evaluator at `size` with `regions` region masks needs, in tiles of `tile`
-    /// pixels a side (`None`: the whole image), beyond the images and the optimizer. An
-    /// [`Error::Memory`] where it cannot run that way at all (a buffer larger than the device
-    /// allows): the layout then tries smaller tiles.
-    fn evaluator_memory(&self, loss: &LossConfig, size: Size, regions: usize, tile: Option<usize>) -> Result<u64>;
+    /// Bytes an evaluator on `grid` (the image's size and its tiles) with `regions` region
+    /// masks needs, beyond the images and the optimizer. An [`Error::Memory`] where it cannot run
+    /// that way at all (a buffer larger than the device allows): the layout then tries smaller
+    /// tiles.
+    fn evaluator_memory(&self, loss: &LossConfig, grid: &TileGrid, regions: usize) -> Result<u64>;
 
     /// FLOPs of the convolutions of one forward pass at `size` up to the deepest of `layers`
     /// (for time estimates; an evaluation with its gradient is about twice that).

@@ -67,7 +67,7 @@ impl Backend for Inverse {
     fn memory_estimate(&self, _: Size, _: &[LayerId]) -> Result<u64> {
         Ok(self.need)
     }
-    fn evaluator_memory(&self, _: &LossConfig, _: Size, _: usize, _: Option<usize>) -> Result<u64> {
+    fn evaluator_memory(&self, _: &LossConfig, _: &TileGrid, _: usize) -> Result<u64> {
         Ok(self.need)
     }
     fn forward_flops(&self, size: Size, _: &[LayerId]) -> Result<f64> {

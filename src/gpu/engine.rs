@@ -821,9 +821,9 @@ impl Backend for GpuVgg {
     /// One tile's pass and gradient (each of its buffers within a binding), the targets and
     /// masks of every tile (their shares add up to the whole image's), the style terms' `C x C`
     /// matrices, the weights.
-    fn evaluator_memory(&self, loss: &LossConfig, size: Size, regions: usize, tile: Option<usize>) -> Result<u64> {
+    fn evaluator_memory(&self, loss: &LossConfig, grid: &TileGrid, regions: usize) -> Result<u64> {
         let layers = loss.layers();
-        let grid = TileGrid::new(size, tile, self.net.halo(&layers)?);
+        let size = grid.size;
         let mut bytes = self.memory_estimate(grid.largest_outer(), &layers)?;
         for &layer in &loss.content_layers {
             let (c, h, w) = self.net.shape(layer, size)?;

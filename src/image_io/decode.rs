@@ -80,6 +80,20 @@ impl DecodeLimits {
 
 /// Decodes `bytes` (any supported format) under `limits`. Errors are one line, without the
 /// file's name (the caller adds it).
+/// An image's size from its header alone (nothing is decoded), under the metadata limit.
+pub fn header_size(bytes: &[u8]) -> Result<crate::size::Size, String> {
+    let format = image::guess_format(bytes).map_err(|_| "not a recognised image file".to_string())?;
+    if format == ImageFormat::Tiff {
+        super::tiff_check::check(&mut Cursor::new(bytes), bytes.len() as u64)?;
+    }
+    let mut r = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut l = Limits::default();
+    l.max_alloc = Some(MAX_METADATA_BYTES);
+    r.limits(l);
+    let (w, h) = r.into_dimensions().map_err(|e| decode_error("cannot read the header", &e))?;
+    Ok(crate::size::Size::new(w as usize, h as usize))
+}
+
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
     if bytes.is_empty() {
         return Err("the file is empty (0 bytes), not an image".into());
@@ -100,6 +114,10 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
         .ok_or("not a recognised image file (expected JPEG, PNG, WebP, TIFF, BMP or GIF)")?;
     if format == ImageFormat::Jpeg {
         return decode_jpeg(bytes, limits);
+    }
+    if format == ImageFormat::Tiff {
+        // Every tag's claim within the file, before a TIFF reader sees it.
+        super::tiff_check::check(&mut Cursor::new(bytes), bytes.len() as u64)?;
     }
     let reader = |max_alloc: u64, sides: Option<u32>| {
         let mut r = ImageReader::with_format(Cursor::new(bytes), format);

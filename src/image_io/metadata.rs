@@ -2,13 +2,22 @@
 //! JPEG comment (`COM`) segments, each holding the settings JSON of [`crate::settings`] and
 //! marked with [`KEYWORD`], so that an image tells how it was made and can be replayed.
 //!
-//! Writing happens in [`super::encode`]; reading ([`read_settings`]) takes untrusted bytes and
-//! looks only at the metadata (no pixels are decoded).
+//! Writing happens in [`super::encode`]; reading ([`read_settings`], [`read_settings_from`])
+//! takes untrusted bytes and looks only at the metadata (no pixels are decoded), with every
+//! length bounded before it is read or inflated: a PNG's compressed text inflates to at most
+//! [`MAX_SETTINGS_BYTES`], JPEG comments add up to at most that, a TIFF's directories are checked
+//! first ([`super::tiff_check`]). A file opened by path is read by seeking, never whole.
 
-use std::io::Cursor;
+use std::io::{BufRead, Cursor, Read, Seek, SeekFrom};
 
 /// The PNG keyword, and the prefix of a JPEG comment, that mark impasto's settings.
 pub const KEYWORD: &str = "impasto-settings";
+
+/// The longest settings an image may carry (a run's settings are a few kilobytes).
+pub const MAX_SETTINGS_BYTES: usize = 1 << 20;
+
+/// Bytes of metadata a PNG may hold before its image data, for the settings reader.
+const PNG_METADATA_BYTES: usize = 8 << 20;
 
 /// Bytes of settings one JPEG comment segment holds (a segment holds at most 65533).
 const JPEG_CHUNK: usize = 60_000;
@@ -18,56 +27,117 @@ pub fn is_image(bytes: &[u8]) -> bool {
     image::guess_format(bytes).is_ok()
 }
 
-/// The settings JSON embedded in a PNG, TIFF or JPEG file, if it has some.
-pub fn read_settings(bytes: &[u8]) -> Option<String> {
-    let text = match image::guess_format(bytes).ok()? {
-        image::ImageFormat::Png => read_png(bytes),
-        image::ImageFormat::Tiff => read_tiff(bytes),
-        image::ImageFormat::Jpeg => read_jpeg(bytes),
+/// The settings JSON embedded in a PNG, TIFF or JPEG file held in memory, if it has some; an
+/// error for settings larger than [`MAX_SETTINGS_BYTES`] or metadata that claims more than the
+/// file holds.
+pub fn read_settings(bytes: &[u8]) -> Result<Option<String>, String> {
+    read_settings_from(&mut Cursor::new(bytes), bytes.len() as u64)
+}
+
+/// [`read_settings`] on a reader of a file of `len` bytes (it seeks; it does not read it all).
+pub fn read_settings_from<R: BufRead + Seek>(r: &mut R, len: u64) -> Result<Option<String>, String> {
+    let io = |e: std::io::Error| format!("cannot read it: {e}");
+    let mut head = [0u8; 16];
+    let n = read_up_to(r, &mut head).map_err(io)?;
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let text = match image::guess_format(&head[..n]) {
+        Ok(image::ImageFormat::Png) => read_png(r)?,
+        Ok(image::ImageFormat::Tiff) => read_tiff(r, len)?,
+        Ok(image::ImageFormat::Jpeg) => read_jpeg(r)?,
         _ => None,
-    }?;
-    text.trim_start().starts_with('{').then_some(text)
+    };
+    Ok(text.filter(|t| t.trim_start().starts_with('{')))
 }
 
-fn read_png(bytes: &[u8]) -> Option<String> {
-    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+fn too_long(what: &str) -> String {
+    format!("{what} more than {MAX_SETTINGS_BYTES} bytes of settings: more than a run's settings can be")
+}
+
+fn read_png<R: BufRead + Seek>(r: &mut R) -> Result<Option<String>, String> {
+    let mut decoder = png::Decoder::new_with_limits(r, png::Limits { bytes: PNG_METADATA_BYTES });
     decoder.set_ignore_text_chunk(false);
-    let reader = decoder.read_info().ok()?;
-    let info = reader.info();
-    info.utf8_text.iter().find(|c| c.keyword == KEYWORD).and_then(|c| c.get_text().ok())
+    let reader = match decoder.read_info() {
+        Ok(reader) => reader,
+        Err(png::DecodingError::LimitsExceeded) => {
+            return Err(format!("its metadata is larger than the {PNG_METADATA_BYTES} bytes read"));
+        }
+        Err(_) => return Ok(None),
+    };
+    let Some(chunk) = reader.info().utf8_text.iter().find(|c| c.keyword == KEYWORD) else { return Ok(None) };
+    let mut chunk = chunk.clone();
+    chunk.decompress_text_with_limit(MAX_SETTINGS_BYTES).map_err(|_| too_long("its settings text inflates to"))?;
+    let text = chunk.get_text().map_err(|_| "its settings text is not UTF-8".to_string())?;
+    if text.len() > MAX_SETTINGS_BYTES {
+        return Err(too_long("it carries"));
+    }
+    Ok(Some(text))
 }
 
-fn read_tiff(bytes: &[u8]) -> Option<String> {
-    let mut decoder = tiff::decoder::Decoder::new(Cursor::new(bytes)).ok()?;
-    let text = decoder.get_tag_ascii_string(tiff::tags::Tag::ImageDescription).ok()?;
-    text.contains("\"impasto\"").then_some(text)
+fn read_tiff<R: Read + Seek>(r: &mut R, len: u64) -> Result<Option<String>, String> {
+    super::tiff_check::check(r, len)?;
+    r.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let Ok(mut decoder) = tiff::decoder::Decoder::new(r) else { return Ok(None) };
+    let Ok(text) = decoder.get_tag_ascii_string(tiff::tags::Tag::ImageDescription) else { return Ok(None) };
+    if !text.contains("\"impasto\"") {
+        return Ok(None);
+    }
+    if text.len() > MAX_SETTINGS_BYTES {
+        return Err(too_long("it carries"));
+    }
+    Ok(Some(text))
 }
 
 /// The concatenated payloads of the comment segments marked with [`KEYWORD`], before the image
-/// data starts.
-fn read_jpeg(bytes: &[u8]) -> Option<String> {
+/// data starts; the other segments are skipped by seeking.
+fn read_jpeg<R: Read + Seek>(r: &mut R) -> Result<Option<String>, String> {
     let mark = jpeg_mark();
     let mut out = Vec::new();
-    let mut i = 2;
-    while i + 4 <= bytes.len() && bytes[i] == 0xFF {
-        let marker = bytes[i + 1];
+    let mut soi = [0u8; 2];
+    if r.read_exact(&mut soi).is_err() {
+        return Ok(None);
+    }
+    loop {
+        let mut head = [0u8; 4];
+        if r.read_exact(&mut head).is_err() || head[0] != 0xFF {
+            break;
+        }
+        let marker = head[1];
         if marker == 0xDA || marker == 0xD9 {
             break; // start of scan, end of image
         }
-        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
-        let end = (i + 2).checked_add(len)?;
-        if len < 2 || end > bytes.len() {
-            return None;
+        let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+        if len < 2 {
+            return Ok(None);
         }
-        let payload = &bytes[i + 4..end];
-        if marker == 0xFE
-            && let Some(text) = payload.strip_prefix(&mark[..])
-        {
-            out.extend_from_slice(text);
+        let payload = len - 2;
+        if marker == 0xFE && payload >= mark.len() {
+            let mut segment = vec![0u8; payload];
+            if r.read_exact(&mut segment).is_err() {
+                return Ok(None);
+            }
+            if let Some(text) = segment.strip_prefix(&mark[..]) {
+                if out.len() + text.len() > MAX_SETTINGS_BYTES {
+                    return Err(too_long("its comments hold"));
+                }
+                out.extend_from_slice(text);
+            }
+        } else if r.seek(SeekFrom::Current(payload as i64)).is_err() {
+            return Ok(None);
         }
-        i = end;
     }
-    if out.is_empty() { None } else { String::from_utf8(out).ok() }
+    Ok(if out.is_empty() { None } else { String::from_utf8(out).ok() })
+}
+
+/// Reads into `buf` until it is full or the reader ends; the bytes read.
+fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 fn jpeg_mark() -> Vec<u8> {
@@ -240,14 +310,14 @@ mod tests {
     #[test]
     fn every_format_carries_settings() {
         let text =
-            r#"{"impasto": "0.1.0", "content": "ph\u00f6to 📷.jpg", "big": "x"}"#.replace('x', &"x".repeat(70_000));
+            r#"{"impasto": "0.1.0", "content": "ph\u00f6to 📷.jpg", "big": "x"}"#.replace('x', &"x".repeat(700_000));
         let text = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&text).unwrap()).unwrap();
         assert!(text.contains('ö') && text.contains('📷'));
         for format in [OutputFormat::Png, OutputFormat::Tiff, OutputFormat::Jpeg] {
             let with = encode_with_settings(&picture(), format, Some(&text)).unwrap();
             let without = encode_with_settings(&picture(), format, None).unwrap();
-            assert_eq!(read_settings(&without), None, "{format:?}");
-            let read = read_settings(&with).unwrap_or_else(|| panic!("{format:?}: no settings"));
+            assert_eq!(read_settings(&without), Ok(None), "{format:?}");
+            let read = read_settings(&with).unwrap().unwrap_or_else(|| panic!("{format:?}: no settings"));
             let parsed: serde_json::Value = serde_json::from_str(&read).unwrap();
             assert_eq!(parsed, serde_json::from_str::<serde_json::Value>(&text).unwrap(), "{format:?}");
             let limits = Default::default();
@@ -262,9 +332,46 @@ mod tests {
         let mut other = jpeg[..2].to_vec();
         other.extend_from_slice(&[0xFF, 0xFE, 0, 7, b'h', b'e', b'l', b'l', b'o']);
         other.extend_from_slice(&jpeg[2..]);
-        assert_eq!(read_settings(&other), None);
-        assert_eq!(read_settings(&[0xFF, 0xD8, 0xFF, 0xFE, 0xFF, 0xFF, b'i']), None);
-        assert_eq!(read_settings(b"{\"impasto\": 1}"), None);
+        assert_eq!(read_settings(&other), Ok(None));
+        assert_eq!(read_settings(&[0xFF, 0xD8, 0xFF, 0xFE, 0xFF, 0xFF, b'i']), Ok(None));
+        assert_eq!(read_settings(b"{\"impasto\": 1}"), Ok(None));
         assert!(!is_image(b"{}") && is_image(&jpeg));
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+    use crate::image_io::{Image, OutputFormat, encode_with_settings};
+
+    /// Settings larger than a run's can be are refused, however they are packed: a compressed
+    /// PNG text that inflates past the bound (a bomb: a few kilobytes inflating to 16 MiB), an
+    /// uncompressed one, JPEG comments adding up past it, a TIFF description; and a TIFF whose
+    /// description claims more than the file holds.
+    #[test]
+    fn oversized_settings_are_refused_in_bounded_memory() {
+        let image = Image::filled(4, 3, 10.0);
+        let big = format!("{{\"impasto\": \"{}\"}}", "x".repeat(MAX_SETTINGS_BYTES + 10));
+        // A compressed iTXt: PNG's encoder compresses text it is asked to.
+        let mut bomb = Vec::new();
+        {
+            let mut e = png::Encoder::new(&mut bomb, 4, 3);
+            e.set_color(png::ColorType::Rgb);
+            let mut w = e.write_header().unwrap();
+            let text = format!("{{\"a\": \"{}\"}}", "0".repeat(16 << 20));
+            let mut chunk = png::text_metadata::ITXtChunk::new(KEYWORD, text);
+            chunk.compressed = true;
+            chunk.compress_text().unwrap();
+            w.write_text_chunk(&chunk).unwrap();
+            w.write_image_data(&[0; 36]).unwrap();
+        }
+        assert!(bomb.len() < 200_000, "{}", bomb.len());
+        let e = read_settings(&bomb).unwrap_err();
+        assert!(e.contains("inflates to more than"), "{e}");
+        for format in [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Tiff] {
+            let with = encode_with_settings(&image, format, Some(&big)).unwrap();
+            let e = read_settings(&with).unwrap_err();
+            assert!(e.contains("more than 1048576 bytes of settings"), "{format:?}: {e}");
+        }
     }
 }

@@ -13,6 +13,7 @@ mod decode;
 mod jpeg_check;
 pub mod metadata;
 mod resize;
+pub mod tiff_check;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use image::DynamicImage;
 
 pub(crate) use decode::one_line;
-pub use decode::{BYTES_PER_PIXEL, DecodeLimits, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE, decode};
+pub use decode::{BYTES_PER_PIXEL, DecodeLimits, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE, decode, header_size};
 pub use resize::resize;
 
 use crate::error::{Error, Result};
@@ -97,6 +98,24 @@ pub fn load_with(path: &Path, limits: &DecodeLimits) -> Result<Image> {
 /// Decodes an image held in memory (an upload, say); errors name it `name`.
 pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Image> {
     decode(bytes, &DecodeLimits::default()).map_err(|m| Error::image(Path::new(name), m))
+}
+
+/// `path` opened for reading, with its length: it must be a regular file of at most `max` bytes
+/// (a FIFO, a device or a directory is refused before it is opened, so nothing blocks or streams
+/// forever).
+pub fn open_regular_file(path: &Path, max: u64) -> std::result::Result<(fs::File, u64), String> {
+    let meta = fs::metadata(path).map_err(|e| io_reason(&e))?;
+    if meta.is_dir() {
+        return Err("is a directory, not a file".into());
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file (a device, FIFO or socket)".into());
+    }
+    if meta.len() > max {
+        return Err(format!("the file is {} bytes; at most {max} are read", meta.len()));
+    }
+    let file = fs::File::open(path).map_err(|e| io_reason(&e))?;
+    Ok((file, meta.len()))
 }
 
 /// The contents of `path`, which must be a regular file of at most `max` bytes (a FIFO, a device
@@ -234,6 +253,12 @@ pub fn check_writable_file(path: &Path) -> Result<()> {
         Ok(_) => return Err(Error::output(path, format!("{} is not a directory", dir.display()))),
         Err(_) => return Err(Error::output(path, format!("the output directory {} does not exist", dir.display()))),
     }
+    // The name itself: the probe below has a short one of its own.
+    let name = path.file_name().map_or(0, |n| n.len());
+    let most = name_max(&dir);
+    if name > most {
+        return Err(Error::output(path, format!("the file name is {name} bytes long, more than the {most} its file system allows")));
+    }
     let probe = temp_path(&dir);
     match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
         Ok(_) => {
@@ -242,6 +267,23 @@ pub fn check_writable_file(path: &Path) -> Result<()> {
         }
         Err(e) => Err(Error::output(path, format!("cannot write in {}: {}", dir.display(), io_reason(&e)))),
     }
+}
+
+/// The longest file name `dir`'s file system allows (`pathconf`'s `_PC_NAME_MAX`; 255 where it
+/// cannot be asked).
+fn name_max(dir: &Path) -> usize {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+            // SAFETY: pathconf reads the NUL-terminated path it is given and nothing else.
+            let n = unsafe { libc::pathconf(c.as_ptr(), libc::_PC_NAME_MAX) };
+            if n > 0 {
+                return n as usize;
+            }
+        }
+    }
+    255
 }
 
 /// How an output is written beyond its format: the bit depth and the print resolution it
@@ -263,14 +305,15 @@ impl WriteOptions {
     }
 
     /// Checks the options against the format: 16 bits only in PNG and TIFF, a dpi in 1..=65535.
-    pub fn check(&self, format: OutputFormat) -> std::result::Result<(), String> {
+    /// Errors name the field (`output.sixteen_bit`, `output.dpi`).
+    pub fn check(&self, format: OutputFormat) -> Result<()> {
         if self.sixteen_bit && format == OutputFormat::Jpeg {
-            return Err("JPEG holds 8 bits a channel: write a .png or .tif for 16".into());
+            return Err(Error::setting("output.sixteen_bit", "is 16 bits, but JPEG holds 8 bits a channel: write a .png or .tif for 16"));
         }
         if let Some(dpi) = self.dpi
             && !(dpi.is_finite() && (1.0..=65535.0).contains(&dpi))
         {
-            return Err(format!("a resolution of {dpi} dpi: it must be between 1 and 65535"));
+            return Err(Error::setting("output.dpi", format!("is {dpi}: a resolution must be between 1 and 65535 dpi")));
         }
         Ok(())
     }
@@ -360,7 +403,7 @@ pub fn encode_with(
     settings: Option<&str>,
     options: WriteOptions,
 ) -> std::result::Result<Vec<u8>, String> {
-    options.check(format)?;
+    options.check(format).map_err(|e| e.to_string())?;
     let cannot = |e: String| one_line(&format!("cannot encode: {e}"));
     let samples = if options.sixteen_bit {
         metadata::Samples::Sixteen(img.to_rgb16())

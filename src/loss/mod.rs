@@ -171,6 +171,7 @@ pub fn check_styles(config: &LossConfig, styles: &[StyleInput], size: Size) -> R
     if styles.is_empty() && !config.style_layers.is_empty() && config.style_weight > 0.0 {
         return Err(Error::setting("styles", "must have at least one style image"));
     }
+    check_style_count(styles.len())?;
     for (s, style) in styles.iter().enumerate() {
         if !style.blend.is_finite() || style.blend < 0.0 {
             return Err(Error::setting(
@@ -201,6 +202,19 @@ pub fn check_styles(config: &LossConfig, styles: &[StyleInput], size: Size) -> R
             "styles[0].blend",
             "is 0 and so are all the others: nothing to take the style from",
         ));
+    }
+    Ok(())
+}
+
+/// The most style images a run takes (each adds its targets at every style layer to the memory).
+pub const MAX_STYLES: usize = 64;
+/// The most layers a term list may name.
+pub const MAX_LAYERS: usize = 64;
+
+/// At most [`MAX_STYLES`] styles.
+pub fn check_style_count(n: usize) -> Result<()> {
+    if n > MAX_STYLES {
+        return Err(Error::setting("styles", format!("has {n} style images, at most {MAX_STYLES}")));
     }
     Ok(())
 }
@@ -265,6 +279,18 @@ impl LossConfig {
                 "loss.style_layers",
                 "and loss.content_layers are both empty: nothing to optimise",
             ));
+        }
+        // Each layer once: a repeated layer would be a repeated term (and its memory).
+        for (name, layers) in [("content_layers", &self.content_layers), ("style_layers", &self.style_layers)] {
+            if layers.len() > MAX_LAYERS {
+                return Err(Error::setting(
+                    format!("loss.{name}"),
+                    format!("has {} layers, at most {MAX_LAYERS} (a network has fewer)", layers.len()),
+                ));
+            }
+            if let Some(k) = (1..layers.len()).find(|&k| layers[..k].contains(&layers[k])) {
+                return Err(Error::setting(format!("loss.{name}"), format!("names {} twice", layers[k])));
+            }
         }
         Ok(())
     }

@@ -32,6 +32,11 @@ pub struct Shape<'a> {
     pub history: Option<(usize, bool)>,
 }
 
+/// The tiles an evaluation of a scale of `size` in tiles of `tile` runs on.
+pub fn grid(config: &StyleConfig, net: &dyn Backend, size: Size, tile: Option<usize>) -> Result<TileGrid> {
+    Ok(TileGrid::new(size, tile, net.halo(&config.loss.layers())?))
+}
+
 /// Peak bytes of one scale: the images, and the larger of a style image's pass (one at a time,
 /// while the targets are computed) and the evaluator in tiles of `tile` with the optimizer
 /// (`history` L-BFGS pairs, or Adam's moments). Saturates rather than wraps. An
@@ -43,6 +48,7 @@ pub fn scale_memory(
     tile: Option<usize>,
     history: Option<usize>,
 ) -> Result<u64> {
+    let grid = grid(config, net, shape.size, tile)?;
     let image = 12u64.saturating_mul(shape.size.pixels() as u64);
     let optimizer = match history {
         // The pairs, the iterate, its gradient, the direction and the best image so far.
@@ -62,8 +68,22 @@ pub fn scale_memory(
     }
     // The style images' passes come before the optimizer's state exists: the peak is the
     // larger of the two (measured: 8.0 GiB at 2048x1536, against 7.9 estimated this way).
-    let evaluation = net.evaluator_memory(&config.loss, shape.size, shape.regions, tile)?.saturating_add(optimizer);
-    Ok(evaluation.max(style).saturating_add(4 * image).saturating_add(PROCESS_BASELINE))
+    let evaluation = net.evaluator_memory(&config.loss, &grid, shape.regions)?.saturating_add(optimizer);
+    let targets = targets_memory(config, net, shape)?;
+    Ok(evaluation.max(style).saturating_add(targets).saturating_add(4 * image).saturating_add(PROCESS_BASELINE))
+}
+
+/// Bytes the style targets hold: each style's moments at every style layer (`C x C` in f64) and
+/// each group's target (the blended matrix, and each member's, in f32).
+fn targets_memory(config: &StyleConfig, net: &dyn Backend, shape: &Shape<'_>) -> Result<u64> {
+    let styles = shape.styles.len() as u64;
+    let groups = if shape.regions > 0 { styles } else { 1 };
+    let mut squares = 0u64;
+    for &layer in &config.loss.style_layers {
+        let (c, _, _) = net.shape(layer, shape.size)?;
+        squares = squares.saturating_add((c * c + c) as u64);
+    }
+    Ok(squares.saturating_mul(12 * styles + 8 * groups))
 }
 
 /// The tile side, the L-BFGS history and the estimated peak of one scale within `budget`.
@@ -120,8 +140,7 @@ pub fn fit(
             let bytes = need(tile, history)?;
             smallest = smallest.min(bytes);
             if fits(bytes) {
-                let halo = net.halo(&config.loss.layers())?;
-                let whole = TileGrid::new(shape.size, tile, halo).is_whole();
+                let whole = grid(config, net, shape.size, tile)?.is_whole();
                 return Ok((tile.filter(|_| !whole), history, bytes));
             }
         }

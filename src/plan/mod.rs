@@ -77,8 +77,8 @@ impl Plan {
         check_start(config, inputs)?;
         let output = config.output_size(&inputs.content);
         check_styles(&config.loss, &inputs.styles, output)?;
+        check_layers(config, net)?;
         let layers = config.loss.layers();
-        net.check_layers(&layers)?;
         let schedule = config.schedule()?;
         let budget = net.budget();
         let regions = inputs.styles.iter().filter(|s| s.region_mask.is_some()).count();
@@ -110,8 +110,8 @@ impl Plan {
     pub fn for_score(config: &StyleConfig, net: &dyn Backend, content: &Image, styles: &[crate::loss::StyleInput]) -> Result<Plan> {
         let output = config.output_size(content);
         check_styles(&config.loss, styles, output)?;
+        check_layers(config, net)?;
         let layers = config.loss.layers();
-        net.check_layers(&layers)?;
         let inputs = Inputs { content: content.clone(), styles: styles.to_vec(), start: None };
         let style = style_sizes(config, &inputs, output);
         let regions = styles.iter().filter(|s| s.region_mask.is_some()).count();
@@ -181,7 +181,10 @@ impl Plan {
             if s.iterations == 0 {
                 return Err(bad(field("iterations"), "must be at least 1".into()));
             }
-            total = total.checked_add(s.iterations).ok_or_else(|| bad(field("iterations"), "makes the total overflow".into()))?;
+            total = total
+                .checked_add(s.iterations)
+                .filter(|t| *t <= crate::transfer::MAX_ITERATIONS)
+                .ok_or_else(|| bad(field("iterations"), format!("makes more than {} evaluations in all", crate::transfer::MAX_ITERATIONS)))?;
             if let Some(t) = s.tile
                 && !(MIN_TILE..=MAX_SIZE).contains(&t)
             {
@@ -256,6 +259,17 @@ impl Plan {
         }
         lines
     }
+}
+
+/// Every layer the configuration names is the network's; the error names the list at fault.
+fn check_layers(config: &StyleConfig, net: &dyn Backend) -> Result<()> {
+    for (field, layers) in [("loss.content_layers", &config.loss.content_layers), ("loss.style_layers", &config.loss.style_layers)] {
+        net.check_layers(layers).map_err(|e| match e {
+            Error::Config(message) => Error::setting(field, format!("has an {message}")),
+            e => e,
+        })?;
+    }
+    Ok(())
 }
 
 /// Each style image's size for an output of `size`.

@@ -103,7 +103,7 @@ fn a_bad_plan_names_its_field() {
                 p.scales[0].iterations = usize::MAX;
                 p.scales[1].iterations = usize::MAX
             },
-            "plan.scales[1].iterations makes the total overflow",
+            "plan.scales[0].iterations makes more than 100000000 evaluations in all",
         ),
     ] {
         let e = err(edit, c);

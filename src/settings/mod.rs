@@ -20,6 +20,7 @@
 //! machine, a replayed run gives the same image, bit for bit (there is no time-dependent choice
 //! in a run except `time_limit`).
 
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -92,8 +93,9 @@ fn is_auto(d: &Device) -> bool {
     *d == Device::Auto
 }
 
-/// Settings files larger than this are refused (a run's settings are a few kilobytes).
-pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+/// Settings files larger than this are refused (a run's settings are a few kilobytes), and so are
+/// settings an image carries.
+pub const MAX_SETTINGS_BYTES: u64 = image_io::metadata::MAX_SETTINGS_BYTES as u64;
 
 impl Settings {
     /// `content` after `styles` with the default network and options.
@@ -125,7 +127,7 @@ impl Settings {
     /// ([`crate::transfer::Stylizer::new`]; [`in_file`] names their fields in the file's terms).
     pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
         let de = &mut serde_json::Deserializer::from_str(text);
-        let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
+        let settings: Settings = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
             let message = match field.as_str() {
@@ -134,40 +136,46 @@ impl Settings {
             };
             Error::SettingsFile { path: origin.to_path_buf(), message }
         })?;
+        // One JSON value and nothing after it (a second object, or garbage, is not ignored).
+        de.end().map_err(|e| Error::SettingsFile {
+            path: origin.to_path_buf(),
+            message: format!("has more after the settings: {e}"),
+        })?;
         Ok(settings)
     }
 
-    /// Reads settings from a JSON file, or from an image impasto wrote (its embedded settings).
+    /// Reads settings from a JSON file (at most [`MAX_SETTINGS_BYTES`]), or from an image
+    /// impasto wrote (its embedded settings, read from its metadata by seeking: a large image is
+    /// not read whole, and embedded settings are bounded as a file is).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = image_io::read_regular_file(path, image_io::MAX_FILE_BYTES)
-            .map_err(|m| Error::SettingsFile { path: path.to_path_buf(), message: m })?;
-        let text = match image_io::metadata::read_settings(&bytes) {
-            Some(text) => text,
-            None if image_io::metadata::is_image(&bytes) => {
-                return Err(Error::SettingsFile {
-                    path: path.to_path_buf(),
-                    message: "is an image without impasto settings (only images impasto wrote carry them)".into(),
-                });
+        let bad = |message: String| Error::SettingsFile { path: path.to_path_buf(), message };
+        let (file, len) = image_io::open_regular_file(path, image_io::MAX_FILE_BYTES).map_err(bad)?;
+        let mut reader = std::io::BufReader::new(file);
+        let mut head = Vec::with_capacity(16);
+        (&mut reader).take(16).read_to_end(&mut head).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let text = if image_io::metadata::is_image(&head) {
+            reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            match image_io::metadata::read_settings_from(&mut reader, len).map_err(bad)? {
+                Some(text) => text,
+                None => return Err(bad("is an image without impasto settings (only images impasto wrote carry them)".into())),
             }
-            None if bytes.len() as u64 > MAX_SETTINGS_BYTES => {
-                return Err(Error::SettingsFile {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "is {} bytes, more than a settings file can be ({MAX_SETTINGS_BYTES})",
-                        bytes.len()
-                    ),
-                });
+        } else {
+            if len > MAX_SETTINGS_BYTES {
+                return Err(bad(format!("is {len} bytes, more than a settings file can be ({MAX_SETTINGS_BYTES})")));
             }
-            None => String::from_utf8(bytes).map_err(|_| Error::SettingsFile {
-                path: path.to_path_buf(),
-                message: "is neither settings JSON (not UTF-8 text) nor an image impasto wrote".into(),
-            })?,
+            let mut bytes = head;
+            (&mut reader).take(MAX_SETTINGS_BYTES + 1 - bytes.len() as u64).read_to_end(&mut bytes).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            if bytes.len() as u64 > MAX_SETTINGS_BYTES {
+                return Err(bad(format!("grew past {MAX_SETTINGS_BYTES} bytes while it was read")));
+            }
+            String::from_utf8(bytes).map_err(|_| bad("is neither settings JSON (not UTF-8 text) nor an image impasto wrote".into()))?
         };
         Settings::from_json(&text, path)
     }
 
-    /// Loads the images (each error names its file).
+    /// Loads the images (each error names its file); no more styles than a run takes.
     pub fn load_inputs(&self) -> Result<Inputs> {
+        crate::loss::check_style_count(self.styles.len())?;
         let load = |p: &Path| image_io::load(p);
         let styles = self.styles.iter().map(|s| s.try_map(|_, p| load(p))).collect::<Result<Vec<_>>>()?;
         let start: Option<Image> = self.start.as_deref().map(load).transpose()?;
@@ -186,7 +194,7 @@ impl Settings {
 pub fn in_file(e: Error, origin: &Path) -> Error {
     match e {
         Error::Setting { field, message } => {
-            let field = if ["start", "styles", "plan"].iter().any(|p| field.starts_with(p)) {
+            let field = if ["start", "styles", "plan", "output.", "network."].iter().any(|p| field.starts_with(p)) {
                 field
             } else {
                 format!("config.{field}")

@@ -16,6 +16,7 @@ use crate::image_io::{self, Image, OutputFormat, fit_long_side, resize};
 use crate::settings::Settings;
 use crate::transfer::{Inputs, Progress, Stop, Stylizer};
 
+use super::budget::Reservation;
 use super::store::{Store, new_id};
 
 /// The long side of previews, in pixels.
@@ -45,10 +46,13 @@ pub struct Status {
 
 pub struct Job {
     pub id: String,
+    /// The order it came in.
+    seq: u64,
     /// The settings, with the plan the job runs.
     settings: Settings,
     stylizer: Stylizer,
-    inputs: Mutex<Option<Inputs>>,
+    /// The decoded images until it runs or is cancelled, with the memory they hold.
+    inputs: Mutex<Option<(Inputs, Reservation)>>,
     pub status: watch::Sender<Status>,
     pub cancel: AtomicBool,
     /// Event streams open on this job.
@@ -56,11 +60,15 @@ pub struct Job {
     pub preview: Mutex<Option<Vec<u8>>>,
 }
 
+/// The most ended jobs whose status is kept (the oldest go first).
+pub const KEPT_ENDED: usize = 256;
+
 /// The queue and the jobs it has seen.
 pub struct Jobs {
     queue: Mutex<VecDeque<Arc<Job>>>,
     all: Mutex<HashMap<String, Arc<Job>>>,
     wake: Condvar,
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl Jobs {
@@ -70,6 +78,7 @@ impl Jobs {
             queue: Mutex::new(VecDeque::new()),
             all: Mutex::new(HashMap::new()),
             wake: Condvar::new(),
+            seq: std::sync::atomic::AtomicU64::new(0),
         });
         let worker = jobs.clone();
         std::thread::Builder::new()
@@ -79,25 +88,47 @@ impl Jobs {
         jobs
     }
 
-    /// Queues a run of `settings` (which carry its plan) by `stylizer` on these `inputs`.
-    pub fn submit(&self, settings: Settings, stylizer: Stylizer, inputs: Inputs) -> Arc<Job> {
+    /// Queues a run of `settings` (which carry its plan) by `stylizer` on these `inputs`, which
+    /// hold `memory` until the job runs or is cancelled.
+    pub fn submit(&self, settings: Settings, stylizer: Stylizer, inputs: Inputs, memory: Reservation) -> Arc<Job> {
         let id = new_id("j-");
         let iterations = settings.plan.as_ref().map_or(0, |p| p.iterations());
         let status = Status { id: id.clone(), state: "queued".into(), iterations, ..Status::default() };
         let job = Arc::new(Job {
             id: id.clone(),
+            seq: self.seq.fetch_add(1, Ordering::SeqCst),
             settings,
             stylizer,
-            inputs: Mutex::new(Some(inputs)),
+            inputs: Mutex::new(Some((inputs, memory))),
             status: watch::channel(status).0,
             cancel: AtomicBool::new(false),
             watchers: AtomicUsize::new(0),
             preview: Mutex::new(None),
         });
-        self.all.lock().unwrap().insert(id, job.clone());
+        {
+            let mut all = self.all.lock().unwrap();
+            all.insert(id, job.clone());
+            // Ended jobs are kept for their status a while, not forever.
+            let mut ended: Vec<(u64, String)> = all
+                .values()
+                .filter(|j| matches!(j.status.borrow().state.as_str(), "done" | "failed"))
+                .map(|j| (j.seq, j.id.clone()))
+                .collect();
+            if ended.len() > KEPT_ENDED {
+                ended.sort();
+                for (_, id) in &ended[..ended.len() - KEPT_ENDED] {
+                    all.remove(id);
+                }
+            }
+        }
         self.queue.lock().unwrap().push_back(job.clone());
         self.wake.notify_one();
         job
+    }
+
+    /// Jobs waiting to run.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().unwrap().len()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -128,6 +159,8 @@ impl Jobs {
         match state.as_str() {
             "queued" => {
                 self.queue.lock().unwrap().retain(|j| j.id != id);
+                // Its images, and the memory they hold, go now.
+                drop(job.inputs.lock().unwrap().take());
                 job.status.send_modify(|s| {
                     s.state = "done".into();
                     s.stop = Some("cancelled".into());
@@ -168,7 +201,9 @@ impl Jobs {
 
 /// Runs one job to the gallery.
 fn run(job: &Job, net: &dyn Backend, store: &Store) -> crate::Result<()> {
-    let inputs = job.inputs.lock().unwrap().take().expect("a job runs once");
+    let Some((inputs, _memory)) = job.inputs.lock().unwrap().take() else {
+        return Err(crate::Error::config("the job was cancelled before it ran"));
+    };
     let plan = job.settings.plan.as_ref().ok_or_else(|| crate::Error::config("a job without a plan"))?;
     job.status.send_modify(|s| s.state = "running".into());
     let mut losses: Vec<f64> = Vec::new();

@@ -5,10 +5,18 @@
 //!
 //! Security: the server listens on loopback unless told otherwise; every `/api` request carries
 //! the random token printed with the URL (`?token=` or the `x-impasto-token` header); every
-//! request's `Host` header must be `localhost` or an IP address with this server's port (a
-//! DNS-rebinding page comes under its own domain name); uploads are limited in
-//! bytes ([`MAX_UPLOAD_BYTES`]) and decoded under the image limits before anything is stored;
-//! clients name stored files only by generated ids.
+//! request has exactly one `Host` header, which must be `localhost` or an IP address with this
+//! server's port (a DNS-rebinding page comes under its own domain name), and so must the
+//! authority of an absolute-form request line; uploads are limited in bytes
+//! ([`MAX_UPLOAD_BYTES`], refused from their `Content-Length` before the body is read) and
+//! decoded under the image limits before anything is stored; clients name stored files only by
+//! generated ids.
+//!
+//! Bounds: what uploads in flight and queued jobs hold in memory comes out of one budget
+//! ([`budget`], `StudioOptions::memory`; a request that does not fit is answered 503); a job
+//! takes at most [`MAX_JOB_STYLES`] styles and [`MAX_JOB_ITERATIONS`] evaluations, at most
+//! [`MAX_QUEUED`] wait; a connection that sends nothing for `StudioOptions::timeout` (idle, slow
+//! headers, a stalled upload) is closed, and at most [`MAX_CONNECTIONS`] are open at once.
 //!
 //! API (all JSON; errors are `{"error": message, "field": path?}` with a 4xx status):
 //! - `POST /api/uploads` (the image's bytes) → `{"id", "width", "height"}`
@@ -21,6 +29,7 @@
 //! - `GET /api/gallery`, `GET /api/gallery/{id}/{image.png|image.tif|thumbnail.jpg|settings.json|losses.json}`,
 //!   `DELETE /api/gallery/{id}`
 
+pub mod budget;
 pub mod jobs;
 pub mod store;
 
@@ -30,7 +39,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -54,8 +62,23 @@ use store::Store;
 pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
 /// The most pixels an uploaded image may have (checked before it is decoded).
 pub const MAX_UPLOAD_PIXELS: u64 = 50_000_000;
+/// The most styles one job takes.
+pub const MAX_JOB_STYLES: usize = 16;
+/// The most evaluations one job makes (over all its scales).
+pub const MAX_JOB_ITERATIONS: usize = 100_000;
+/// The most jobs waiting behind the running one.
+pub const MAX_QUEUED: usize = 16;
+/// The most connections open at once (more are closed as they come).
+pub const MAX_CONNECTIONS: usize = 256;
+/// The default memory budget for uploads in flight and queued jobs.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+/// The default time a connection may send nothing before it is closed.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 const PAGE: &str = include_str!("page.html");
+
+/// The largest job request, in bytes (a job is a few hundred).
+const MAX_JOB_BYTES: usize = 1 << 20;
 
 /// The example images served with the page: name, role, bytes.
 const EXAMPLES: &[(&str, &str, &[u8])] = &[
@@ -76,6 +99,9 @@ pub struct Studio {
     network: NetworkSettings,
     /// The bundled examples as uploads: `{name, role, id}`.
     examples: Vec<serde_json::Value>,
+    /// What uploads in flight and queued jobs hold.
+    budget: Arc<budget::Budget>,
+    timeout: std::time::Duration,
 }
 
 /// How to start a studio.
@@ -88,6 +114,24 @@ pub struct StudioOptions {
     pub device: Device,
     /// The token; `None`: a random one.
     pub token: Option<String>,
+    /// Bytes uploads in flight and queued jobs may hold ([`DEFAULT_MEMORY`]).
+    pub memory: u64,
+    /// How long a connection may send nothing ([`DEFAULT_TIMEOUT`]).
+    pub timeout: std::time::Duration,
+}
+
+impl StudioOptions {
+    /// The options for a work directory, every other at its default.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StudioOptions {
+            dir: dir.into(),
+            weights: None,
+            device: Device::default(),
+            token: None,
+            memory: DEFAULT_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
 }
 
 impl Studio {
@@ -107,6 +151,8 @@ impl Studio {
             net,
             store,
             network: NetworkSettings { weights: options.weights, device: options.device, ..NetworkSettings::default() },
+            budget: budget::Budget::new(options.memory),
+            timeout: options.timeout,
         }))
     }
 
@@ -117,6 +163,11 @@ impl Studio {
     /// The page's address, with the token.
     pub fn url(&self, addr: SocketAddr) -> String {
         format!("http://{addr}/?token={}", self.token)
+    }
+
+    /// The memory uploads in flight and queued jobs hold now, and the budget's limit.
+    pub fn memory(&self) -> (u64, u64) {
+        (self.budget.used(), self.budget.limit())
     }
 
     /// The routes.
@@ -133,7 +184,7 @@ impl Studio {
             .route("/gallery", get(gallery))
             .route("/gallery/{id}", axum::routing::delete(delete))
             .route("/gallery/{id}/{file}", get(gallery_file))
-            .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+            .layer(DefaultBodyLimit::disable())
             .route_layer(middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
             .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
@@ -143,9 +194,38 @@ impl Studio {
     }
 }
 
-/// Serves `studio` on `listener` until the process ends.
+/// Serves `studio` on `listener` until the process ends: HTTP/1.1 with keep-alive, each
+/// connection closed when it sends no request head for the studio's timeout (idle or slow),
+/// at most [`MAX_CONNECTIONS`] at once.
 pub async fn serve(studio: Arc<Studio>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, studio.router()).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = studio.router();
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, a connection reset before it was accepted: wait a little
+            // and go on serving.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let timeout = studio.timeout;
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
 }
 
 /// An API error: a status and `{"error", "field"}`.
@@ -157,18 +237,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A settings field as the job request names it (`config.size`, `styles[0].region_mask`).
+fn request_field(field: &str) -> String {
+    if field.starts_with("styles") || field.starts_with("content") { field.to_string() } else { format!("config.{field}") }
+}
+
 impl From<crate::Error> for ApiError {
-    /// A library error: a setting's field becomes its path in the job request (`config.size`,
-    /// `styles[0].region_mask`).
+    /// A library error: a setting's field becomes its path in the job request, and a run too
+    /// large for the memory names the first setting to lower.
     fn from(e: crate::Error) -> Self {
         match e {
             crate::Error::Setting { field, message } => {
-                let field = if field.starts_with("styles") { field } else { format!("config.{field}") };
+                let field = request_field(&field);
                 ApiError(StatusCode::BAD_REQUEST, format!("{field} {message}"), Some(field))
+            }
+            crate::Error::Memory { message, lower } => {
+                let fields: Vec<String> = lower.iter().map(|f| request_field(f)).collect();
+                let text = format!("{message}; lower {}", fields.join(" or "));
+                ApiError(StatusCode::BAD_REQUEST, text, fields.into_iter().next())
             }
             e => ApiError(StatusCode::BAD_REQUEST, e.to_string(), None),
         }
     }
+}
+
+/// The studio is full: the memory for uploads and queued jobs is taken, or the queue is.
+fn busy(what: &str) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the studio is busy: {what}; try again when a job has ended"), None)
 }
 
 fn not_found(what: &str) -> ApiError {
@@ -188,10 +283,19 @@ fn names_this_server(host: &str, port: u16) -> bool {
 }
 
 async fn require_host(State(s): State<Arc<Studio>>, request: Request, next: Next) -> Response {
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !names_this_server(host, s.port) {
-        return ApiError(StatusCode::FORBIDDEN, format!("the Host header '{host}' is not this server"), None)
-            .into_response();
+    let refuse = |what: String| ApiError(StatusCode::FORBIDDEN, what, None).into_response();
+    let hosts: Vec<&str> = request.headers().get_all(header::HOST).iter().map(|h| h.to_str().unwrap_or("")).collect();
+    if hosts.len() != 1 {
+        return refuse(format!("a request has one Host header, this one has {}", hosts.len()));
+    }
+    if !names_this_server(hosts[0], s.port) {
+        return refuse(format!("the Host header '{}' is not this server", hosts[0]));
+    }
+    // An absolute-form request line names its host itself (and it is the one that counts).
+    if let Some(authority) = request.uri().authority()
+        && !names_this_server(authority.as_str(), s.port)
+    {
+        return refuse(format!("the request names '{authority}', which is not this server"));
     }
     next.run(request).await
 }
@@ -216,15 +320,63 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn upload(State(s): State<Arc<Studio>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+/// A request's body, at most `max` bytes, read as it comes into memory reserved from the
+/// studio's budget: refused from its `Content-Length` before it is read when that is too large
+/// (413) or does not fit (503), and when it stalls for the studio's timeout (408).
+async fn read_body(s: &Studio, request: Request, max: usize) -> Result<(Vec<u8>, budget::Reservation), ApiError> {
+    use futures_util::StreamExt;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {max} bytes"), None);
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut held = s.budget.reserve(declared.unwrap_or(0)).ok_or_else(|| busy("no memory is left for this upload"))?;
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut stream = request.into_body().into_data_stream();
+    loop {
+        let chunk = match tokio::time::timeout(s.timeout, stream.next()).await {
+            Err(_) => return Err(ApiError(StatusCode::REQUEST_TIMEOUT, "the body stopped coming".into(), None)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ApiError(StatusCode::BAD_REQUEST, format!("the body: {e}"), None)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if bytes.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        let need = (bytes.len() + chunk.len()) as u64;
+        if need > held.bytes() && !held.grow(need - held.bytes()) {
+            return Err(busy("no memory is left for this upload"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, held))
+}
+
+/// Bytes decoding an image of `pixels` takes (the decoder's buffer and the float planes).
+fn decoded_bytes(pixels: u64) -> u64 {
+    pixels.saturating_mul(image_io::BYTES_PER_PIXEL)
+}
+
+async fn upload(State(s): State<Arc<Studio>>, request: Request) -> Result<impl IntoResponse, ApiError> {
+    let (bytes, mut held) = read_body(&s, request, MAX_UPLOAD_BYTES).await?;
     let limits = DecodeLimits { max_pixels: MAX_UPLOAD_PIXELS, ..DecodeLimits::default() };
-    let bytes = body.to_vec();
-    let (image, bytes) = tokio::task::spawn_blocking(move || (image_io::decode(&bytes, &limits), bytes))
+    // The decoding's memory too, from the header, before it is asked for.
+    // (An image larger than an upload may be is refused by the decoder before it allocates.)
+    let pixels = image_io::header_size(&bytes).map(|z| z.pixels() as u64).unwrap_or(0);
+    if pixels <= MAX_UPLOAD_PIXELS && !held.grow(decoded_bytes(pixels)) {
+        return Err(busy("no memory is left to decode this upload"));
+    }
+    let (image, bytes) = tokio::task::spawn_blocking(move || (image_io::decode(&bytes, &limits).map(|i| (i.width, i.height)), bytes))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-    let image = image.map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("the upload: {m}"), None))?;
+    let (width, height) = image.map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("the upload: {m}"), None))?;
     let id = s.store.add_upload(&bytes)?;
-    Ok(axum::Json(serde_json::json!({ "id": id, "width": image.width, "height": image.height })))
+    drop(held);
+    Ok(axum::Json(serde_json::json!({ "id": id, "width": width, "height": height })))
 }
 
 async fn uploaded(State(s): State<Arc<Studio>>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
@@ -253,12 +405,23 @@ struct JobRequest {
     config: StyleConfig,
 }
 
-async fn submit(State(s): State<Arc<Studio>>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl IntoResponse, ApiError> {
+    let (body, held) = read_body(&s, request, MAX_JOB_BYTES).await?;
     let de = &mut serde_json::Deserializer::from_slice(&body);
-    let request: JobRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+    let request: JobRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = e.path().to_string();
         ApiError(StatusCode::BAD_REQUEST, format!("{field}: {}", e.inner()), Some(field))
     })?;
+    de.end().map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("more after the job: {e}"), None))?;
+    drop(held);
+    if request.styles.len() > MAX_JOB_STYLES {
+        let field = "styles".to_string();
+        let text = format!("styles has {} style images, at most {MAX_JOB_STYLES} a job", request.styles.len());
+        return Err(ApiError(StatusCode::BAD_REQUEST, text, Some(field)));
+    }
+    if s.jobs.queued() >= MAX_QUEUED {
+        return Err(busy(&format!("{MAX_QUEUED} jobs are waiting already")));
+    }
     let upload = |field: String, id: &str| {
         s.store
             .upload(id)
@@ -273,6 +436,18 @@ async fn submit(State(s): State<Arc<Studio>>, body: Bytes) -> Result<impl IntoRe
         ..Settings::new(upload("content".into(), &request.content)?, styles)
     };
     let stylizer = Stylizer::new(settings.config.clone())?;
+    // The job's decoded images stay in memory while it waits: from the budget, before decoding.
+    let (mut pixels, mut largest) = (0u64, 0u64);
+    for path in [Some(&settings.content), settings.start.as_ref()].into_iter().flatten().chain(
+        settings.styles.iter().flat_map(|st| [Some(&st.image), st.region_mask.as_ref(), st.source_mask.as_ref()]).flatten(),
+    ) {
+        let bytes = std::fs::read(path).map_err(|_| not_found("upload"))?;
+        let n = image_io::header_size(&bytes).map_or(0, |z| z.pixels() as u64);
+        (pixels, largest) = (pixels.saturating_add(n), largest.max(n));
+    }
+    // The planes (12 bytes a pixel) while the job waits, and one image's decoding on the way.
+    let need = pixels.saturating_mul(12).saturating_add(decoded_bytes(largest));
+    let held = s.budget.reserve(need).ok_or_else(|| busy("no memory is left for this job's images"))?;
     let (files, net, planner) = (settings.clone(), s.net.clone(), stylizer.clone());
     let (inputs, plan) = tokio::task::spawn_blocking(move || -> crate::Result<_> {
         let inputs = files.load_inputs()?;
@@ -281,7 +456,11 @@ async fn submit(State(s): State<Arc<Studio>>, body: Bytes) -> Result<impl IntoRe
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
-    let job = s.jobs.submit(Settings { plan: Some(plan), ..settings }, stylizer, inputs);
+    if plan.iterations() > MAX_JOB_ITERATIONS {
+        let text = format!("config.iterations make {} evaluations, at most {MAX_JOB_ITERATIONS} a job", plan.iterations());
+        return Err(ApiError(StatusCode::BAD_REQUEST, text, Some("config.iterations".into())));
+    }
+    let job = s.jobs.submit(Settings { plan: Some(plan), ..settings }, stylizer, inputs, held);
     let status = job.status.borrow().clone();
     Ok((StatusCode::CREATED, axum::Json(status)))
 }

@@ -157,6 +157,9 @@ pub const MAX_SIZE: usize = crate::image_io::MAX_SIDE as usize;
 pub const MAX_SCALES: usize = 32;
 /// The largest L-BFGS history.
 pub const MAX_LBFGS_HISTORY: usize = 10_000;
+/// The most evaluations a run makes, over all its scales (a hundred million: years on any
+/// machine; the bound keeps every count and total exact).
+pub const MAX_ITERATIONS: usize = 100_000_000;
 
 /// The long sides of a pyramid from `start` by `factor` up to `size`, ending at `size` (a scale
 /// within 10% of `size` is left out); `None` if that takes more than [`MAX_SCALES`] scales.
@@ -329,8 +332,11 @@ impl StyleConfig {
                 format!("must be auto, off or a side between {min} and {MAX_SIZE}, got {t}"),
             ));
         }
-        if self.iterations == 0 {
-            return Err(Error::setting("iterations", "must be at least 1"));
+        if self.iterations == 0 || self.iterations > MAX_ITERATIONS {
+            return Err(Error::setting(
+                "iterations",
+                format!("must be between 1 and {MAX_ITERATIONS}, got {}", self.iterations),
+            ));
         }
         match self.optimizer {
             OptimizerChoice::Lbfgs(l) => {
@@ -445,6 +451,11 @@ impl StyleConfig {
         if iterations.contains(&0) {
             return Err(Error::setting("scale_iterations", "must all be at least 1"));
         }
+        let total = iterations.iter().try_fold(0usize, |a, &b| a.checked_add(b).filter(|t| *t <= MAX_ITERATIONS));
+        if total.is_none() {
+            let field = if self.scale_iterations.is_some() { "scale_iterations" } else { "iterations" };
+            return Err(Error::setting(field, format!("make more than {MAX_ITERATIONS} evaluations in all")));
+        }
         Ok(sides.into_iter().zip(iterations).collect())
     }
 
@@ -516,7 +527,8 @@ mod tests {
         let d = StyleConfig::default;
         for (config, want) in [
             (d().size(0), "size must be between 1 and 65535, got 0"),
-            (d().iterations(0), "iterations must be at least 1"),
+            (d().iterations(0), "iterations must be between 1 and 100000000, got 0"),
+            (d().scale_iterations(Some(vec![usize::MAX])), "scale_iterations make more than 100000000 evaluations in all"),
             (d().optimizer(lbfgs(0)), "optimizer.lbfgs.history must be between 1 and 10000, got 0"),
             (d().optimizer(adam(-1.0, None)), "optimizer.adam.lr must be a finite number > 0, got -1"),
             (d().optimizer(adam(1.0, Some(1.0))), "optimizer.adam.average must be in 0..1 (e.g. 0.99), got 1"),

@@ -38,7 +38,7 @@ use crate::optim::{Adam, AdamConfig, Lbfgs, Optimizer};
 use crate::plan::{Plan, ScalePlan};
 
 pub use config::{
-    AUTO_PYRAMID_ABOVE, AdamSettings, Init, Inputs, LbfgsSettings, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE,
+    AUTO_PYRAMID_ABOVE, AdamSettings, Init, Inputs, LbfgsSettings, MAX_ITERATIONS, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE,
     OptimizerChoice, PyramidSettings, Scales, StyleConfig, pyramid_sides,
 };
 pub use observer::{Observer, Outcome, Progress, Stop};
