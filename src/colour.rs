@@ -14,7 +14,7 @@
 //! A mode acts at three points of a run, all here: [`Colour::inputs`] prepares the content and
 //! style images the objective sees, [`Colour::candidate`] turns any image that enters the
 //! objective from outside (a start image, noise, an image to score) into the mode's terms, and
-//! [`Colour::present`] turns an optimised image into what the user sees (previews and the
+//! [`Colour::presenter`] turns an optimised image into what the user sees (previews and the
 //! output).
 
 use std::borrow::Cow;

@@ -8,8 +8,8 @@
 
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
 use crate::engine::Backend;
+use crate::error::{Error, Result};
 use crate::vgg::Vgg;
 
 /// Where the objective is computed.

@@ -22,7 +22,8 @@ fn main() {
     if argv.get(1).is_some_and(|a| a == "plan") {
         argv.splice(1..2, ["stylize".into(), "--dry-run".into()]);
     }
-    let parsed = cli::args::Cli::command().try_get_matches_from(argv).and_then(|m| cli::args::Cli::from_arg_matches(&m));
+    let parsed =
+        cli::args::Cli::command().try_get_matches_from(argv).and_then(|m| cli::args::Cli::from_arg_matches(&m));
     let args = match parsed {
         Ok(args) => args,
         Err(e) => std::process::exit(cli::usage_error(e)),

@@ -399,7 +399,8 @@ fn score_prints_json() {
     };
     let lib = impasto::transfer::Stylizer::new(cfg)
         .unwrap()
-        .score(net, 
+        .score(
+            net,
             &impasto::transfer::Inputs::new(
                 image_io::load(Path::new(content())).unwrap(),
                 [image_io::load(Path::new(style())).unwrap()],

@@ -417,8 +417,12 @@ fn w2_and_normalised_gradients_match_the_cpu() {
     let both = LossConfig { normalize_gradients: true, ..w2.clone() };
     compare(&cpu, &on_gpu, &both, &content, &styles, &x, "w2, normalised");
     // Masks with normalised gradients (W2 takes no masks).
-    let left = Image { data: (0..3 * 37 * 26).map(|i| if i % 37 < 15 { 255.0 } else { 0.0 }).collect(), ..content.clone() };
-    let masked = [StyleInput::new(rng.image(24, 24)).region_mask(left.clone()), StyleInput::new(rng.image(20, 30)).source_mask(rng.image(10, 15))];
+    let left =
+        Image { data: (0..3 * 37 * 26).map(|i| if i % 37 < 15 { 255.0 } else { 0.0 }).collect(), ..content.clone() };
+    let masked = [
+        StyleInput::new(rng.image(24, 24)).region_mask(left.clone()),
+        StyleInput::new(rng.image(20, 30)).source_mask(rng.image(10, 15)),
+    ];
     compare(&cpu, &on_gpu, &normalised, &content, &masked, &x, "normalised, masks");
     let vgg = || Vgg::new(weights::load(&real_weights_path(), None).unwrap(), Pooling::Max);
     let (cpu, on_gpu) = (vgg(), GpuVgg::new(gpu, vgg()));
@@ -446,7 +450,10 @@ fn a_layer_larger_than_one_binding_runs_in_tiles() {
     let (content, x) = (rng.image(300, 200), rng.image(300, 200));
     let styles = [StyleInput::new(rng.image(180, 150))];
     // relu1_1 of the whole image: 4 x 300 x 200 floats, 938 KiB.
-    let err = small.evaluator_memory(&config, &impasto::tiles::TileGrid::whole(Size::new(300, 200)), 0).unwrap_err().to_string();
+    let err = small
+        .evaluator_memory(&config, &impasto::tiles::TileGrid::whole(Size::new(300, 200)), 0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("one buffer may hold at most 512 KiB") && err.contains("pixels fit"), "{err}");
     compare_tiled(&cpu, &small, &config, &content, &styles, &x, Some(128), "tiles of 128 in 512 KiB bindings");
     // The plan finds the tiles itself, and the run's first evaluation is the CPU's.

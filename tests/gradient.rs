@@ -101,7 +101,10 @@ fn kernels_agree_through_the_network() {
         .unwrap()
         .evaluate(&x, true)
         .unwrap();
-    let b = impasto::engine::objective(&slow, &config(), &content, &[StyleInput::new(style)], None).unwrap().evaluate(&x, true).unwrap();
+    let b = impasto::engine::objective(&slow, &config(), &content, &[StyleInput::new(style)], None)
+        .unwrap()
+        .evaluate(&x, true)
+        .unwrap();
     assert!((a.0.total - b.0.total).abs() < 1e-4 * b.0.total, "{:?} vs {:?}", a.0, b.0);
     let (ga, gb) = (a.1.unwrap(), b.1.unwrap());
     let err: f64 = ga.iter().zip(&gb).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
@@ -171,7 +174,8 @@ fn blend_of_identical_styles_is_the_single_style() {
         .unwrap()
         .0;
     let styles = [StyleInput::new(style.clone()).blend(0.2), StyleInput::new(style).blend(5.0)];
-    let two = impasto::engine::objective(&net, &config(), &content, &styles, None).unwrap().evaluate(&x, false).unwrap().0;
+    let two =
+        impasto::engine::objective(&net, &config(), &content, &styles, None).unwrap().evaluate(&x, false).unwrap().0;
     assert!((one.style - two.style).abs() < 1e-6 * one.style, "{one:?} {two:?}");
 }
 
@@ -180,11 +184,14 @@ fn blend_of_identical_styles_is_the_single_style() {
 fn too_small_images_and_unknown_layers_are_errors() {
     let net = Vgg::new(tiny_weights(7, [4, 4, 4, 4, 4]), Pooling::Max);
     let img = Image::filled(8, 8, 100.0);
-    let err =
-        impasto::engine::objective(&net, &LossConfig::default(), &img, &[StyleInput::new(img.clone())], None).err().unwrap().to_string();
+    let err = impasto::engine::objective(&net, &LossConfig::default(), &img, &[StyleInput::new(img.clone())], None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("8x8") && err.contains("16x16"), "{err}");
     let cfg = LossConfig { content_layers: vec![LayerId::relu(6, 1)], ..LossConfig::default() };
-    let err = impasto::engine::objective(&net, &cfg, &img, &[StyleInput::new(img.clone())], None).err().unwrap().to_string();
+    let err =
+        impasto::engine::objective(&net, &cfg, &img, &[StyleInput::new(img.clone())], None).err().unwrap().to_string();
     assert!(err.contains("relu6_1") && err.contains("relu5_4"), "{err}");
 }
 
@@ -235,11 +242,14 @@ fn black_mask_style_has_no_effect() {
     let net = Vgg::new(tiny_weights(10, [4, 6, 8, 8, 8]), Pooling::Max);
     let mut rng = Lcg(14);
     let (content, a, b, x) = (rng.image(20, 20), rng.image(20, 20), rng.image(22, 18), rng.image(20, 20));
-    let alone =
-        impasto::engine::objective(&net, &config(), &content, &[StyleInput::new(a.clone())], None).unwrap().evaluate(&x, true).unwrap();
+    let alone = impasto::engine::objective(&net, &config(), &content, &[StyleInput::new(a.clone())], None)
+        .unwrap()
+        .evaluate(&x, true)
+        .unwrap();
     let black = Image::filled(5, 5, 0.0);
     let styles = [StyleInput::new(a), StyleInput::new(b).region_mask(black)];
-    let both = impasto::engine::objective(&net, &config(), &content, &styles, None).unwrap().evaluate(&x, true).unwrap();
+    let both =
+        impasto::engine::objective(&net, &config(), &content, &styles, None).unwrap().evaluate(&x, true).unwrap();
     assert!((alone.0.total - both.0.total).abs() < 1e-9 * alone.0.total, "{:?} vs {:?}", alone.0, both.0);
     assert_eq!(alone.1, both.1);
 }

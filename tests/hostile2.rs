@@ -70,13 +70,15 @@ fn hostile_settings_files() {
     // 7. One JSON value and nothing after it.
     let c = examples("tubingen.jpg");
     let st = examples("starry_night.jpg");
-    let good = serde_json::json!({"content": s(&c), "styles": [{"image": s(&st)}], "config": {"size": 64, "iterations": 1}});
-    for (name, text) in [
-        ("garbage.json", format!("{good} garbage")),
-        ("two.json", format!("{good}\n{good}")),
-    ] {
+    let good =
+        serde_json::json!({"content": s(&c), "styles": [{"image": s(&st)}], "config": {"size": 64, "iterations": 1}});
+    for (name, text) in [("garbage.json", format!("{good} garbage")), ("two.json", format!("{good}\n{good}"))] {
         let f = write(name, text.as_bytes());
-        refused(&["stylize", "--settings", &f, "-o", s(&out), "--quiet"], &[name, "has more after the settings"], &out_dir);
+        refused(
+            &["stylize", "--settings", &f, "-o", s(&out), "--quiet"],
+            &[name, "has more after the settings"],
+            &out_dir,
+        );
     }
 }
 
@@ -105,20 +107,37 @@ fn hostile_counts_and_names() {
         "layers.json",
         serde_json::json!({"content": c, "styles": [{"image": st}], "config": {"loss": {"style_layers": vec!["relu5_1"; 5000]}}}),
     );
-    refused(&["stylize", "--settings", &many_layers, "-o", s(&out)], &["layers.json", "config.loss.style_layers has 5000 layers"], &out_dir);
+    refused(
+        &["stylize", "--settings", &many_layers, "-o", s(&out)],
+        &["layers.json", "config.loss.style_layers has 5000 layers"],
+        &out_dir,
+    );
     let twice = settings(
         "twice.json",
         serde_json::json!({"content": c, "styles": [{"image": st}], "config": {"loss": {"style_layers": ["relu1_1", "relu2_1", "relu1_1"]}}}),
     );
-    refused(&["stylize", "--settings", &twice, "-o", s(&out)], &["config.loss.style_layers names relu1_1 twice"], &out_dir);
+    refused(
+        &["stylize", "--settings", &twice, "-o", s(&out)],
+        &["config.loss.style_layers names relu1_1 twice"],
+        &out_dir,
+    );
     let styles: Vec<serde_json::Value> = (0..3000).map(|_| serde_json::json!({"image": s(&tiny)})).collect();
-    let many_styles = settings("styles.json", serde_json::json!({"content": c, "styles": styles, "config": {"size": 32}}));
-    refused(&["stylize", "--settings", &many_styles, "-o", s(&out)], &["styles has 3000 style images, at most 64"], &out_dir);
+    let many_styles =
+        settings("styles.json", serde_json::json!({"content": c, "styles": styles, "config": {"size": 32}}));
+    refused(
+        &["stylize", "--settings", &many_styles, "-o", s(&out)],
+        &["styles has 3000 style images, at most 64"],
+        &out_dir,
+    );
     let mut args = vec!["stylize", c];
     args.extend(std::iter::repeat_n(s(&tiny), 3000));
     args.extend(["-o", s(&out), "--weights", &w]);
     refused(&args, &["STYLE has 3000 style images, at most 64"], &out_dir);
-    refused(&["stylize", c, st, "-o", s(&out), "--style-layers", "relu5_1,relu5_1"], &["--style-layers names relu5_1 twice"], &out_dir);
+    refused(
+        &["stylize", c, st, "-o", s(&out), "--style-layers", "relu5_1,relu5_1"],
+        &["--style-layers names relu5_1 twice"],
+        &out_dir,
+    );
     // The plan counts every style's targets: 60 styles need more than one.
     let peak = |styles: usize| {
         let mut args = vec!["plan", c];
@@ -135,19 +154,40 @@ fn hostile_counts_and_names() {
     let (one, sixty) = (peak(1), peak(60));
     assert!(sixty > one + 0.3, "60 styles' targets ({sixty} GiB) against one's ({one} GiB)");
     // 8. The field or flag at fault.
-    let dpi = settings("dpi.json", serde_json::json!({"content": c, "styles": [{"image": st}], "output": {"dpi": 0.0}}));
+    let dpi =
+        settings("dpi.json", serde_json::json!({"content": c, "styles": [{"image": st}], "output": {"dpi": 0.0}}));
     refused(&["stylize", "--settings", &dpi, "-o", s(&out)], &["dpi.json: output.dpi is 0"], &out_dir);
     for print in ["1x1mm@1dpi", "5x5in@65535dpi", "1e9x1e9in@300dpi"] {
-        refused(&["stylize", c, st, "-o", s(&out), "--print", print, "--weights", &w], &["--print gives a long side of"], &out_dir);
+        refused(
+            &["stylize", c, st, "-o", s(&out), "--print", print, "--weights", &w],
+            &["--print gives a long side of"],
+            &out_dir,
+        );
     }
     // 10. Totals that wrapped.
     let max = "18446744073709551615";
     refused(
-        &["plan", c, st, "--size", "600", "--scales", "300,600", "--scale-iterations", &format!("{max},{max}"), "--weights", &w],
+        &[
+            "plan",
+            c,
+            st,
+            "--size",
+            "600",
+            "--scales",
+            "300,600",
+            "--scale-iterations",
+            &format!("{max},{max}"),
+            "--weights",
+            &w,
+        ],
         &["--scale-iterations make more than 100000000 evaluations in all"],
         &out_dir,
     );
-    refused(&["stylize", c, st, "-o", s(&out), "--iterations", "1000000000"], &["--iterations must be between 1 and 100000000"], &out_dir);
+    refused(
+        &["stylize", c, st, "-o", s(&out), "--iterations", "1000000000"],
+        &["--iterations must be between 1 and 100000000"],
+        &out_dir,
+    );
     // 11. A log over an input (the content, the weights); the input is left as it was.
     let content = dir.path().join("content.jpg");
     std::fs::copy(c, &content).unwrap();
@@ -172,15 +212,27 @@ fn hostile_names_and_tiffs() {
     let (c, st) = (c.to_str().unwrap(), st.to_str().unwrap());
     let long = dir.path().join(format!("{}.png", "x".repeat(296)));
     let started = std::time::Instant::now();
-    refused(&["stylize", c, st, "-o", s(&long), "--size", "64", "--weights", &w], &["the file name is 300 bytes long"], dir.path());
+    refused(
+        &["stylize", c, st, "-o", s(&long), "--size", "64", "--weights", &w],
+        &["the file name is 300 bytes long"],
+        dir.path(),
+    );
     assert!(started.elapsed().as_secs() < 20, "refused before the run");
+    // A dry run given an output checks it too.
+    let nowhere = dir.path().join("missing").join("out.png");
+    refused(&["stylize", c, st, "-o", s(&nowhere), "--dry-run", "--weights", &w], &["does not exist"], dir.path());
     // A TIFF with a text tag claiming four billion bytes, and one with 60,000 tags.
     let tiff = |entries: &[(u16, u16, u32, u32)], count: Option<u16>| {
         let mut b = b"II*\0".to_vec();
         b.extend_from_slice(&8u32.to_le_bytes());
         b.extend_from_slice(&count.unwrap_or(entries.len() as u16).to_le_bytes());
         for (tag, kind, n, value) in entries {
-            for v in [tag.to_le_bytes().to_vec(), kind.to_le_bytes().to_vec(), n.to_le_bytes().to_vec(), value.to_le_bytes().to_vec()] {
+            for v in [
+                tag.to_le_bytes().to_vec(),
+                kind.to_le_bytes().to_vec(),
+                n.to_le_bytes().to_vec(),
+                value.to_le_bytes().to_vec(),
+            ] {
                 b.extend_from_slice(&v);
             }
         }
@@ -188,7 +240,15 @@ fn hostile_names_and_tiffs() {
         b.resize(b.len() + 256, 0);
         b
     };
-    let base = [(256u16, 3u16, 1u32, 8u32), (257, 3, 1, 8), (258, 3, 1, 8), (262, 3, 1, 1), (273, 4, 1, 200), (277, 3, 1, 1), (279, 4, 1, 64)];
+    let base = [
+        (256u16, 3u16, 1u32, 8u32),
+        (257, 3, 1, 8),
+        (258, 3, 1, 8),
+        (262, 3, 1, 1),
+        (273, 4, 1, 200),
+        (277, 3, 1, 1),
+        (279, 4, 1, 64),
+    ];
     let mut claims = base.to_vec();
     claims.push((270, 2, 4_000_000_000, 100));
     let out_dir = dir.path().join("out");
@@ -210,7 +270,8 @@ fn closed_pipes_end_commands_quietly() {
     let (w, c, st) = (weights(), examples("tubingen.jpg"), examples("starry_night.jpg"));
     let (c, st) = (c.to_str().unwrap(), st.to_str().unwrap());
     let png = dir.path().join("out.png");
-    let o = impasto(&["stylize", c, st, "-o", s(&png), "--size", "32", "--iterations", "1", "--weights", &w, "--quiet"]);
+    let o =
+        impasto(&["stylize", c, st, "-o", s(&png), "--size", "32", "--iterations", "1", "--weights", &w, "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
@@ -239,7 +300,17 @@ fn closed_pipes_end_commands_quietly() {
     // `serve | true`: it keeps serving (the address is on its standard error too).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_impasto"))
-        .args(["serve", "--port", &port.to_string(), "--dir", s(&dir.path().join("studio")), "--weights", &w, "--device", "cpu"])
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--dir",
+            s(&dir.path().join("studio")),
+            "--weights",
+            &w,
+            "--device",
+            "cpu",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

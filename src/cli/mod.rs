@@ -2,8 +2,8 @@
 //! (output path, images, weights), the library does the work, and the result is an exit code.
 
 pub mod args;
-pub mod output;
 pub mod bench;
+pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod robustness;
@@ -298,7 +298,8 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
 fn inputs_of(settings: &Settings, a: &StylizeArgs) -> Vec<PathBuf> {
     let mut files = vec![settings.content.clone()];
     for st in &settings.styles {
-        files.extend([Some(&st.image), st.region_mask.as_ref(), st.source_mask.as_ref()].into_iter().flatten().cloned());
+        files
+            .extend([Some(&st.image), st.region_mask.as_ref(), st.source_mask.as_ref()].into_iter().flatten().cloned());
     }
     files.extend(settings.start.iter().chain(&settings.network.weights).chain(&a.settings).chain(&a.plan).cloned());
     files

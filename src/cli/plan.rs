@@ -90,7 +90,13 @@ fn cpu_model() -> String {
 }
 
 /// Seconds one evaluation of `scale` takes at `rate` FLOP/s.
-pub fn evaluation_seconds(net: &dyn Backend, config: &StyleConfig, plan: &Plan, scale: &ScalePlan, rate: f64) -> Result<f64> {
+pub fn evaluation_seconds(
+    net: &dyn Backend,
+    config: &StyleConfig,
+    plan: &Plan,
+    scale: &ScalePlan,
+    rate: f64,
+) -> Result<f64> {
     let layers = config.loss.layers();
     let flops = match scale.tile {
         Some(_) => {

@@ -117,7 +117,9 @@ impl Engine for CpuEngine<'_> {
         let mut out = Vec::with_capacity(asks.len());
         for ask in asks {
             out.push(match ask {
-                Statistic::Features { layer, window } => Measured::Features(self.features(pass, *layer, window)?.0.into_owned()),
+                Statistic::Features { layer, window } => {
+                    Measured::Features(self.features(pass, *layer, window)?.0.into_owned())
+                }
                 Statistic::SquaredDistance { layer, window, target } => {
                     Measured::Number(sq_dist(&self.features(pass, *layer, window)?.0, target))
                 }
@@ -145,10 +147,8 @@ impl Engine for CpuEngine<'_> {
     }
 
     fn backward(&self, pass: Forward, terms: &[LayerGradient<'_, Vec<f32>>]) -> Result<Vec<f32>> {
-        let grads = terms
-            .iter()
-            .map(|t| self.layer_gradient(&pass, t).map(|g| (t.layer, g)))
-            .collect::<Result<Vec<_>>>()?;
+        let grads =
+            terms.iter().map(|t| self.layer_gradient(&pass, t).map(|g| (t.layer, g))).collect::<Result<Vec<_>>>()?;
         let g = self.net.backward(&pass, &grads)?;
         self.workspace.recycle(pass, grads.into_iter().map(|(_, g)| g));
         Ok(g)

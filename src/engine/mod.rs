@@ -206,7 +206,9 @@ pub fn objective<'a>(
     net.check_layers(&config.layers())?;
     let min = net.min_input_side(&config.layers())?;
     if size.short_side() < min {
-        return Err(Error::config(format!("the image is {size} pixels, but the layers used need at least {min}x{min}")));
+        return Err(Error::config(format!(
+            "the image is {size} pixels, but the layers used need at least {min}x{min}"
+        )));
     }
     let spec = ObjectiveSpec::new(net, config, size, styles)?;
     net.evaluator(&spec, content, styles, tile)

@@ -21,8 +21,8 @@ use crate::image_io::Image;
 use crate::loss::moments::Moments;
 use crate::vgg::LayerId;
 
-/// The default byte budget: about a hundred style images at five layers.
-pub const DEFAULT_BUDGET: usize = 512 << 20;
+/// The default byte budget: about 25 style images at the five default layers.
+pub const DEFAULT_BUDGET: usize = 128 << 20;
 
 /// What a cached entry is for (see the module's doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,11 +58,21 @@ impl Default for TargetCache {
 impl TargetCache {
     /// An empty cache holding at most `budget` bytes (0: it keeps nothing).
     pub fn new(budget: usize) -> Self {
-        TargetCache { state: Mutex::new(State::default()), budget: AtomicUsize::new(budget), computed: AtomicUsize::new(0) }
+        TargetCache {
+            state: Mutex::new(State::default()),
+            budget: AtomicUsize::new(budget),
+            computed: AtomicUsize::new(0),
+        }
     }
 
     /// The key of a style image's moments (see the module's doc).
-    pub fn key(image: &Image, source_mask: Option<&Image>, tile: Option<usize>, layers: &[LayerId], centred: bool) -> TargetKey {
+    pub fn key(
+        image: &Image,
+        source_mask: Option<&Image>,
+        tile: Option<usize>,
+        layers: &[LayerId],
+        centred: bool,
+    ) -> TargetKey {
         let mut h = Sha256::new();
         let mut bytes = Vec::with_capacity(4 << 12);
         let mut add_image = |h: &mut Sha256, img: &Image| {
@@ -92,7 +102,11 @@ impl TargetCache {
     }
 
     /// The moments under `key`, or `compute`'s (kept for next time if they fit the budget).
-    pub fn get_or_compute(&self, key: TargetKey, compute: impl FnOnce() -> Result<Vec<Moments>>) -> Result<Arc<[Moments]>> {
+    pub fn get_or_compute(
+        &self,
+        key: TargetKey,
+        compute: impl FnOnce() -> Result<Vec<Moments>>,
+    ) -> Result<Arc<[Moments]>> {
         {
             let mut state = self.lock();
             state.clock += 1;

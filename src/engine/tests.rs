@@ -139,8 +139,8 @@ fn the_memory_check_uses_the_backends_estimate() {
 #[test]
 fn a_run_does_what_its_plan_says() {
     let (content, style) = (ramp(300, 200), ramp(8, 8));
-    let stylizer = Stylizer::new(StyleConfig::default().size(300).iterations(4).scales(Scales::List(vec![150, 300])))
-        .unwrap();
+    let stylizer =
+        Stylizer::new(StyleConfig::default().size(300).iterations(4).scales(Scales::List(vec![150, 300]))).unwrap();
     let inputs = Inputs::new(content, [style]);
     let mut plan = stylizer.plan(&Inverse::default(), &inputs).unwrap();
     assert_eq!(plan.scales.iter().map(|s| s.tile).collect::<Vec<_>>(), [None, None], "small enough to run whole");

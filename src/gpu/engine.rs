@@ -161,7 +161,11 @@ impl Pool {
     fn take(&self, gpu: &Gpu, len: usize) -> Buf {
         let bytes = 4 * len.max(4) as u64;
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let best = free.iter().enumerate().filter(|(_, b)| b.size() >= bytes && b.size() <= 2 * bytes).min_by_key(|(_, b)| b.size());
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.size() >= bytes && b.size() <= 2 * bytes)
+            .min_by_key(|(_, b)| b.size());
         let buffer = match best.map(|(i, _)| i) {
             Some(i) => free.swap_remove(i),
             None => {
@@ -305,9 +309,12 @@ impl<'n> GpuEngine<'n> {
     /// The buffer holding `layer`'s features in `pass` and their shape.
     fn features<'p>(&self, pass: &'p GpuPass, layer: LayerId) -> Result<(&'p Buf, Chw)> {
         let si = stage_of(&self.stages, layer)?;
-        let (out, shape) = pass.outputs.get(si).ok_or_else(|| Error::config(format!("layer {layer} was not computed")))?;
+        let (out, shape) =
+            pass.outputs.get(si).ok_or_else(|| Error::config(format!("layer {layer} was not computed")))?;
         let buf = match layer.kind {
-            LayerKind::Conv => pass.pre_relu[si].as_ref().ok_or_else(|| Error::config(format!("layer {layer} was not kept")))?,
+            LayerKind::Conv => {
+                pass.pre_relu[si].as_ref().ok_or_else(|| Error::config(format!("layer {layer} was not kept")))?
+            }
             _ => out,
         };
         Ok((buf, *shape))
@@ -327,7 +334,13 @@ impl<'n> GpuEngine<'n> {
             return None;
         }
         let out = self.take(c * r.area());
-        steps.push(self.ew(&self.gpu().kernels.crop, [Some(f), None, Some(&out), None], &[c, r.height, r.width, r.y, r.x, w, h], &[], c * r.area()));
+        steps.push(self.ew(
+            &self.gpu().kernels.crop,
+            [Some(f), None, Some(&out), None],
+            &[c, r.height, r.width, r.y, r.x, w, h],
+            &[],
+            c * r.area(),
+        ));
         Some(out)
     }
 
@@ -353,7 +366,13 @@ impl<'n> GpuEngine<'n> {
         let g = self.take(c * m);
         match &term.part {
             GradientPart::Content { target, factor } => {
-                steps.push(self.ew(&k.content_grad, [Some(fc), Some(target), Some(&g), None], &[c * m, 0], &[*factor as f64], c * m));
+                steps.push(self.ew(
+                    &k.content_grad,
+                    [Some(fc), Some(target), Some(&g), None],
+                    &[c * m, 0],
+                    &[*factor as f64],
+                    c * m,
+                ));
             }
             GradientPart::Style { groups } => {
                 if groups.is_empty() {
@@ -364,22 +383,57 @@ impl<'n> GpuEngine<'n> {
                 for (gi, (region, fg)) in groups.iter().enumerate() {
                     let masked = region.map(|r| {
                         let out = self.take(c * m);
-                        steps.push(self.ew(&k.mask_planes, [Some(fc), Some(r), Some(&out), None], &[c * m, m, 0], &[], c * m));
+                        steps.push(self.ew(
+                            &k.mask_planes,
+                            [Some(fc), Some(r), Some(&out), None],
+                            &[c * m, m, 0],
+                            &[],
+                            c * m,
+                        ));
                         out
                     });
                     let matrix = self.upload(&fg.matrix);
                     let product = self.take(c * m);
                     let b = masked.as_ref().unwrap_or(fc);
-                    steps.extend(product_steps(self.gpu(), &matrix.buffer, &b.buffer, &matrix.buffer, &product.buffer, (c, m, c), false, 1, 1.0, false));
+                    steps.extend(product_steps(
+                        self.gpu(),
+                        &matrix.buffer,
+                        &b.buffer,
+                        &matrix.buffer,
+                        &product.buffer,
+                        (c, m, c),
+                        false,
+                        1,
+                        1.0,
+                        false,
+                    ));
                     if !fg.shift.is_empty() {
                         let shift = self.upload(&fg.shift);
-                        steps.push(self.ew(&k.row_affine, [None, Some(&shift), Some(&product), None], &[c * m, m, 1], &[1.0, 1.0], c * m));
+                        steps.push(self.ew(
+                            &k.row_affine,
+                            [None, Some(&shift), Some(&product), None],
+                            &[c * m, m, 1],
+                            &[1.0, 1.0],
+                            c * m,
+                        ));
                         scratch.push(shift);
                     }
                     let add = (gi > 0) as usize;
                     match region {
-                        Some(r) => steps.push(self.ew(&k.mask_planes, [Some(&product), Some(r), Some(&g), None], &[c * m, m, add], &[], c * m)),
-                        None => steps.push(self.ew(&k.axpy, [Some(&product), None, Some(&g), None], &[c * m, add], &[1.0], c * m)),
+                        Some(r) => steps.push(self.ew(
+                            &k.mask_planes,
+                            [Some(&product), Some(r), Some(&g), None],
+                            &[c * m, m, add],
+                            &[],
+                            c * m,
+                        )),
+                        None => steps.push(self.ew(
+                            &k.axpy,
+                            [Some(&product), None, Some(&g), None],
+                            &[c * m, add],
+                            &[1.0],
+                            c * m,
+                        )),
                     }
                     scratch.extend(masked);
                     scratch.push(matrix);
@@ -387,7 +441,13 @@ impl<'n> GpuEngine<'n> {
                 }
             }
         }
-        steps.push(self.ew(&k.embed_add, [Some(&g), None, Some(into), None], &[c, r.height, r.width, r.y, r.x, w, h], &[term.scale as f64], c * m));
+        steps.push(self.ew(
+            &k.embed_add,
+            [Some(&g), None, Some(into), None],
+            &[c, r.height, r.width, r.y, r.x, w, h],
+            &[term.scale as f64],
+            c * m,
+        ));
         scratch.extend(cropped);
         scratch.push(g);
         Ok(())
@@ -410,7 +470,9 @@ impl<'n> GpuEngine<'n> {
             gpu.queue.submit([encoder.finish()]);
             let wanted: Vec<(&wgpu::Buffer, usize)> = staging.iter().zip(reads).map(|(s, (_, n))| (s, *n)).collect();
             if wanted.is_empty() {
-                gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting: {e}")))?;
+                gpu.device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| Error::Gpu(format!("waiting: {e}")))?;
                 return Ok(Vec::new());
             }
             gpu.read(&wanted)
@@ -488,7 +550,9 @@ impl Engine for GpuEngine<'_> {
                     Stage::Conv(i) => {
                         let conv = &net.convs[*i];
                         let out = self.take(conv.c_out * h * w);
-                        let keep = layers.iter().any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
+                        let keep = layers
+                            .iter()
+                            .any(|l| l.kind == LayerKind::Conv && l.block == id.block && l.index == id.index);
                         let pre = keep.then(|| self.take(conv.c_out * h * w));
                         let target = pre.as_ref().unwrap_or(&out);
                         steps.push(conv_step(
@@ -500,7 +564,13 @@ impl Engine for GpuEngine<'_> {
                         ));
                         if let Some(pre) = &pre {
                             let len = conv.c_out * h * w;
-                            steps.push(self.ew(&gpu.kernels.relu, [Some(pre), None, Some(&out), None], &[len], &[], len));
+                            steps.push(self.ew(
+                                &gpu.kernels.relu,
+                                [Some(pre), None, Some(&out), None],
+                                &[len],
+                                &[],
+                                len,
+                            ));
                         }
                         c = conv.c_out;
                         outputs.push((out, (c, h, w)));
@@ -509,7 +579,13 @@ impl Engine for GpuEngine<'_> {
                     Stage::Pool => {
                         let out = self.take(c * (h / 2) * (w / 2));
                         let mode = (net.net.pooling() == Pooling::Avg) as usize;
-                        steps.push(self.ew(&gpu.kernels.pool_forward, [Some(prev), None, Some(&out), None], &[c, h, w, mode], &[], c * (h / 2) * (w / 2)));
+                        steps.push(self.ew(
+                            &gpu.kernels.pool_forward,
+                            [Some(prev), None, Some(&out), None],
+                            &[c, h, w, mode],
+                            &[],
+                            c * (h / 2) * (w / 2),
+                        ));
                         (h, w) = (h / 2, w / 2);
                         outputs.push((out, (c, h, w)));
                         pre_relu.push(None);
@@ -553,7 +629,9 @@ impl Engine for GpuEngine<'_> {
         let mut at = 0;
         for ask in asks {
             let (layer, window) = match ask {
-                Statistic::Features { layer, window } | Statistic::SquaredDistance { layer, window, .. } | Statistic::Moments { layer, window, .. } => (*layer, window),
+                Statistic::Features { layer, window }
+                | Statistic::SquaredDistance { layer, window, .. }
+                | Statistic::Moments { layer, window, .. } => (*layer, window),
             };
             let (f, shape) = self.features(pass, layer)?;
             let c = shape.0;
@@ -592,7 +670,13 @@ impl Engine for GpuEngine<'_> {
                     let fc = cropped.as_ref().unwrap_or(f);
                     let masked = mask.map(|(r, _)| {
                         let out = self.take(c * m);
-                        steps.push(self.ew(&k.mask_planes, [Some(fc), Some(r), Some(&out), None], &[c * m, m, 0], &[], c * m));
+                        steps.push(self.ew(
+                            &k.mask_planes,
+                            [Some(fc), Some(r), Some(&out), None],
+                            &[c * m, m, 0],
+                            &[],
+                            c * m,
+                        ));
                         out
                     });
                     let x = masked.as_ref().unwrap_or(fc);
@@ -604,15 +688,54 @@ impl Engine for GpuEngine<'_> {
                         steps.push(self.ew(&k.fill, [None, None, Some(&ones), None], &[m], &[1.0], m));
                         let sums = self.take(c);
                         let sum_partial = self.take(splits(m) * c);
-                        steps.extend(product_steps(gpu, &x.buffer, &ones.buffer, &sum_partial.buffer, &sums.buffer, (c, 1, m), false, splits(m), 1.0, false));
+                        steps.extend(product_steps(
+                            gpu,
+                            &x.buffer,
+                            &ones.buffer,
+                            &sum_partial.buffer,
+                            &sums.buffer,
+                            (c, 1, m),
+                            false,
+                            splits(m),
+                            1.0,
+                            false,
+                        ));
                         let centred_x = self.take(c * m);
-                        steps.push(self.ew(&k.row_affine, [Some(x), Some(&sums), Some(&centred_x), None], &[c * m, m, 0], &[1.0, -1.0 / m as f64], c * m));
-                        steps.extend(product_steps(gpu, &centred_x.buffer, &centred_x.buffer, &partial.buffer, &second.buffer, (c, c, m), true, splits(m), 1.0, false));
+                        steps.push(self.ew(
+                            &k.row_affine,
+                            [Some(x), Some(&sums), Some(&centred_x), None],
+                            &[c * m, m, 0],
+                            &[1.0, -1.0 / m as f64],
+                            c * m,
+                        ));
+                        steps.extend(product_steps(
+                            gpu,
+                            &centred_x.buffer,
+                            &centred_x.buffer,
+                            &partial.buffer,
+                            &second.buffer,
+                            (c, c, m),
+                            true,
+                            splits(m),
+                            1.0,
+                            false,
+                        ));
                         scratch.extend([ones, sum_partial, centred_x]);
                         held.push((sums, c));
                         Some(held.len() - 1)
                     } else {
-                        steps.extend(product_steps(gpu, &x.buffer, &x.buffer, &partial.buffer, &second.buffer, (c, c, m), true, splits(m), 1.0, false));
+                        steps.extend(product_steps(
+                            gpu,
+                            &x.buffer,
+                            &x.buffer,
+                            &partial.buffer,
+                            &second.buffer,
+                            (c, c, m),
+                            true,
+                            splits(m),
+                            1.0,
+                            false,
+                        ));
                         None
                     };
                     held.push((second, c * c));
@@ -709,7 +832,11 @@ impl Engine for GpuEngine<'_> {
         for si in (0..pass.outputs.len()).rev() {
             let (out, (c, h, w)) = &pass.outputs[si];
             let len = c * h * w;
-            let add = |steps: &mut Vec<Step>, scratch: &mut Vec<Buf>, current: &mut Option<usize>, conv_kind: bool| -> Result<()> {
+            let add = |steps: &mut Vec<Step>,
+                       scratch: &mut Vec<Buf>,
+                       current: &mut Option<usize>,
+                       conv_kind: bool|
+             -> Result<()> {
                 for t in at_stage[si].iter().filter(|t| (t.layer.kind == LayerKind::Conv) == conv_kind) {
                     let into = *current.get_or_insert_with(|| {
                         steps.push(self.ew(&k.fill, [None, None, Some(&grads[0]), None], &[len], &[0.0], len));
@@ -727,7 +854,13 @@ impl Engine for GpuEngine<'_> {
                     let pre_relu_terms = at_stage[si].iter().any(|t| t.layer.kind == LayerKind::Conv);
                     if pre_relu_terms {
                         if let Some(cur) = current {
-                            steps.push(self.ew(&k.relu_mask, [None, Some(out), Some(&grads[cur]), None], &[len], &[], len));
+                            steps.push(self.ew(
+                                &k.relu_mask,
+                                [None, Some(out), Some(&grads[cur]), None],
+                                &[len],
+                                &[],
+                                len,
+                            ));
                         }
                         add(&mut steps, &mut scratch, &mut current, true)?;
                     }
@@ -747,7 +880,13 @@ impl Engine for GpuEngine<'_> {
                     if let Some(cur) = current {
                         let mode = (net.net.pooling() == Pooling::Avg) as usize;
                         let input = if si == 0 { &pass.input } else { &pass.outputs[si - 1].0 };
-                        steps.push(self.ew(&k.pool_backward, [Some(input), Some(&grads[cur]), Some(&grads[1 - cur]), None], &[in_c, in_h, in_w, mode], &[], in_c * in_h * in_w));
+                        steps.push(self.ew(
+                            &k.pool_backward,
+                            [Some(input), Some(&grads[cur]), Some(&grads[1 - cur]), None],
+                            &[in_c, in_h, in_w, mode],
+                            &[],
+                            in_c * in_h * in_w,
+                        ));
                         current = Some(1 - cur);
                     }
                 }
@@ -767,7 +906,10 @@ impl Engine for GpuEngine<'_> {
             gpu,
             &k.preprocess_backward,
             [Some(&grads[last].buffer), None, Some(&pixel_grad.buffer), None],
-            Params { u: ints(&[n, 0, 0, 0, src[0], src[1], src[2], 0]), f: [scale[0], scale[1], scale[2], 0.0, 0.0, 0.0, 0.0, 0.0] },
+            Params {
+                u: ints(&[n, 0, 0, 0, src[0], src[1], src[2], 0]),
+                f: [scale[0], scale[1], scale[2], 0.0, 0.0, 0.0, 0.0, 0.0],
+            },
             3 * n,
         ));
         let values = self.submit_and_read(&steps, &[(&pixel_grad.buffer, 3 * n)]);
@@ -780,7 +922,12 @@ impl Engine for GpuEngine<'_> {
 
     fn recycle(&self, pass: GpuPass) {
         let GpuPass { pixels, input, outputs, pre_relu, .. } = pass;
-        self.pool.give([pixels, input].into_iter().chain(outputs.into_iter().map(|(b, _)| b)).chain(pre_relu.into_iter().flatten()));
+        self.pool.give(
+            [pixels, input]
+                .into_iter()
+                .chain(outputs.into_iter().map(|(b, _)| b))
+                .chain(pre_relu.into_iter().flatten()),
+        );
     }
 }
 
@@ -848,7 +995,9 @@ impl Backend for GpuVgg {
         tile: Option<usize>,
     ) -> Result<Box<dyn Evaluator + 'a>> {
         let what = format!("setting up a {} evaluation", spec.size);
-        let objective = scoped(&self.gpu, &what, || Objective::new(GpuEngine::new(self), spec, content, styles, tile, &self.targets))?;
+        let objective = scoped(&self.gpu, &what, || {
+            Objective::new(GpuEngine::new(self), spec, content, styles, tile, &self.targets)
+        })?;
         Ok(Box::new(objective))
     }
 

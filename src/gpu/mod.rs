@@ -497,8 +497,7 @@ impl GpuVgg {
             let shape = (c_in, c_out, side, side);
             let forward = engine::conv_step(gpu, [&input, &conv.weight, &conv.bias, &input], &output, shape, 5);
             let flipped = (c_out, c_in, side, side);
-            let gradient =
-                engine::conv_step(gpu, [&output, &conv.flipped, &conv.bias, &output], &grad_in, flipped, 2);
+            let gradient = engine::conv_step(gpu, [&output, &conv.flipped, &conv.bias, &output], &grad_in, flipped, 2);
             let time = |step: &Step| -> Result<f64> {
                 let mut times = Vec::new();
                 for _ in 0..=runs {
@@ -552,8 +551,7 @@ pub mod probe {
     ) -> Result<Vec<f32>> {
         let bufs = [input, weight, bias, mask].map(|d| gpu.upload("probe", d));
         let out = gpu.buffer("probe out", c_out * h * w);
-        let step =
-            engine::conv_step(gpu, [&bufs[0], &bufs[1], &bufs[2], &bufs[3]], &out, (c_in, c_out, h, w), flags);
+        let step = engine::conv_step(gpu, [&bufs[0], &bufs[1], &bufs[2], &bufs[3]], &out, (c_in, c_out, h, w), flags);
         run(gpu, &[step], &out, c_out * h * w)
     }
 

@@ -257,7 +257,10 @@ pub fn check_writable_file(path: &Path) -> Result<()> {
     let name = path.file_name().map_or(0, |n| n.len());
     let most = name_max(&dir);
     if name > most {
-        return Err(Error::output(path, format!("the file name is {name} bytes long, more than the {most} its file system allows")));
+        return Err(Error::output(
+            path,
+            format!("the file name is {name} bytes long, more than the {most} its file system allows"),
+        ));
     }
     let probe = temp_path(&dir);
     match fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
@@ -308,12 +311,18 @@ impl WriteOptions {
     /// Errors name the field (`output.sixteen_bit`, `output.dpi`).
     pub fn check(&self, format: OutputFormat) -> Result<()> {
         if self.sixteen_bit && format == OutputFormat::Jpeg {
-            return Err(Error::setting("output.sixteen_bit", "is 16 bits, but JPEG holds 8 bits a channel: write a .png or .tif for 16"));
+            return Err(Error::setting(
+                "output.sixteen_bit",
+                "is 16 bits, but JPEG holds 8 bits a channel: write a .png or .tif for 16",
+            ));
         }
         if let Some(dpi) = self.dpi
             && !(dpi.is_finite() && (1.0..=65535.0).contains(&dpi))
         {
-            return Err(Error::setting("output.dpi", format!("is {dpi}: a resolution must be between 1 and 65535 dpi")));
+            return Err(Error::setting(
+                "output.dpi",
+                format!("is {dpi}: a resolution must be between 1 and 65535 dpi"),
+            ));
         }
         Ok(())
     }

@@ -63,7 +63,9 @@ pub fn check<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
             return Err("the TIFF's directories form a loop".into());
         }
         if next.saturating_add(count_size) > len {
-            return Err(format!("a TIFF directory at byte {next} lies beyond the file's {len} bytes"));
+            return Err(format!(
+                "cannot read the TIFF: a directory at byte {next} lies beyond its {len} bytes (cut short?)"
+            ));
         }
         r.seek(SeekFrom::Start(next)).map_err(io)?;
         let mut b = [0u8; 8];
@@ -74,7 +76,7 @@ pub fn check<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
         }
         let table = entries * entry_size + offset_size;
         if next + count_size + table > len {
-            return Err(format!("a TIFF directory of {entries} tags runs past the file's end"));
+            return Err(format!("cannot read the TIFF: a directory of {entries} tags runs past its end (cut short?)"));
         }
         let mut raw = vec![0u8; table as usize];
         r.read_exact(&mut raw).map_err(io)?;

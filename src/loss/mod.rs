@@ -25,7 +25,7 @@
 //!   respect to its layer is divided by its L1 norm before the weight is applied.
 //!
 //! The pieces, one file each: [`moments`] (what style terms are functions of, and the
-//! [`moments::StyleMeasure`] trait), [`gram`] and [`w2`] (the two measures), [`masks`],
+//! [`moments::StyleMeasure`] trait), `gram` and `w2` (the two measures), [`masks`],
 //! [`tv`] (the pixel term), [`spec`] (the objective as a list of named terms, built once per
 //! scale from the configuration: the one place its rules live) and [`objective`] (the
 //! evaluation over tiles, written once over any [`crate::engine::Engine`]). Targets (content
@@ -146,7 +146,10 @@ impl<T> Style<T> {
     /// The same style with each reference (the image, the masks) turned into another by `f`:
     /// files loaded, upload ids resolved. `f` gets the field's name (`image`, `region_mask`,
     /// `source_mask`) for its errors.
-    pub fn try_map<U, E>(&self, mut f: impl FnMut(&str, &T) -> std::result::Result<U, E>) -> std::result::Result<Style<U>, E> {
+    pub fn try_map<U, E>(
+        &self,
+        mut f: impl FnMut(&str, &T) -> std::result::Result<U, E>,
+    ) -> std::result::Result<Style<U>, E> {
         Ok(Style {
             image: f("image", &self.image)?,
             blend: self.blend,

@@ -65,10 +65,8 @@ impl<E: Engine> Objective<E> {
         }
         let grid = spec.grid(tile);
         let content_targets = content_targets(&engine, spec, content, tile)?;
-        let style_moments = styles
-            .iter()
-            .map(|s| style_moments(&engine, spec, s, tile, cache))
-            .collect::<Result<Vec<_>>>()?;
+        let style_moments =
+            styles.iter().map(|s| style_moments(&engine, spec, s, tile, cache)).collect::<Result<Vec<_>>>()?;
         let measure = spec.style_loss.measure();
         let mut targets = Vec::new();
         for (ti, term) in spec.style.iter().enumerate() {
@@ -334,11 +332,8 @@ fn content_targets<E: Engine>(
     for tile in &spec.content_grid(tile).tiles {
         let pixels = tiles::crop(&content.data, 3, content.width, tile.outer);
         let pass = engine.forward(&pixels, tile.outer.size(), &spec.content_layers)?;
-        let asks: Vec<Statistic<'_, E::Resident>> = spec
-            .content
-            .iter()
-            .map(|t| Statistic::Features { layer: t.layer, window: tile.window(t.pools) })
-            .collect();
+        let asks: Vec<Statistic<'_, E::Resident>> =
+            spec.content.iter().map(|t| Statistic::Features { layer: t.layer, window: tile.window(t.pools) }).collect();
         let measured = engine.statistics(&pass, &asks);
         engine.recycle(pass);
         for ((t, target), m) in spec.content.iter().zip(&mut whole).zip(measured?) {

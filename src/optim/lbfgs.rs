@@ -58,7 +58,7 @@ pub enum Bounds {
     #[default]
     Projected,
     /// L-BFGS-B: the generalised Cauchy point and the subspace minimiser from it
-    /// ([`super::cauchy`]), searched along the straight segment to it.
+    /// (`optim::cauchy`), searched along the straight segment to it.
     Cauchy,
 }
 

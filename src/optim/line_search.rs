@@ -12,7 +12,7 @@
 //!
 //! It keeps an interval of uncertainty `[stx, sty]` whose end `stx` is the best step so far, and
 //! chooses each trial by a safeguarded cubic or quadratic interpolation of the values and slopes
-//! at the ends ([`safeguarded_step`]); until the interval brackets a minimiser it extrapolates,
+//! at the ends (`safeguarded_step`); until the interval brackets a minimiser it extrapolates,
 //! at most [`EXTRAPOLATE_UP`] times the last step. As in the paper, while no step has met the
 //! sufficient decrease test the search works on the auxiliary function
 //! `ψ(t) = φ(t) - f0 - c1 t g0`, which makes the first bracketed interval one in which a step

@@ -97,7 +97,9 @@ pub fn fit(
     let tiles: Vec<Option<usize>> = match config.tile {
         Tiling::Off => vec![None],
         Tiling::Side(t) => vec![Some(t)],
-        Tiling::Auto => std::iter::once(None).chain(AUTO_TILES.iter().filter(|&&t| t < long).map(|&t| Some(t))).collect(),
+        Tiling::Auto => {
+            std::iter::once(None).chain(AUTO_TILES.iter().filter(|&&t| t < long).map(|&t| Some(t))).collect()
+        }
     };
     let (history, fit) = match shape.history {
         Some((h, fit)) => (Some(h), fit),
@@ -153,7 +155,8 @@ pub fn fit(
     let avail = budget.unwrap_or(0);
     let least = history.map(|h| if fit { h.min(MIN_FITTED_HISTORY) } else { h });
     let last_tile = tiles[tiles.len() - 1];
-    let without_styles = scale_memory(config, net, &Shape { styles: &[], ..*shape }, last_tile, least).unwrap_or(u64::MAX);
+    let without_styles =
+        scale_memory(config, net, &Shape { styles: &[], ..*shape }, last_tile, least).unwrap_or(u64::MAX);
     let lower: &[&str] = if smallest > 2 * without_styles.min(u64::MAX / 2) {
         &["style_scale", "size"]
     } else if history.is_some() {

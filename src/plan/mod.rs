@@ -97,7 +97,14 @@ impl Plan {
             };
             let shape = layout::Shape { size: *size, styles, regions, history };
             let (tile, history, memory) = layout::fit(config, net, &shape, budget)?;
-            scales.push(ScalePlan { size: *size, iterations: *iterations, tile, history, styles: styles.clone(), memory });
+            scales.push(ScalePlan {
+                size: *size,
+                iterations: *iterations,
+                tile,
+                history,
+                styles: styles.clone(),
+                memory,
+            });
         }
         scales.reverse();
         for s in &scales {
@@ -107,7 +114,12 @@ impl Plan {
     }
 
     /// The layout of one pass scoring an image at the output size (no optimizer).
-    pub fn for_score(config: &StyleConfig, net: &dyn Backend, content: &Image, styles: &[crate::loss::StyleInput]) -> Result<Plan> {
+    pub fn for_score(
+        config: &StyleConfig,
+        net: &dyn Backend,
+        content: &Image,
+        styles: &[crate::loss::StyleInput],
+    ) -> Result<Plan> {
         let output = config.output_size(content);
         check_styles(&config.loss, styles, output)?;
         check_layers(config, net)?;
@@ -170,25 +182,37 @@ impl Plan {
             let field = |name: &str| format!("scales[{k}].{name}");
             let side = s.size.long_side();
             if !(1..=MAX_SIZE).contains(&side) || s.size != config.size_at(&inputs.content, side) {
-                return Err(bad(field("size"), format!("{} is not the content image's shape at a long side of {side}", s.size)));
+                return Err(bad(
+                    field("size"),
+                    format!("{} is not the content image's shape at a long side of {side}", s.size),
+                ));
             }
             if k > 0 && side <= self.scales[k - 1].size.long_side() {
                 return Err(bad(field("size"), "must be larger than the scale before it".into()));
             }
             if k + 1 == self.scales.len() && s.size != output {
-                return Err(bad(field("size"), format!("is {} but the last scale must be the output, {output}", s.size)));
+                return Err(bad(
+                    field("size"),
+                    format!("is {} but the last scale must be the output, {output}", s.size),
+                ));
             }
             if s.iterations == 0 {
                 return Err(bad(field("iterations"), "must be at least 1".into()));
             }
-            total = total
-                .checked_add(s.iterations)
-                .filter(|t| *t <= crate::transfer::MAX_ITERATIONS)
-                .ok_or_else(|| bad(field("iterations"), format!("makes more than {} evaluations in all", crate::transfer::MAX_ITERATIONS)))?;
+            total =
+                total.checked_add(s.iterations).filter(|t| *t <= crate::transfer::MAX_ITERATIONS).ok_or_else(|| {
+                    bad(
+                        field("iterations"),
+                        format!("makes more than {} evaluations in all", crate::transfer::MAX_ITERATIONS),
+                    )
+                })?;
             if let Some(t) = s.tile
                 && !(MIN_TILE..=MAX_SIZE).contains(&t)
             {
-                return Err(bad(field("tile"), format!("must be null or a side between {MIN_TILE} and {MAX_SIZE}, got {t}")));
+                return Err(bad(
+                    field("tile"),
+                    format!("must be null or a side between {MIN_TILE} and {MAX_SIZE}, got {t}"),
+                ));
             }
             let lbfgs = matches!(config.optimizer, OptimizerChoice::Lbfgs(_));
             match s.history {
@@ -213,8 +237,16 @@ impl Plan {
                     format!("is {} but style_scale {} gives {}", s.styles[i], config.style_scale, want[i]),
                 ));
             }
-            check_sizes(config, net, s.size, &s.styles, &format!("plan.{}", field("size")), &format!("plan.{}", field("styles")))?;
-            let shape = layout::Shape { size: s.size, styles: &s.styles, regions, history: s.history.map(|h| (h, false)) };
+            check_sizes(
+                config,
+                net,
+                s.size,
+                &s.styles,
+                &format!("plan.{}", field("size")),
+                &format!("plan.{}", field("styles")),
+            )?;
+            let shape =
+                layout::Shape { size: s.size, styles: &s.styles, regions, history: s.history.map(|h| (h, false)) };
             let need = layout::scale_memory(config, net, &shape, s.tile, s.history)?;
             if let Some(b) = net.budget()
                 && need > b
@@ -263,7 +295,9 @@ impl Plan {
 
 /// Every layer the configuration names is the network's; the error names the list at fault.
 fn check_layers(config: &StyleConfig, net: &dyn Backend) -> Result<()> {
-    for (field, layers) in [("loss.content_layers", &config.loss.content_layers), ("loss.style_layers", &config.loss.style_layers)] {
+    for (field, layers) in
+        [("loss.content_layers", &config.loss.content_layers), ("loss.style_layers", &config.loss.style_layers)]
+    {
         net.check_layers(layers).map_err(|e| match e {
             Error::Config(message) => Error::setting(field, format!("has an {message}")),
             e => e,

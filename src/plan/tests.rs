@@ -47,7 +47,10 @@ fn the_plan_checks_the_inputs() {
     assert_eq!(plan.output, Size::new(80, 60));
     assert_eq!(plan.scales.len(), 1);
     let s = &plan.scales[0];
-    assert_eq!((s.size, s.iterations, s.tile, s.history, s.styles.clone()), (Size::new(80, 60), 500, None, Some(100), vec![Size::new(69, 69)]));
+    assert_eq!(
+        (s.size, s.iterations, s.tile, s.history, s.styles.clone()),
+        (Size::new(80, 60), 500, None, Some(100), vec![Size::new(69, 69)])
+    );
     let err = |c: StyleConfig, i: &Inputs| make(c, i).unwrap_err().to_string();
     assert!(err(StyleConfig::default().init(Init::Image), &inputs()).starts_with("init is 'image' but no start"));
     let with_start = Inputs { start: Some(Image::filled(5, 5, 0.0)), ..inputs() };
@@ -86,18 +89,27 @@ fn a_bad_plan_names_its_field() {
     };
     let c = &config;
     for (edit, want) in [
-        (&(|p: &mut Plan| p.device = Device::Gpu) as &dyn Fn(&mut Plan), "plan.device is gpu but the network is on the cpu"),
+        (
+            &(|p: &mut Plan| p.device = Device::Gpu) as &dyn Fn(&mut Plan),
+            "plan.device is gpu but the network is on the cpu",
+        ),
         (&|p: &mut Plan| p.output = Size::new(200, 151), "plan.output is 200x151 but the content image"),
         (&|p: &mut Plan| p.halo.pixels = 3, "plan.halo is"),
         (&|p: &mut Plan| p.scales.clear(), "plan.scales has 0 scales"),
-        (&|p: &mut Plan| p.scales[0].size = Size::new(100, 70), "plan.scales[0].size 100x70 is not the content image's shape"),
+        (
+            &|p: &mut Plan| p.scales[0].size = Size::new(100, 70),
+            "plan.scales[0].size 100x70 is not the content image's shape",
+        ),
         (&|p: &mut Plan| p.scales[1].size = p.scales[0].size, "plan.scales[1].size must be larger"),
         (&|p: &mut Plan| p.scales[0].iterations = 0, "plan.scales[0].iterations must be at least 1"),
         (&|p: &mut Plan| p.scales[1].tile = Some(12), "plan.scales[1].tile must be null or a side between 64"),
         (&|p: &mut Plan| p.scales[1].history = Some(0), "plan.scales[1].history must be between 1 and 10000"),
         (&|p: &mut Plan| p.scales[1].history = None, "plan.scales[1].history must be given for L-BFGS"),
         (&|p: &mut Plan| p.scales[0].styles.clear(), "plan.scales[0].styles has 0 sizes but there are 1"),
-        (&|p: &mut Plan| p.scales[1].styles[0].width += 1, "plan.scales[1].styles[0] is 174x173 but style_scale 1 gives"),
+        (
+            &|p: &mut Plan| p.scales[1].styles[0].width += 1,
+            "plan.scales[1].styles[0] is 174x173 but style_scale 1 gives",
+        ),
         (
             &|p: &mut Plan| {
                 p.scales[0].iterations = usize::MAX;

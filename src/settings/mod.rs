@@ -157,18 +157,26 @@ impl Settings {
             reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| bad(format!("cannot read it: {e}")))?;
             match image_io::metadata::read_settings_from(&mut reader, len).map_err(bad)? {
                 Some(text) => text,
-                None => return Err(bad("is an image without impasto settings (only images impasto wrote carry them)".into())),
+                None => {
+                    return Err(bad(
+                        "is an image without impasto settings (only images impasto wrote carry them)".into()
+                    ));
+                }
             }
         } else {
             if len > MAX_SETTINGS_BYTES {
                 return Err(bad(format!("is {len} bytes, more than a settings file can be ({MAX_SETTINGS_BYTES})")));
             }
             let mut bytes = head;
-            (&mut reader).take(MAX_SETTINGS_BYTES + 1 - bytes.len() as u64).read_to_end(&mut bytes).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            (&mut reader)
+                .take(MAX_SETTINGS_BYTES + 1 - bytes.len() as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|e| bad(format!("cannot read it: {e}")))?;
             if bytes.len() as u64 > MAX_SETTINGS_BYTES {
                 return Err(bad(format!("grew past {MAX_SETTINGS_BYTES} bytes while it was read")));
             }
-            String::from_utf8(bytes).map_err(|_| bad("is neither settings JSON (not UTF-8 text) nor an image impasto wrote".into()))?
+            String::from_utf8(bytes)
+                .map_err(|_| bad("is neither settings JSON (not UTF-8 text) nor an image impasto wrote".into()))?
         };
         Settings::from_json(&text, path)
     }

@@ -11,6 +11,9 @@
 //! `--optimizer adam`, `--scale-start` after `--scales auto`) finds it chosen, and says so when
 //! it does not apply.
 
+// The `set` functions put a value in its place and say it went well: `Ok(field = value)`.
+#![allow(clippy::unit_arg)]
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -101,7 +104,8 @@ fn named<T: serde::Serialize>(v: &T) -> String {
 
 /// The value of a choice named `s`.
 fn choice<T: DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| format!("'{s}' is not one of its choices"))
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("'{s}' is not one of its choices"))
 }
 
 fn one(values: &[String]) -> &str {
@@ -118,7 +122,11 @@ fn numbers<T: FromStr>(values: &[String]) -> Result<Vec<T>, String> {
 }
 
 fn layers(values: &[String]) -> Result<Vec<LayerId>, String> {
-    one(values).split(',').filter(|s| !s.trim().is_empty()).map(|s| s.parse().map_err(|e: crate::Error| format!(": {e}"))).collect()
+    one(values)
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse().map_err(|e: crate::Error| format!(": {e}")))
+        .collect()
 }
 
 fn list<T: ToString>(v: &[T]) -> String {
@@ -561,7 +569,8 @@ pub static OPTIONS: &[RunOption] = &[
         default: || Some(named(&LbfgsSettings::default().line_search)),
         set: |s, v| Ok(lbfgs(s)?.line_search = choice(one(v))?),
         get: |s| {
-            given_lbfgs(s).map_or(Given::Default, |l| unless(named(&l.line_search), named(&LbfgsSettings::default().line_search)))
+            given_lbfgs(s)
+                .map_or(Given::Default, |l| unless(named(&l.line_search), named(&LbfgsSettings::default().line_search)))
         },
     },
     RunOption {
@@ -575,7 +584,9 @@ pub static OPTIONS: &[RunOption] = &[
         conflicts: &[],
         default: || Some(named(&LbfgsSettings::default().bounds)),
         set: |s, v| Ok(lbfgs(s)?.bounds = choice(one(v))?),
-        get: |s| given_lbfgs(s).map_or(Given::Default, |l| unless(named(&l.bounds), named(&LbfgsSettings::default().bounds))),
+        get: |s| {
+            given_lbfgs(s).map_or(Given::Default, |l| unless(named(&l.bounds), named(&LbfgsSettings::default().bounds)))
+        },
     },
     RunOption {
         flag: "scales",
@@ -651,10 +662,12 @@ pub static OPTIONS: &[RunOption] = &[
         default: || Some("content".into()),
         set: |s, v| {
             match Init::parse_keyword(one(v)) {
-                Some(init) => s.config.init = init.map_err(|e| match e {
-                    crate::Error::Setting { message, .. } => message,
-                    e => e.to_string(),
-                })?,
+                Some(init) => {
+                    s.config.init = init.map_err(|e| match e {
+                        crate::Error::Setting { message, .. } => message,
+                        e => e.to_string(),
+                    })?
+                }
                 None => {
                     s.config.init = Init::Image;
                     s.start = Some(PathBuf::from(one(v)));
@@ -778,10 +791,7 @@ pub fn flag_for(field: &str, settings: &Settings) -> String {
     if field == "content" {
         return "CONTENT".into();
     }
-    OPTIONS
-        .iter()
-        .find(|o| o.fields.contains(&field))
-        .map_or_else(|| field.to_string(), |o| format!("--{}", o.flag))
+    OPTIONS.iter().find(|o| o.fields.contains(&field)).map_or_else(|| field.to_string(), |o| format!("--{}", o.flag))
 }
 
 /// The `impasto stylize` command that gives `settings`, writing `output`: the images, then each

@@ -54,7 +54,6 @@ use crate::loss::Style;
 use crate::settings::{NetworkSettings, Settings};
 use crate::transfer::{StyleConfig, Stylizer};
 
-
 use jobs::Jobs;
 use store::Store;
 
@@ -239,7 +238,11 @@ impl IntoResponse for ApiError {
 
 /// A settings field as the job request names it (`config.size`, `styles[0].region_mask`).
 fn request_field(field: &str) -> String {
-    if field.starts_with("styles") || field.starts_with("content") { field.to_string() } else { format!("config.{field}") }
+    if field.starts_with("styles") || field.starts_with("content") {
+        field.to_string()
+    } else {
+        format!("config.{field}")
+    }
 }
 
 impl From<crate::Error> for ApiError {
@@ -263,7 +266,11 @@ impl From<crate::Error> for ApiError {
 
 /// The studio is full: the memory for uploads and queued jobs is taken, or the queue is.
 fn busy(what: &str) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the studio is busy: {what}; try again when a job has ended"), None)
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the studio is busy: {what}; try again when a job has ended"),
+        None,
+    )
 }
 
 fn not_found(what: &str) -> ApiError {
@@ -325,11 +332,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// (413) or does not fit (503), and when it stalls for the studio's timeout (408).
 async fn read_body(s: &Studio, request: Request, max: usize) -> Result<(Vec<u8>, budget::Reservation), ApiError> {
     use futures_util::StreamExt;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let too_large = || ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {max} bytes"), None);
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
@@ -370,9 +374,10 @@ async fn upload(State(s): State<Arc<Studio>>, request: Request) -> Result<impl I
     if pixels <= MAX_UPLOAD_PIXELS && !held.grow(decoded_bytes(pixels)) {
         return Err(busy("no memory is left to decode this upload"));
     }
-    let (image, bytes) = tokio::task::spawn_blocking(move || (image_io::decode(&bytes, &limits).map(|i| (i.width, i.height)), bytes))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    let (image, bytes) =
+        tokio::task::spawn_blocking(move || (image_io::decode(&bytes, &limits).map(|i| (i.width, i.height)), bytes))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
     let (width, height) = image.map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("the upload: {m}"), None))?;
     let id = s.store.add_upload(&bytes)?;
     drop(held);
@@ -439,7 +444,11 @@ async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl I
     // The job's decoded images stay in memory while it waits: from the budget, before decoding.
     let (mut pixels, mut largest) = (0u64, 0u64);
     for path in [Some(&settings.content), settings.start.as_ref()].into_iter().flatten().chain(
-        settings.styles.iter().flat_map(|st| [Some(&st.image), st.region_mask.as_ref(), st.source_mask.as_ref()]).flatten(),
+        settings
+            .styles
+            .iter()
+            .flat_map(|st| [Some(&st.image), st.region_mask.as_ref(), st.source_mask.as_ref()])
+            .flatten(),
     ) {
         let bytes = std::fs::read(path).map_err(|_| not_found("upload"))?;
         let n = image_io::header_size(&bytes).map_or(0, |z| z.pixels() as u64);
@@ -457,7 +466,8 @@ async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl I
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
     if plan.iterations() > MAX_JOB_ITERATIONS {
-        let text = format!("config.iterations make {} evaluations, at most {MAX_JOB_ITERATIONS} a job", plan.iterations());
+        let text =
+            format!("config.iterations make {} evaluations, at most {MAX_JOB_ITERATIONS} a job", plan.iterations());
         return Err(ApiError(StatusCode::BAD_REQUEST, text, Some("config.iterations".into())));
     }
     let job = s.jobs.submit(Settings { plan: Some(plan), ..settings }, stylizer, inputs, held);

@@ -517,7 +517,6 @@ mod tests {
         assert!(err(tiny).starts_with("scales.auto.factor 1.000000001 from a first scale of 256"));
     }
 
-
     /// Every check names the field at fault by its path in the settings.
     #[test]
     fn validation_names_the_field() {
@@ -528,7 +527,10 @@ mod tests {
         for (config, want) in [
             (d().size(0), "size must be between 1 and 65535, got 0"),
             (d().iterations(0), "iterations must be between 1 and 100000000, got 0"),
-            (d().scale_iterations(Some(vec![usize::MAX])), "scale_iterations make more than 100000000 evaluations in all"),
+            (
+                d().scale_iterations(Some(vec![usize::MAX])),
+                "scale_iterations make more than 100000000 evaluations in all",
+            ),
             (d().optimizer(lbfgs(0)), "optimizer.lbfgs.history must be between 1 and 10000, got 0"),
             (d().optimizer(adam(-1.0, None)), "optimizer.adam.lr must be a finite number > 0, got -1"),
             (d().optimizer(adam(1.0, Some(1.0))), "optimizer.adam.average must be in 0..1 (e.g. 0.99), got 1"),
@@ -546,7 +548,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn init_keywords() {
         assert_eq!(Init::parse_keyword("noise:0.25").unwrap().unwrap(), Init::Noise(0.25));
@@ -555,7 +556,6 @@ mod tests {
         assert_eq!(Init::parse_keyword("random").unwrap().unwrap(), Init::Random);
         assert!(Init::parse_keyword("photo.jpg").is_none());
     }
-
 
     #[test]
     fn average_is_adams_and_a_decay_below_one() {

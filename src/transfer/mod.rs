@@ -5,7 +5,7 @@
 //! to an [`Observer`] that may stop the run.
 //!
 //! The pieces: [`config`] (the typed options and their check), [`observer`] (progress and the
-//! outcome), [`optimize`] (the loop over any objective). Large outputs run coarse to fine (a
+//! outcome), [`mod@optimize`] (the loop over any objective). Large outputs run coarse to fine (a
 //! pyramid of scales, as jcjohnson's multiscale scripts and crowsonkb's automatic √2 pyramid
 //! do): each scale starts from the previous result, upsampled, with the style images resized
 //! for that scale. Colour modes prepare the images before the run and finish the output after
@@ -38,8 +38,8 @@ use crate::optim::{Adam, AdamConfig, Lbfgs, Optimizer};
 use crate::plan::{Plan, ScalePlan};
 
 pub use config::{
-    AUTO_PYRAMID_ABOVE, AdamSettings, Init, Inputs, LbfgsSettings, MAX_ITERATIONS, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE,
-    OptimizerChoice, PyramidSettings, Scales, StyleConfig, pyramid_sides,
+    AUTO_PYRAMID_ABOVE, AdamSettings, Init, Inputs, LbfgsSettings, MAX_ITERATIONS, MAX_LBFGS_HISTORY, MAX_SCALES,
+    MAX_SIZE, OptimizerChoice, PyramidSettings, Scales, StyleConfig, pyramid_sides,
 };
 pub use observer::{Observer, Outcome, Progress, Stop};
 pub use optimize::{Evaluate, noise_image, optimize};
@@ -132,7 +132,10 @@ impl Stylizer {
                     // upsampling (measured: half the loss jump at each new scale).
                     let residual: Vec<f32> = prev.data.iter().zip(&prev_content.data).map(|(a, b)| a - b).collect();
                     let up = resize(&Image { data: residual, ..*prev }, w, h);
-                    Image { data: content_k.data.iter().zip(&up.data).map(|(c, r)| c + r).collect(), ..content_k.clone() }
+                    Image {
+                        data: content_k.data.iter().zip(&up.data).map(|(c, r)| c + r).collect(),
+                        ..content_k.clone()
+                    }
                 }
                 (None, Init::Content) => content_k.clone(),
                 // Noise and given images enter in the colour mode's terms (grey in luminance

@@ -110,4 +110,3 @@ impl Observer for ScaleObserver<'_> {
         })
     }
 }
-

@@ -149,7 +149,6 @@ pub fn noise_image(width: usize, height: usize, seed: u64) -> Image {
     Image { width, height, data }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::ops::ControlFlow;
@@ -166,7 +165,6 @@ mod tests {
         let mean = a.data.iter().sum::<f32>() / a.data.len() as f32;
         assert!((mean - 127.5).abs() < 30.0, "{mean}");
     }
-
 
     /// A loss that becomes NaN at the 4th evaluation: Adam cannot step back, so the run stops
     /// there and keeps the best image of the first three.
@@ -197,7 +195,6 @@ mod tests {
         assert_eq!(out.image, seen[3].2);
         assert!(out.terms.total.is_finite() && out.terms.total < seen[0].0);
     }
-
 
     /// A line search's trials that overshoot are never what the observer shows or the run
     /// returns: the best image so far never gets worse.
@@ -233,7 +230,6 @@ mod tests {
         assert!(out.terms.total < 1e-6, "{}", out.terms.total);
     }
 
-
     #[test]
     fn observer_can_interrupt() {
         let mut eval = |img: &Image| {
@@ -247,7 +243,6 @@ mod tests {
         assert_eq!(out.iterations, 3);
         assert!(out.best_iteration > 1 && out.terms.total < 12.0 * 2500.0, "a step was taken before the break");
     }
-
 
     /// With averaging, the images shown are the bias-corrected moving average of the iterates,
     /// and the average is written when it scores better than every iterate.
