@@ -22,9 +22,9 @@ impl Size {
         Size { width: side, height: side }
     }
 
-    /// `width * height`.
+    /// `width * height` (saturating: a size made of untrusted numbers cannot wrap it).
     pub const fn pixels(self) -> usize {
-        self.width * self.height
+        self.width.saturating_mul(self.height)
     }
 
     /// The longer side.

@@ -274,6 +274,14 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups
     }
 }
 
+// Where the window's value i (of `crop` and `embed_add`) lies in the whole layer.
+fn in_layer(i: u32) -> u32 {
+    let plane = params.u0.y * params.u0.z;
+    let c = i / plane;
+    let r = i % plane;
+    return c * params.u1.y * params.u1.z + (r / params.u0.z + params.u0.w) * params.u1.y + r % params.u0.z + params.u1.x;
+}
+
 // A window of planes: out[c][j][i] = x[c][j + u0.w][i + u1.x] for the window's u0.y x u0.z
 // positions (height, width) of u0.x planes of u1.y columns (the whole layer's width) and u1.z
 // rows.
@@ -281,15 +289,10 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups
 fn crop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, groups, lid);
-    let wh = params.u0.y;
-    let ww = params.u0.z;
-    if (i >= params.u0.x * wh * ww) {
+    if (i >= params.u0.x * params.u0.y * params.u0.z) {
         return;
     }
-    let c = i / (wh * ww);
-    let r = i % (wh * ww);
-    let at = c * params.u1.y * params.u1.z + (r / ww + params.u0.w) * params.u1.y + r % ww + params.u1.x;
-    out[i] = x[at];
+    out[i] = x[in_layer(i)];
 }
 
 // The inverse of `crop`, added and scaled: out[c][j + u0.w][i + u1.x] += f0.x * x[c][j][i], the
@@ -298,15 +301,10 @@ fn crop(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 fn embed_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, groups, lid);
-    let wh = params.u0.y;
-    let ww = params.u0.z;
-    if (i >= params.u0.x * wh * ww) {
+    if (i >= params.u0.x * params.u0.y * params.u0.z) {
         return;
     }
-    let c = i / (wh * ww);
-    let r = i % (wh * ww);
-    let at = c * params.u1.y * params.u1.z + (r / ww + params.u0.w) * params.u1.y + r % ww + params.u1.x;
-    out[at] += params.f0.x * x[i];
+    out[in_layer(i)] += params.f0.x * x[i];
 }
 
 // Rows shifted: out[i] = f0.x * v + f0.y * y[i / u0.y] over u0.x elements (rows of u0.y), v being

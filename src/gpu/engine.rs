@@ -146,6 +146,13 @@ fn binary_bytes(b: u64) -> String {
     if b >= 1 << 20 { format!("{} MiB", b >> 20) } else { format!("{} KiB", b >> 10) }
 }
 
+/// What the `reduce` kernel sums (its `u0.y`).
+#[derive(Clone, Copy)]
+enum Reduce {
+    SquaredDistance = 1,
+    Absolute = 2,
+}
+
 /// A buffer of f32 values on the GPU.
 pub struct Buf {
     buffer: wgpu::Buffer,
@@ -344,6 +351,33 @@ impl<'n> GpuEngine<'n> {
         Some(out)
     }
 
+    /// The partial sums of `n` values of `x` (`mode` says of what), one per 4096, written to
+    /// `partials` from `at`.
+    fn reduce(&self, x: &Buf, y: Option<&Buf>, mode: Reduce, n: usize, partials: &Buf, at: usize) -> Step {
+        let gpu = self.gpu();
+        let (gx, gy) = spread(n.div_ceil(4096));
+        gpu.step(
+            &gpu.kernels.reduce,
+            &super::ELEMENTWISE,
+            &[Some(&x.buffer), y.map(|y| &y.buffer), None, Some(&partials.buffer)],
+            Params { u: ints(&[n, mode as usize, at]), ..Default::default() },
+            [gx, gy, 1],
+        )
+    }
+
+    /// `f` (`c x m`) with each plane times `mask`, in a new buffer (recorded into `steps`).
+    fn masked(&self, steps: &mut Vec<Step>, f: &Buf, mask: &Buf, c: usize, m: usize) -> Buf {
+        let out = self.take(c * m);
+        steps.push(self.ew(
+            &self.gpu().kernels.mask_planes,
+            [Some(f), Some(mask), Some(&out), None],
+            &[c * m, m, 0],
+            &[],
+            c * m,
+        ));
+        out
+    }
+
     /// Records `term`'s layer gradient on its window, times its scale, added into `into` (the
     /// layer's whole gradient on the tile); the scratch it used goes to `scratch`.
     fn add_term(
@@ -381,17 +415,7 @@ impl<'n> GpuEngine<'n> {
                     return Ok(());
                 }
                 for (gi, (region, fg)) in groups.iter().enumerate() {
-                    let masked = region.map(|r| {
-                        let out = self.take(c * m);
-                        steps.push(self.ew(
-                            &k.mask_planes,
-                            [Some(fc), Some(r), Some(&out), None],
-                            &[c * m, m, 0],
-                            &[],
-                            c * m,
-                        ));
-                        out
-                    });
+                    let masked = region.map(|r| self.masked(steps, fc, r, c, m));
                     let matrix = self.upload(&fg.matrix);
                     let product = self.take(c * m);
                     let b = masked.as_ref().unwrap_or(fc);
@@ -654,31 +678,14 @@ impl Engine for GpuEngine<'_> {
                 Statistic::SquaredDistance { target, .. } => {
                     let fc = cropped.as_ref().unwrap_or(f);
                     let count = (c * m).div_ceil(4096);
-                    let (gx, gy) = spread(count);
-                    steps.push(gpu.step(
-                        &k.reduce,
-                        &super::ELEMENTWISE,
-                        &[Some(&fc.buffer), Some(&target.buffer), None, Some(&partials.buffer)],
-                        Params { u: ints(&[c * m, 1, at]), ..Default::default() },
-                        [gx, gy, 1],
-                    ));
+                    steps.push(self.reduce(fc, Some(target), Reduce::SquaredDistance, c * m, &partials, at));
                     wants.push(Want::Distance(at, count));
                     at += count;
                     scratch.extend(cropped);
                 }
                 Statistic::Moments { mask, centred, .. } => {
                     let fc = cropped.as_ref().unwrap_or(f);
-                    let masked = mask.map(|(r, _)| {
-                        let out = self.take(c * m);
-                        steps.push(self.ew(
-                            &k.mask_planes,
-                            [Some(fc), Some(r), Some(&out), None],
-                            &[c * m, m, 0],
-                            &[],
-                            c * m,
-                        ));
-                        out
-                    });
+                    let masked = mask.map(|(r, _)| self.masked(&mut steps, fc, r, c, m));
                     let x = masked.as_ref().unwrap_or(fc);
                     let weight = mask.map_or(m as f64, |(_, w)| w);
                     let second = self.take(c * c);
@@ -796,14 +803,7 @@ impl Engine for GpuEngine<'_> {
             let g = self.take(n);
             steps.push(self.ew(&k.fill, [None, None, Some(&g), None], &[n], &[0.0], n));
             self.add_term(&mut steps, &mut scratch, pass, t, &g)?;
-            let (gx, gy) = spread(n.div_ceil(4096));
-            steps.push(gpu.step(
-                &k.reduce,
-                &super::ELEMENTWISE,
-                &[Some(&g.buffer), None, None, Some(&partials.buffer)],
-                Params { u: ints(&[n, 2, *start]), ..Default::default() },
-                [gx, gy, 1],
-            ));
+            steps.push(self.reduce(&g, None, Reduce::Absolute, n, &partials, *start));
             scratch.push(g);
         }
         let values = self.submit_and_read(&steps, &[(&partials.buffer, counts)]);

@@ -10,6 +10,8 @@
 
 use std::io::{BufRead, Cursor, Read, Seek, SeekFrom};
 
+use super::read_up_to;
+
 /// The PNG keyword, and the prefix of a JPEG comment, that mark impasto's settings.
 pub const KEYWORD: &str = "impasto-settings";
 
@@ -126,18 +128,6 @@ fn read_jpeg<R: Read + Seek>(r: &mut R) -> Result<Option<String>, String> {
         }
     }
     Ok(if out.is_empty() { None } else { String::from_utf8(out).ok() })
-}
-
-/// Reads into `buf` until it is full or the reader ends; the bytes read.
-fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 fn jpeg_mark() -> Vec<u8> {

@@ -100,6 +100,18 @@ pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Image> {
     decode(bytes, &DecodeLimits::default()).map_err(|m| Error::image(Path::new(name), m))
 }
 
+/// Reads into `buf` until it is full or the reader ends; the bytes read.
+pub(crate) fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 /// `path` opened for reading, with its length: it must be a regular file of at most `max` bytes
 /// (a FIFO, a device or a directory is refused before it is opened, so nothing blocks or streams
 /// forever).
@@ -121,18 +133,9 @@ pub fn open_regular_file(path: &Path, max: u64) -> std::result::Result<(fs::File
 /// The contents of `path`, which must be a regular file of at most `max` bytes (a FIFO, a device
 /// or a directory is refused before it is opened, so nothing blocks or streams forever).
 pub fn read_regular_file(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
-    let meta = fs::metadata(path).map_err(|e| io_reason(&e))?;
-    if meta.is_dir() {
-        return Err("is a directory, not a file".into());
-    }
-    if !meta.is_file() {
-        return Err("is not a regular file (a device, FIFO or socket)".into());
-    }
-    if meta.len() > max {
-        return Err(format!("the file is {} bytes; at most {max} are read", meta.len()));
-    }
+    let (file, _) = open_regular_file(path, max)?;
     let mut bytes = Vec::new();
-    fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes)).map_err(|e| io_reason(&e))?;
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| io_reason(&e))?;
     if bytes.len() as u64 > max {
         return Err(format!("the file grew past {max} bytes while it was read"));
     }

@@ -6,6 +6,8 @@
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 
+use super::read_up_to;
+
 /// The longest text (ASCII) tag accepted, in bytes.
 pub const MAX_TEXT_TAG: u64 = 16 << 20;
 /// The most directories (pages) walked.
@@ -95,18 +97,6 @@ pub fn check<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
         next = if big { u64_at(tail) } else { u32_at(tail) as u64 };
     }
     Ok(())
-}
-
-/// Reads into `buf` until it is full or the reader ends; the bytes read.
-fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

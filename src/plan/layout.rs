@@ -61,6 +61,11 @@ pub fn scale_memory(
     if !shape.styles.is_empty() && !layers.is_empty() {
         let halo = net.halo(layers)?;
         for &s in shape.styles {
+            // A style image larger than any image may be is refused by name once the layout has
+            // said what the run would need; here it counts as one of the largest size (its real
+            // need is more), so that no product of absurd sides wraps.
+            let most = crate::transfer::MAX_SIZE;
+            let s = Size::new(s.width.min(most), s.height.min(most));
             let pass_size = TileGrid::new(s, tile, halo).largest_outer();
             let pass = net.memory_estimate(pass_size, layers)?;
             style = style.max(pass.saturating_add(12u64.saturating_mul(s.pixels() as u64)));
