@@ -63,13 +63,14 @@ pub struct ServeArgs {
     /// Where to compute: auto (a hardware GPU if one is found, else the CPU), cpu or gpu.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
-    /// Memory for uploads in flight and queued jobs' images, in MiB (more is answered 503).
-    #[arg(long, value_name = "MIB", default_value_t = impasto::studio::DEFAULT_MEMORY >> 20, value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
-    pub memory: u64,
+    /// Memory for uploads in flight and queued jobs' images, in MiB (more is answered 503)
+    /// [default: 1024].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..=1 << 20))]
+    pub memory: Option<u64>,
     /// Seconds a connection may send nothing (idle, slow headers, a stalled upload) before it is
-    /// closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = impasto::studio::DEFAULT_TIMEOUT.as_secs_f64(), value_parser = seconds)]
-    pub timeout: f64,
+    /// closed [default: 30].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub timeout: Option<f64>,
 }
 
 /// A timeout: between 0.1 s and a day.
@@ -166,6 +167,7 @@ pub enum DeviceArg {
 }
 
 impl DeviceArg {
+    #[cfg_attr(not(feature = "studio"), allow(dead_code))]
     pub fn device(self) -> Device {
         match self {
             DeviceArg::Auto => Device::Auto,

@@ -18,6 +18,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 
 /// Writes one line to standard output, ignoring any error (a server's address: it keeps
 /// serving whoever reads its output).
+#[cfg_attr(not(feature = "studio"), allow(dead_code))]
 pub fn line_or_ignore(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{args}").and_then(|_| out.flush());

@@ -55,8 +55,8 @@ pub fn serve(a: &ServeArgs) -> Result<i32> {
         let options = StudioOptions {
             weights: a.weights.clone(),
             device: a.device.device(),
-            memory: a.memory.saturating_mul(1 << 20),
-            timeout: std::time::Duration::from_secs_f64(a.timeout),
+            memory: a.memory.map_or(impasto::studio::DEFAULT_MEMORY, |m| m.saturating_mul(1 << 20)),
+            timeout: a.timeout.map_or(impasto::studio::DEFAULT_TIMEOUT, std::time::Duration::from_secs_f64),
             ..StudioOptions::new(dir.clone())
         };
         let studio = Studio::new(net, addr, options).with_context(|| format!("{}: cannot use it", dir.display()))?;
@@ -87,5 +87,19 @@ fn open_browser(url: &str) {
     };
     if let Err(e) = std::process::Command::new(program).arg(url).spawn() {
         errln!("impasto: cannot start a browser ({program}: {e}); open {url} yourself");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The help's defaults are the studio's.
+    #[test]
+    fn the_help_says_the_studios_defaults() {
+        use clap::CommandFactory;
+        let command = super::super::args::Cli::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        let help = |id: &str| serve.get_arguments().find(|a| a.get_id() == id).unwrap().get_help().unwrap().to_string();
+        assert!(help("memory").contains(&format!("[default: {}]", impasto::studio::DEFAULT_MEMORY >> 20)));
+        assert!(help("timeout").contains(&format!("[default: {}]", impasto::studio::DEFAULT_TIMEOUT.as_secs())));
     }
 }

@@ -441,6 +441,11 @@ async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl I
         ..Settings::new(upload("content".into(), &request.content)?, styles)
     };
     let stylizer = Stylizer::new(settings.config.clone())?;
+    let evaluations: usize = stylizer.config().schedule()?.iter().map(|s| s.1).sum();
+    if evaluations > MAX_JOB_ITERATIONS {
+        let text = format!("config.iterations make {evaluations} evaluations, at most {MAX_JOB_ITERATIONS} a job");
+        return Err(ApiError(StatusCode::BAD_REQUEST, text, Some("config.iterations".into())));
+    }
     // The job's decoded images stay in memory while it waits: from the budget, before decoding.
     let (mut pixels, mut largest) = (0u64, 0u64);
     for path in [Some(&settings.content), settings.start.as_ref()].into_iter().flatten().chain(
@@ -465,11 +470,6 @@ async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl I
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
-    if plan.iterations() > MAX_JOB_ITERATIONS {
-        let text =
-            format!("config.iterations make {} evaluations, at most {MAX_JOB_ITERATIONS} a job", plan.iterations());
-        return Err(ApiError(StatusCode::BAD_REQUEST, text, Some("config.iterations".into())));
-    }
     let job = s.jobs.submit(Settings { plan: Some(plan), ..settings }, stylizer, inputs, held);
     let status = job.status.borrow().clone();
     Ok((StatusCode::CREATED, axum::Json(status)))
