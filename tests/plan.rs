@@ -134,7 +134,7 @@ fn a_batch_after_one_painting_computes_its_targets_once() {
     let mut rng = Lcg(77);
     let painting = rng.image(90, 70);
     let stylizer = Stylizer::new(StyleConfig::default().size(64).iterations(3).scales(Scales::Off)).unwrap();
-    let go = &mut |_: &Progress| ControlFlow::Continue(());
+    let go = |_: &Progress| ControlFlow::Continue(());
     for k in 0..20 {
         let inputs = Inputs::new(rng.image(64, 48), [painting.clone()]);
         let kept = stylizer.stylize(&net, &inputs, go).unwrap();

@@ -44,3 +44,7 @@ mod prints;
 /// A run decided once: plans as JSON and back, byte for byte; the style targets reused; the
 /// library without the front ends.
 mod plan;
+
+/// The library's front door: the root names, one-call stylize, closures as observers, shared
+/// networks, checked images, threads bounded by a pool.
+mod library;

@@ -42,7 +42,7 @@ fn line_search_converges_where_the_old_rule_looped() {
     let content = load(&dir.join("tubingen_80.png")).unwrap();
     let style = load(&dir.join("starry_night_crop_80.png")).unwrap();
     let run = |content: &Image, rule: LineSearch| {
-        let lbfgs = OptimizerChoice::Lbfgs(LbfgsSettings { line_search: rule, ..Default::default() });
+        let lbfgs = OptimizerChoice::Lbfgs(LbfgsSettings::default().line_search(rule));
         let config = StyleConfig::default().size(80).iterations(30).scales(Scales::Off).optimizer(lbfgs);
         let mut evals = Vec::new();
         let out = Stylizer::new(config)

@@ -88,7 +88,7 @@ fn config(u: &mut Unstructured) -> Result<StyleConfig> {
     c = c.optimizer(if u.arbitrary()? {
         OptimizerChoice::Adam(AdamSettings { lr: f(u)?, average: if u.arbitrary()? { Some(f(u)?) } else { None } })
     } else {
-        OptimizerChoice::Lbfgs(LbfgsSettings { history: n(u)?, ..Default::default() })
+        OptimizerChoice::Lbfgs(LbfgsSettings::default().history(n(u)?))
     });
     c = match u.int_in_range(0..=2)? {
         0 => c.scales(Scales::Auto(PyramidSettings { start: n(u)?, factor: f(u)? })),

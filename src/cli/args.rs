@@ -555,12 +555,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             lbfgs.config.optimizer,
-            OptimizerChoice::Lbfgs(LbfgsSettings {
-                history: 9,
-                fit_history: false,
-                line_search: LineSearch::None,
-                bounds: Bounds::Cauchy
-            })
+            OptimizerChoice::Lbfgs(
+                LbfgsSettings::default()
+                    .history(9)
+                    .fit_history(false)
+                    .line_search(LineSearch::None)
+                    .bounds(Bounds::Cauchy)
+            )
         );
         assert_eq!((lbfgs.config.init, lbfgs.start), (Init::Image, Some("start.png".into())));
         // The order on the command line does not matter: the table's does.

@@ -51,9 +51,9 @@ impl Method {
     fn configure(self, config: StyleConfig) -> StyleConfig {
         let lbfgs = LbfgsSettings::default();
         config.optimizer(match self {
-            Method::Lbfgs => OptimizerChoice::Lbfgs(LbfgsSettings { line_search: LineSearch::StrongWolfe, ..lbfgs }),
-            Method::LbfgsCauchy => OptimizerChoice::Lbfgs(LbfgsSettings { bounds: Bounds::Cauchy, ..lbfgs }),
-            Method::LbfgsNone => OptimizerChoice::Lbfgs(LbfgsSettings { line_search: LineSearch::None, ..lbfgs }),
+            Method::Lbfgs => OptimizerChoice::Lbfgs(lbfgs.line_search(LineSearch::StrongWolfe)),
+            Method::LbfgsCauchy => OptimizerChoice::Lbfgs(lbfgs.bounds(Bounds::Cauchy)),
+            Method::LbfgsNone => OptimizerChoice::Lbfgs(lbfgs.line_search(LineSearch::None)),
             Method::Adam => OptimizerChoice::Adam(AdamSettings::default()),
         })
     }

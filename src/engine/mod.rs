@@ -108,6 +108,56 @@ pub trait Backend: Sync {
     fn targets(&self) -> &TargetCache;
 }
 
+/// A shared network is a network: `&Arc<Vgg>` goes wherever `&dyn Backend` does (a server
+/// keeps one network for every request).
+impl<B: Backend + Send + ?Sized> Backend for std::sync::Arc<B> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn device(&self) -> Device {
+        (**self).device()
+    }
+    fn check_layers(&self, layers: &[LayerId]) -> Result<()> {
+        (**self).check_layers(layers)
+    }
+    fn min_input_side(&self, layers: &[LayerId]) -> Result<usize> {
+        (**self).min_input_side(layers)
+    }
+    fn shape(&self, layer: LayerId, size: Size) -> Result<Chw> {
+        (**self).shape(layer, size)
+    }
+    fn pools_before(&self, layer: LayerId) -> Result<usize> {
+        (**self).pools_before(layer)
+    }
+    fn halo(&self, layers: &[LayerId]) -> Result<Halo> {
+        (**self).halo(layers)
+    }
+    fn memory_estimate(&self, size: Size, layers: &[LayerId]) -> Result<u64> {
+        (**self).memory_estimate(size, layers)
+    }
+    fn evaluator_memory(&self, loss: &LossConfig, grid: &TileGrid, regions: usize) -> Result<u64> {
+        (**self).evaluator_memory(loss, grid, regions)
+    }
+    fn forward_flops(&self, size: Size, layers: &[LayerId]) -> Result<f64> {
+        (**self).forward_flops(size, layers)
+    }
+    fn budget(&self) -> Option<u64> {
+        (**self).budget()
+    }
+    fn evaluator<'a>(
+        &'a self,
+        spec: &ObjectiveSpec,
+        content: &Image,
+        styles: &[StyleInput],
+        tile: Option<usize>,
+    ) -> Result<Box<dyn Evaluator + 'a>> {
+        (**self).evaluator(spec, content, styles, tile)
+    }
+    fn targets(&self) -> &TargetCache {
+        (**self).targets()
+    }
+}
+
 /// What an objective asks an [`Engine`] to measure on a forward pass (one tile's), each at a
 /// layer's `window` (the tile's interior at that layer: its values, in the window's compact
 /// layout, `C x window.local.area()`).
@@ -185,7 +235,7 @@ pub trait Engine: Sync {
 /// ```no_run
 /// use impasto::{engine, image_io::Image, loss::{LossConfig, StyleInput}, vgg::Vgg, weights};
 /// # fn main() -> impasto::Result<()> {
-/// let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Default::default());
+/// let net = Vgg::new(weights::load("vgg19.pth", None)?, Default::default());
 /// let (content, style) = (Image::filled(64, 48, 128.0), Image::filled(64, 64, 30.0));
 /// let objective = engine::objective(&net, &LossConfig::default(), &content, &[StyleInput::new(style)], None)?;
 /// let (terms, grad) = objective.evaluate(&content, true)?;

@@ -288,7 +288,7 @@ fn ascii_json(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image_io::{Image, OutputFormat, decode, encode_with_settings};
+    use crate::image_io::{Image, OutputFormat, decode, encode_with};
 
     fn picture() -> Image {
         let data = (0..3 * 7 * 5).map(|i| (i * 11 % 256) as f32).collect();
@@ -304,8 +304,8 @@ mod tests {
         let text = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&text).unwrap()).unwrap();
         assert!(text.contains('ö') && text.contains('📷'));
         for format in [OutputFormat::Png, OutputFormat::Tiff, OutputFormat::Jpeg] {
-            let with = encode_with_settings(&picture(), format, Some(&text)).unwrap();
-            let without = encode_with_settings(&picture(), format, None).unwrap();
+            let with = encode_with(&picture(), format, Some(&text), Default::default()).unwrap();
+            let without = encode_with(&picture(), format, None, Default::default()).unwrap();
             assert_eq!(read_settings(&without), Ok(None), "{format:?}");
             let read = read_settings(&with).unwrap().unwrap_or_else(|| panic!("{format:?}: no settings"));
             let parsed: serde_json::Value = serde_json::from_str(&read).unwrap();
@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn foreign_metadata_is_not_taken_for_settings() {
-        let jpeg = encode_with_settings(&picture(), OutputFormat::Jpeg, None).unwrap();
+        let jpeg = encode_with(&picture(), OutputFormat::Jpeg, None, Default::default()).unwrap();
         // Another program's comment, and a truncated segment.
         let mut other = jpeg[..2].to_vec();
         other.extend_from_slice(&[0xFF, 0xFE, 0, 7, b'h', b'e', b'l', b'l', b'o']);
@@ -332,7 +332,7 @@ mod tests {
 #[cfg(test)]
 mod bounds {
     use super::*;
-    use crate::image_io::{Image, OutputFormat, encode_with_settings};
+    use crate::image_io::{Image, OutputFormat, encode_with};
 
     /// Settings larger than a run's can be are refused, however they are packed: a compressed
     /// PNG text that inflates past the bound (a bomb: a few kilobytes inflating to 16 MiB), an
@@ -359,7 +359,7 @@ mod bounds {
         let e = read_settings(&bomb).unwrap_err();
         assert!(e.contains("inflates to more than"), "{e}");
         for format in [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Tiff] {
-            let with = encode_with_settings(&image, format, Some(&big)).unwrap();
+            let with = encode_with(&image, format, Some(&big), Default::default()).unwrap();
             let e = read_settings(&with).unwrap_err();
             assert!(e.contains("more than 1048576 bytes of settings"), "{format:?}: {e}");
         }

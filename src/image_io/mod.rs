@@ -1,7 +1,7 @@
 //! Image I/O: decoding files and byte buffers into a float RGB image, resizing, and saving
 //! atomically.
 //!
-//! Inside impasto an image is planar RGB `f32` in 0..255 ([`Image`]). Decoding ([`decode`]) takes
+//! Inside impasto an image is planar RGB `f32` in 0..255 ([`Image`]). Decoding ([`load`], [`load_bytes`]) takes
 //! untrusted bytes: sizes are checked before anything is allocated, an incomplete JPEG is an
 //! error, and every failure is one line naming the file. It applies the EXIF orientation,
 //! composites alpha over white, and keeps 16-bit precision. Saving picks the format from the
@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use image::DynamicImage;
 
 pub(crate) use decode::one_line;
-pub use decode::{BYTES_PER_PIXEL, DecodeLimits, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE, decode, header_size};
+pub use decode::{BYTES_PER_PIXEL, DecodeLimits, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE};
+pub(crate) use decode::{decode, header_size};
 pub use resize::resize;
 
 use crate::error::{Error, Result};
@@ -42,6 +43,77 @@ pub struct Image {
 }
 
 impl Image {
+    /// A `width` x `height` image from planar data (`[3][height][width]`, red plane first, values
+    /// 0..255); an error if `data` does not hold exactly `3 * width * height` finite values or a
+    /// side is zero.
+    pub fn new(width: usize, height: usize, data: Vec<f32>) -> Result<Self> {
+        let image = Image { width, height, data };
+        image.check("image")?;
+        Ok(image)
+    }
+
+    /// A `width` x `height` image from interleaved 8-bit RGB (`rgb.len() == 3 * width * height`).
+    pub fn from_rgb8(width: usize, height: usize, rgb: &[u8]) -> Result<Self> {
+        let n = width.checked_mul(height).filter(|n| n.checked_mul(3) == Some(rgb.len()));
+        let Some(n) = n else {
+            return Err(Error::setting(
+                "image",
+                format!(
+                    "{width}x{height} RGB needs {} bytes, got {}",
+                    3u128 * width as u128 * height as u128,
+                    rgb.len()
+                ),
+            ));
+        };
+        let mut data = vec![0.0f32; 3 * n];
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                data[c * n + i] = px[c] as f32;
+            }
+        }
+        Image::new(width, height, data)
+    }
+
+    /// Loads an image file ([`load`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        load(path)
+    }
+
+    /// Saves the image in the format of the path's extension ([`save`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        save(self, path)
+    }
+
+    /// An error naming `what` unless the sides are non-zero and `data` holds exactly three planes
+    /// of finite values: what every public entry point asks of an image before any work (the
+    /// fields are public, so an image may have been built by hand).
+    pub fn check(&self, what: &str) -> Result<()> {
+        let planes = self.width.checked_mul(self.height).and_then(|n| n.checked_mul(3));
+        if self.width == 0 || self.height == 0 {
+            return Err(Error::setting(
+                what,
+                format!("is {}x{}; both sides must be at least 1", self.width, self.height),
+            ));
+        }
+        if planes != Some(self.data.len()) {
+            return Err(Error::setting(
+                what,
+                format!(
+                    "is {}x{} but holds {} values, not 3 x {} x {}",
+                    self.width,
+                    self.height,
+                    self.data.len(),
+                    self.width,
+                    self.height
+                ),
+            ));
+        }
+        if let Some(i) = self.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::setting(what, format!("value {i} is {}, not a finite number", self.data[i])));
+        }
+        Ok(())
+    }
+
     /// A `width` x `height` image filled with `value`.
     pub fn filled(width: usize, height: usize, value: f32) -> Self {
         Image { width, height, data: vec![value; 3 * width * height] }
@@ -85,19 +157,25 @@ impl Image {
 
 /// Loads an image file of any supported format (JPEG, PNG, WebP, TIFF, BMP, GIF) under the
 /// default limits.
-pub fn load(path: &Path) -> Result<Image> {
+pub fn load(path: impl AsRef<Path>) -> Result<Image> {
     load_with(path, &DecodeLimits::default())
 }
 
 /// Loads an image file under `limits`.
-pub fn load_with(path: &Path, limits: &DecodeLimits) -> Result<Image> {
+pub fn load_with(path: impl AsRef<Path>, limits: &DecodeLimits) -> Result<Image> {
+    let path = path.as_ref();
     let bytes = read_regular_file(path, MAX_FILE_BYTES).map_err(|m| Error::image(path, m))?;
     decode(&bytes, limits).map_err(|m| Error::image(path, m))
 }
 
 /// Decodes an image held in memory (an upload, say); errors name it `name`.
 pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Image> {
-    decode(bytes, &DecodeLimits::default()).map_err(|m| Error::image(Path::new(name), m))
+    load_bytes_with(bytes, name, &DecodeLimits::default())
+}
+
+/// [`load_bytes`] under `limits`.
+pub fn load_bytes_with(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<Image> {
+    decode(bytes, limits).map_err(|m| Error::image(Path::new(name), m))
 }
 
 /// Reads into `buf` until it is full or the reader ends; the bytes read.
@@ -382,34 +460,38 @@ impl PrintSize {
 
 /// Saves `img` (clamped, rounded to 8 bits) in the format given by the extension. `path` is
 /// either the old file or the complete new one, whatever happens meanwhile.
-pub fn save(img: &Image, path: &Path) -> Result<()> {
+pub fn save(img: &Image, path: impl AsRef<Path>) -> Result<()> {
     save_with(img, path, None, WriteOptions::default())
 }
 
 /// [`save`], carrying `settings` (JSON) when given, written as `options` say.
-pub fn save_with(img: &Image, path: &Path, settings: Option<&str>, options: WriteOptions) -> Result<()> {
+pub fn save_with(img: &Image, path: impl AsRef<Path>, settings: Option<&str>, options: WriteOptions) -> Result<()> {
+    let path = path.as_ref();
+    img.check(&path.display().to_string())?;
     let format = OutputFormat::from_path(path)?;
-    let bytes = encode_with(img, format, settings, options).map_err(|m| Error::output(path, m))?;
+    let bytes = encode_bytes(img, format, settings, options).map_err(|m| Error::output(path, m))?;
     write_atomically(path, &bytes)
 }
 
 /// `img` (clamped, rounded to 8 bits) encoded in `format`.
-pub fn encode(img: &Image, format: OutputFormat) -> std::result::Result<Vec<u8>, String> {
+pub fn encode(img: &Image, format: OutputFormat) -> Result<Vec<u8>> {
     encode_with(img, format, None, WriteOptions::default())
 }
 
-/// [`encode`], carrying `settings` (JSON) when given.
-pub fn encode_with_settings(
+/// `img` encoded in `format` as `options` say, carrying `settings` (JSON) when given, tagged
+/// sRGB. Errors are [`Error::Output`] naming "the encoded image".
+pub fn encode_with(
     img: &Image,
     format: OutputFormat,
     settings: Option<&str>,
-) -> std::result::Result<Vec<u8>, String> {
-    encode_with(img, format, settings, WriteOptions::default())
+    options: WriteOptions,
+) -> Result<Vec<u8>> {
+    img.check("image")?;
+    encode_bytes(img, format, settings, options).map_err(|m| Error::output(Path::new("the encoded image"), m))
 }
 
-/// `img` encoded in `format` as `options` say, carrying `settings` (JSON) when given, tagged
-/// sRGB.
-pub fn encode_with(
+/// [`encode_with`], its error the message alone (the caller names the file).
+fn encode_bytes(
     img: &Image,
     format: OutputFormat,
     settings: Option<&str>,

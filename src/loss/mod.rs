@@ -309,6 +309,7 @@ impl LossConfig {
 
 /// The loss and its parts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct LossTerms {
     pub total: f64,
     pub content: f64,

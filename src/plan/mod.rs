@@ -29,6 +29,7 @@ use crate::transfer::{Init, Inputs, MAX_LBFGS_HISTORY, MAX_SCALES, MAX_SIZE, Opt
 /// How a run runs: what [`crate::transfer::Stylizer::run`] executes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Plan {
     /// The output's size.
     pub output: Size,
@@ -47,6 +48,7 @@ pub struct Plan {
 /// One scale of a run as it will run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ScalePlan {
     /// The image's size at this scale.
     pub size: Size,
@@ -74,6 +76,7 @@ impl Plan {
     /// (largest scale first: a run that does not fit is refused for it). Errors name the
     /// setting at fault.
     pub fn make(config: &StyleConfig, net: &dyn Backend, inputs: &Inputs) -> Result<Plan> {
+        inputs.check_images()?;
         check_start(config, inputs)?;
         let output = config.output_size(&inputs.content);
         check_styles(&config.loss, &inputs.styles, output)?;
@@ -120,11 +123,12 @@ impl Plan {
         content: &Image,
         styles: &[crate::loss::StyleInput],
     ) -> Result<Plan> {
+        let inputs = Inputs { content: content.clone(), styles: styles.to_vec(), start: None };
+        inputs.check_images()?;
         let output = config.output_size(content);
         check_styles(&config.loss, styles, output)?;
         check_layers(config, net)?;
         let layers = config.loss.layers();
-        let inputs = Inputs { content: content.clone(), styles: styles.to_vec(), start: None };
         let style = style_sizes(config, &inputs, output);
         let regions = styles.iter().filter(|s| s.region_mask.is_some()).count();
         let shape = layout::Shape { size: output, styles: &style, regions, history: None };
@@ -153,6 +157,7 @@ impl Plan {
     /// images, the halo is the network's), and each scale's layout, as it is, within the memory.
     /// Errors name the field under `plan.`.
     pub fn check(&self, config: &StyleConfig, net: &dyn Backend, inputs: &Inputs) -> Result<()> {
+        inputs.check_images()?;
         let bad = |field: String, message: String| Error::setting(format!("plan.{field}"), message);
         if self.device != net.device() {
             return Err(bad(

@@ -258,5 +258,5 @@ pub fn preview_jpeg(image: &Image) -> Result<Vec<u8>, String> {
     } else {
         (image.width, image.height)
     };
-    image_io::encode(&resize(image, w, h), OutputFormat::Jpeg)
+    image_io::encode(&resize(image, w, h), OutputFormat::Jpeg).map_err(|e| e.to_string())
 }

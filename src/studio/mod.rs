@@ -540,7 +540,8 @@ async fn gallery_file(
         let tiff = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
             let image = image_io::load(&dir.join("image.png")).map_err(|e| e.to_string())?;
             let settings = std::fs::read_to_string(dir.join("settings.json")).ok();
-            image_io::encode_with_settings(&image, image_io::OutputFormat::Tiff, settings.as_deref())
+            image_io::encode_with(&image, image_io::OutputFormat::Tiff, settings.as_deref(), Default::default())
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?

@@ -44,6 +44,7 @@ impl Default for OptimizerChoice {
 /// L-BFGS's parameters (`optimizer.lbfgs` in the settings).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LbfgsSettings {
     /// Correction pairs kept (memory: two images each).
     pub history: usize,
@@ -64,6 +65,32 @@ impl Default for LbfgsSettings {
             line_search: LineSearch::StrongWolfe,
             bounds: Bounds::Projected,
         }
+    }
+}
+
+impl LbfgsSettings {
+    /// With `history` correction pairs.
+    pub fn history(mut self, history: usize) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Whether fewer pairs may be kept when `history` does not fit.
+    pub fn fit_history(mut self, fit: bool) -> Self {
+        self.fit_history = fit;
+        self
+    }
+
+    /// With this step rule.
+    pub fn line_search(mut self, line_search: LineSearch) -> Self {
+        self.line_search = line_search;
+        self
+    }
+
+    /// With this way of keeping the pixels in 0..255.
+    pub fn bounds(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 }
 
@@ -194,6 +221,7 @@ pub fn pyramid_sides(start: usize, factor: f64, size: usize) -> Option<Vec<usize
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StyleConfig {
     /// Long side of the output in pixels. An image already at that size is used as it is.
     pub size: usize,
@@ -314,6 +342,25 @@ impl Inputs {
     /// `content` after `styles`, each everywhere with equal weight.
     pub fn new(content: Image, styles: impl IntoIterator<Item = Image>) -> Self {
         Inputs { content, styles: styles.into_iter().map(StyleInput::new).collect(), start: None }
+    }
+
+    /// An error naming the first image that is not a well-formed image ([`Image::check`]): the
+    /// fields are public, so this runs before any work.
+    pub fn check_images(&self) -> Result<()> {
+        self.content.check("content")?;
+        for (i, s) in self.styles.iter().enumerate() {
+            s.image.check(&format!("styles[{i}]"))?;
+            if let Some(m) = &s.region_mask {
+                m.check(&format!("styles[{i}].region_mask"))?;
+            }
+            if let Some(m) = &s.source_mask {
+                m.check(&format!("styles[{i}].source_mask"))?;
+            }
+        }
+        if let Some(start) = &self.start {
+            start.check("init")?;
+        }
+        Ok(())
     }
 }
 

@@ -15,11 +15,11 @@
 //! use std::ops::ControlFlow;
 //! use impasto::{image_io, transfer::{Inputs, Progress, StyleConfig, Stylizer}, vgg::Vgg, weights};
 //! # fn main() -> impasto::Result<()> {
-//! let net = Vgg::new(weights::load("vgg19.pth".as_ref(), None)?, Default::default());
-//! let inputs = Inputs::new(image_io::load("photo.jpg".as_ref())?, [image_io::load("art.jpg".as_ref())?]);
+//! let net = Vgg::new(weights::load("vgg19.pth", None)?, Default::default());
+//! let inputs = Inputs::new(image_io::load("photo.jpg")?, [image_io::load("art.jpg")?]);
 //! let stylizer = Stylizer::new(StyleConfig::default().size(256))?;
 //! let plan = stylizer.plan(&net, &inputs)?;
-//! let out = stylizer.run(&net, &plan, &inputs, &mut |_: &Progress| ControlFlow::Continue(()))?;
+//! let out = stylizer.run(&net, &plan, &inputs, &mut |p: &Progress| if p.iteration < 50 { ControlFlow::Continue(()) } else { ControlFlow::Break(()) })?;
 //! println!("{:?}", stylizer.score(&net, &inputs, &out.image)?);
 //! # Ok(()) }
 //! ```
@@ -37,11 +37,12 @@ use crate::loss::{LossTerms, ObjectiveSpec, StyleInput};
 use crate::optim::{Adam, AdamConfig, Lbfgs, Optimizer};
 use crate::plan::{Plan, ScalePlan};
 
+pub use crate::optim::{Bounds, LineSearch};
 pub use config::{
     AUTO_PYRAMID_ABOVE, AdamSettings, Init, Inputs, LbfgsSettings, MAX_ITERATIONS, MAX_LBFGS_HISTORY, MAX_SCALES,
     MAX_SIZE, OptimizerChoice, PyramidSettings, Scales, StyleConfig, pyramid_sides,
 };
-pub use observer::{Observer, Outcome, Progress, Stop};
+pub use observer::{Observer, Outcome, Progress, Stop, Verdict};
 pub use optimize::{Evaluate, noise_image, optimize};
 
 use observer::ScaleObserver;
@@ -69,16 +70,23 @@ impl Stylizer {
         Plan::make(&self.config, net, inputs)
     }
 
-    /// Plans and runs in one call.
-    pub fn stylize(&self, net: &dyn Backend, inputs: &Inputs, observer: &mut dyn Observer) -> Result<Outcome> {
+    /// Plans and runs in one call; `observer` sees each evaluation (`|_| ()` to ignore them, or
+    /// `|p| println!("{}", p.iteration)`; return `ControlFlow::Break(())` to stop).
+    pub fn stylize<R: Verdict>(
+        &self,
+        net: &dyn Backend,
+        inputs: &Inputs,
+        mut observer: impl FnMut(&Progress<'_>) -> R,
+    ) -> Result<Outcome> {
         let plan = self.plan(net, inputs)?;
-        self.run(net, &plan, inputs, observer)
+        self.run(net, &plan, inputs, &mut observer)
     }
 
     /// The loss of `image` (resized to the output size if needed) for these content and styles,
     /// at the output size, in the colour mode's terms (luminance mode scores luminances).
     pub fn score(&self, net: &dyn Backend, inputs: &Inputs, image: &Image) -> Result<LossTerms> {
         let cfg = &self.config;
+        image.check("image")?;
         let plan = Plan::for_score(cfg, net, &inputs.content, &inputs.styles)?;
         let (content, styles) = cfg.colour.inputs(&inputs.content, &inputs.styles);
         let scale = &plan.scales[0];
@@ -111,6 +119,7 @@ impl Stylizer {
     /// (no check or layout of its own: the plan is made by [`Stylizer::plan`] or checked by
     /// [`Plan::check`]).
     pub fn run(&self, net: &dyn Backend, plan: &Plan, inputs: &Inputs, observer: &mut dyn Observer) -> Result<Outcome> {
+        inputs.check_images()?;
         let cfg = &self.config;
         let content = &inputs.content;
         let (c_in, s_in) = cfg.colour.inputs(content, &inputs.styles);

@@ -10,6 +10,7 @@ use crate::image_io::Image;
 use crate::loss::LossTerms;
 
 /// One evaluation, as reported to the observer.
+#[non_exhaustive]
 pub struct Progress<'a> {
     /// 1-based evaluation count, over all scales.
     pub iteration: usize,
@@ -33,14 +34,38 @@ pub struct Progress<'a> {
     pub image: &'a Image,
 }
 
-/// Receives every evaluation; `Break` stops the run (the best image so far is returned).
+/// Receives every evaluation; `Break` stops the run (the best image so far is returned). Any
+/// closure `|p: &Progress| ...` returning `()` or a `ControlFlow<()>` is one ([`Verdict`]).
 pub trait Observer {
+    /// Called after each evaluation; `ControlFlow::Break(())` stops the run.
     fn on_iteration(&mut self, progress: &Progress<'_>) -> ControlFlow<()>;
 }
 
-impl<F: FnMut(&Progress<'_>) -> ControlFlow<()>> Observer for F {
+/// What an observer closure may return: `()` (go on) or a `ControlFlow<()>` (`Break` stops).
+pub trait Verdict {
+    /// As a `ControlFlow`.
+    fn flow(self) -> ControlFlow<()>;
+}
+
+impl Verdict for () {
+    fn flow(self) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+impl Verdict for ControlFlow<()> {
+    fn flow(self) -> ControlFlow<()> {
+        self
+    }
+}
+
+impl<F, R> Observer for F
+where
+    F: FnMut(&Progress<'_>) -> R,
+    R: Verdict,
+{
     fn on_iteration(&mut self, progress: &Progress<'_>) -> ControlFlow<()> {
-        self(progress)
+        self(progress).flow()
     }
 }
 
@@ -63,6 +88,7 @@ pub enum Stop {
 
 /// The result of a run.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Outcome {
     /// The image with the lowest loss evaluated (at the last scale reached), or the start if no
     /// loss was finite.

@@ -16,8 +16,11 @@
 //! `preprocess` entry in safetensors metadata, or by `--preprocess`.
 
 pub mod fetch;
+#[doc(hidden)]
 pub mod pickle;
+#[doc(hidden)]
 pub mod torch_legacy;
+#[doc(hidden)]
 pub mod torch_zip;
 
 use std::collections::HashMap;
@@ -186,7 +189,8 @@ pub const VGG19_BLOCKS: [usize; 5] = [2, 2, 4, 4, 4];
 pub const VGG19_CHANNELS: [usize; 5] = [64, 128, 256, 512, 512];
 
 /// Loads a weights file of any supported format. `preprocess` overrides what the file implies.
-pub fn load(path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
+pub fn load(path: impl AsRef<Path>, preprocess: Option<Preprocess>) -> Result<VggWeights> {
+    let path = path.as_ref();
     let err = |m: String| Error::weights(path, m);
     let bytes = crate::image_io::read_regular_file(path, MAX_WEIGHTS_BYTES)
         .map_err(|e| err(format!("cannot read the weights file: {e}")))?;
@@ -195,7 +199,8 @@ pub fn load(path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
 
 /// Reads weights held in memory; `path` names them in errors and may carry the preprocessing in
 /// its torch-hub name.
-pub fn load_bytes(bytes: &[u8], path: &Path, preprocess: Option<Preprocess>) -> Result<VggWeights> {
+pub fn load_bytes(bytes: &[u8], path: impl AsRef<Path>, preprocess: Option<Preprocess>) -> Result<VggWeights> {
+    let path = path.as_ref();
     let err = |m: String| Error::weights(path, m);
     let (tensors, metadata) = read_tensors(bytes).map_err(err)?;
     let weights = if tensors.contains_key("block1_conv1_W_q") {

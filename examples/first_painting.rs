@@ -1,0 +1,17 @@
+//! A photo painted after a painting, the way a newcomer writes it: the default network
+//! (fetched once), two images, one call, one file.
+//!
+//!     cargo run --release --example first_painting -- examples/tubingen.jpg examples/starry_night.jpg out.png
+
+use impasto::prelude::*;
+
+fn main() -> impasto::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [photo, painting, out] = &args[..] else {
+        eprintln!("usage: first_painting PHOTO PAINTING OUT.png");
+        std::process::exit(2);
+    };
+    let net = Vgg::default_network()?;
+    let config = StyleConfig::default().size(384).iterations(300);
+    impasto::stylize(&net, &Image::open(photo)?, &Image::open(painting)?, &config)?.save(out)
+}
