@@ -33,7 +33,8 @@ fn a_malformed_image_is_refused_before_any_work() {
     let err = stylizer.score(&net, &inputs, &bad).unwrap_err();
     assert!(matches!(err, Error::Setting { ref field, .. } if field == "image"), "{err}");
     let out = tempfile::tempdir().unwrap();
-    assert!(bad.save(out.path().join("bad.png")).is_err());
+    let err = bad.save(out.path().join("bad.png")).unwrap_err();
+    assert!(matches!(err, Error::Output { .. }) && err.to_string().contains("bad.png: image is 4x4"), "{err}");
     assert!(!out.path().join("bad.png").exists());
     assert!(impasto::image_io::encode(&bad, impasto::image_io::OutputFormat::Png).is_err());
 

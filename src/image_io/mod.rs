@@ -467,7 +467,7 @@ pub fn save(img: &Image, path: impl AsRef<Path>) -> Result<()> {
 /// [`save`], carrying `settings` (JSON) when given, written as `options` say.
 pub fn save_with(img: &Image, path: impl AsRef<Path>, settings: Option<&str>, options: WriteOptions) -> Result<()> {
     let path = path.as_ref();
-    img.check(&path.display().to_string())?;
+    img.check("image").map_err(|e| Error::output(path, e.to_string()))?;
     let format = OutputFormat::from_path(path)?;
     let bytes = encode_bytes(img, format, settings, options).map_err(|m| Error::output(path, m))?;
     write_atomically(path, &bytes)
