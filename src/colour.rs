@@ -29,8 +29,11 @@ use crate::loss::StyleInput;
 #[serde(rename_all = "kebab-case")]
 pub enum Colour {
     #[default]
+    /// The photo's colours as the optimisation leaves them.
     Keep,
+    /// The style from the luminance only; the photo's colours kept (YIQ).
     Luminance,
+    /// The style images' colours matched to the photo's before the run (mean and covariance).
     Match,
 }
 

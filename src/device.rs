@@ -19,11 +19,14 @@ pub enum Device {
     /// A hardware GPU if there is one with room for the run, else the CPU.
     #[default]
     Auto,
+    /// The CPU engine.
     Cpu,
+    /// The GPU engine (wgpu); an error if there is none or it lacks room.
     Gpu,
 }
 
 impl Device {
+    /// The name settings and flags use: `auto`, `cpu`, `gpu`.
     pub fn name(self) -> &'static str {
         match self {
             Device::Auto => "auto",

@@ -12,31 +12,61 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     /// An input image that cannot be used (missing, unreadable, not an image, truncated, too large).
     #[error("{}: {message}", path.display())]
-    Image { path: PathBuf, message: String },
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A weights file that cannot be used (unknown format, corrupt, wrong shapes).
     #[error("{}: {message}", path.display())]
-    Weights { path: PathBuf, message: String },
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The default weights could not be fetched or installed.
     #[error("{0}")]
     Fetch(String),
     /// An output path that cannot be written.
     #[error("{}: {message}", path.display())]
-    Output { path: PathBuf, message: String },
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A settings file (JSON, or an image's embedded settings) that cannot be used; the message
     /// names the field at fault.
     #[error("{}: {message}", path.display())]
-    SettingsFile { path: PathBuf, message: String },
+    SettingsFile {
+        /// The settings file (or the image carrying them).
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A bad setting: `field` is its path in the settings (`loss.style_weight`, `styles[0].blend`)
     /// and `message` follows it ("must be a finite number >= 0, got -1").
     #[error("{field} {message}")]
-    Setting { field: String, message: String },
+    Setting {
+        /// The setting's path.
+        field: String,
+        /// What is wrong with its value.
+        message: String,
+    },
     /// A problem with no single setting at fault (an unknown layer name, no layers at all).
     #[error("{0}")]
     Config(String),
     /// The run would not fit in memory: `message` says what it needs and what there is, `lower`
     /// names the settings that would make it fit (as [`Error::Setting`]'s fields).
     #[error("{message}; lower {}", lower.join(" or "))]
-    Memory { message: String, lower: Vec<String> },
+    Memory {
+        /// What the run needs and what there is.
+        message: String,
+        /// The settings that would make it fit.
+        lower: Vec<String>,
+    },
     /// The GPU could not be used (no adapter, a device error, a kernel that does not compile).
     #[error("GPU: {0}")]
     Gpu(String),

@@ -52,9 +52,13 @@ pub const MIN_TILE: usize = 64;
 /// A rectangle of positions: `x..x+width` by `y..y+height`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rect {
+    /// Left column.
     pub x: usize,
+    /// Top row.
     pub y: usize,
+    /// Columns.
     pub width: usize,
+    /// Rows.
     pub height: usize,
 }
 
@@ -66,10 +70,12 @@ impl Rect {
         Rect { x, y, width: x1 - x, height: y1 - y }
     }
 
+    /// Positions covered.
     pub fn area(&self) -> usize {
         self.width * self.height
     }
 
+    /// Its width and height.
     pub fn size(&self) -> Size {
         Size::new(self.width, self.height)
     }
@@ -117,6 +123,7 @@ pub struct Tile {
 pub struct Window {
     /// The tile's activation: its width and height at this layer.
     pub tile_width: usize,
+    /// The tile's activation height at this layer.
     pub tile_height: usize,
     /// The interior in the tile's activation.
     pub local: Rect,
@@ -137,7 +144,9 @@ impl Tile {
 /// An image's tiles, row by row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TileGrid {
+    /// The image's size.
     pub size: Size,
+    /// Its tiles, row by row, covering it exactly.
     pub tiles: Vec<Tile>,
 }
 

@@ -50,13 +50,16 @@ pub enum LayerKind {
 /// A layer named as in the paper: `conv4_2`, `relu4_2`, `pool4`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LayerId {
+    /// 1-based block (the poolings before it, plus one).
     pub block: usize,
     /// 1-based index of the conv in its block; 0 for a pooling layer.
     pub index: usize,
+    /// Conv, ReLU or pooling output.
     pub kind: LayerKind,
 }
 
 impl LayerId {
+    /// `relu{block}_{index}`.
     pub const fn relu(block: usize, index: usize) -> Self {
         LayerId { block, index, kind: LayerKind::Relu }
     }
@@ -151,6 +154,7 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// An empty workspace.
     pub fn new() -> Self {
         Self::default()
     }

@@ -25,6 +25,7 @@ pub struct CpuEngine<'n> {
 }
 
 impl<'n> CpuEngine<'n> {
+    /// An engine on `net`, with an empty workspace.
     pub fn new(net: &'n Vgg) -> Self {
         CpuEngine { net, workspace: Workspace::new() }
     }

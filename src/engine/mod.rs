@@ -163,38 +163,74 @@ impl<B: Backend + Send + ?Sized> Backend for std::sync::Arc<B> {
 /// layout, `C x window.local.area()`).
 pub enum Statistic<'a, R> {
     /// The features themselves (content targets are made of them).
-    Features { layer: LayerId, window: Window },
+    Features {
+        /// The layer.
+        layer: LayerId,
+        /// The tile's interior at that layer.
+        window: Window,
+    },
     /// `Σ (f - target)²` over the window, `target` in the window's layout.
-    SquaredDistance { layer: LayerId, window: Window, target: &'a R },
+    SquaredDistance {
+        /// The layer.
+        layer: LayerId,
+        /// The tile's interior at that layer.
+        window: Window,
+        /// The target features on the engine.
+        target: &'a R,
+    },
     /// The [`Moments`] of the features with each position weighted by `mask` (one value per
     /// window position) whose squared values sum to the `f64`; uncentred (`Σ f fᵀ`, Gram) or
     /// `centred` (count, `Σ f`, `Σ (f - μ)(f - μ)ᵀ`, W2).
-    Moments { layer: LayerId, window: Window, mask: Option<(&'a R, f64)>, centred: bool },
+    Moments {
+        /// The layer.
+        layer: LayerId,
+        /// The tile's interior at that layer.
+        window: Window,
+        /// The weights and their squares' sum; `None`: every position weighs 1.
+        mask: Option<(&'a R, f64)>,
+        /// Centred (W2) or not (Gram).
+        centred: bool,
+    },
 }
 
 /// An answer to a [`Statistic`], in the same order.
 pub enum Measured {
+    /// The window's features, `C x window.local.area()`.
     Features(Vec<f32>),
+    /// A [`Statistic::SquaredDistance`]'s sum.
     Number(f64),
+    /// A [`Statistic::Moments`]'s moments.
     Moments(Moments),
 }
 
 /// One term's gradient with respect to a layer's output on a tile: given on the layer's
 /// `window` (the interior), zero on the rest of the tile (the halo), times `scale`.
 pub struct LayerGradient<'a, R> {
+    /// The layer whose output the gradient is with respect to.
     pub layer: LayerId,
+    /// The tile's interior at that layer.
     pub window: Window,
+    /// A factor on the whole gradient.
     pub scale: f32,
+    /// Its shape.
     pub part: GradientPart<'a, R>,
 }
 
 /// The two shapes a term's layer gradient takes.
 pub enum GradientPart<'a, R> {
     /// `factor (f - target)` (a squared distance's).
-    Content { target: &'a R, factor: f32 },
+    Content {
+        /// The target features on the engine.
+        target: &'a R,
+        /// The factor on the difference.
+        factor: f32,
+    },
     /// `Σ_g m_g ∘ (M_g (m_g ∘ f) + s_g)` over the groups, each with its mask `m_g` (none: all
     /// ones) and its affine [`FeatureGradient`] (a style term's); no group: zero.
-    Style { groups: Vec<(Option<&'a R>, &'a FeatureGradient)> },
+    Style {
+        /// Each region's mask (on the engine) and gradient.
+        groups: Vec<(Option<&'a R>, &'a FeatureGradient)>,
+    },
 }
 
 /// The operations an objective needs from a device, on one tile at a time. Implemented by the

@@ -148,6 +148,7 @@ impl TargetCache {
         self.lock().entries.len()
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

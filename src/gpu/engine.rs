@@ -294,6 +294,7 @@ pub struct GpuEngine<'n> {
 }
 
 impl<'n> GpuEngine<'n> {
+    /// An engine on `net`, with an empty buffer pool.
     pub fn new(net: &'n GpuVgg) -> Self {
         GpuEngine { net, stages: stages(net), pool: Pool::default() }
     }

@@ -473,12 +473,17 @@ impl GpuVgg {
 
 /// One conv layer's time on the GPU, for `impasto bench --device gpu`.
 pub struct ConvTiming {
+    /// The conv layer.
     pub layer: LayerId,
+    /// Its input channels.
     pub c_in: usize,
+    /// Its output channels.
     pub c_out: usize,
+    /// The square input's side in positions.
     pub side: usize,
-    /// Seconds for the forward conv (bias, ReLU) and for its input gradient (ReLU mask fused).
+    /// Seconds for the forward conv (bias, ReLU).
     pub forward: f64,
+    /// Seconds for its input gradient (ReLU mask fused).
     pub gradient: f64,
 }
 

@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use image::DynamicImage;
 
+pub(crate) use decode::decode;
+#[cfg(feature = "studio")]
+pub(crate) use decode::header_size;
 pub(crate) use decode::one_line;
 pub use decode::{BYTES_PER_PIXEL, DecodeLimits, MAX_METADATA_BYTES, MAX_PIXELS, MAX_SIDE};
-pub(crate) use decode::{decode, header_size};
 pub use resize::resize;
 
 use crate::error::{Error, Result};
@@ -36,7 +38,9 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// A planar RGB image, values in 0..255 (not clamped while it is being optimised).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Image {
+    /// Columns.
     pub width: usize,
+    /// Rows.
     pub height: usize,
     /// `[3][height][width]`, red plane first.
     pub data: Vec<f32>,
@@ -294,8 +298,11 @@ pub fn fit_pixels(width: usize, height: usize, pixels: f64) -> (usize, usize) {
 /// The output formats impasto writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
+    /// PNG, 8 or 16 bits.
     Png,
+    /// JPEG, 8 bits.
     Jpeg,
+    /// TIFF, 8 or 16 bits.
     Tiff,
 }
 
@@ -384,6 +391,7 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
+    /// Whether these are the defaults (then settings leave them out).
     pub fn is_default(&self) -> bool {
         *self == WriteOptions::default()
     }
@@ -412,9 +420,11 @@ impl WriteOptions {
 /// A print's size and resolution, as `--print` takes it: `40x30cm@300dpi`, `16x12in@240dpi`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PrintSize {
-    /// The two sides, in inches.
+    /// The width, in inches.
     pub width_in: f64,
+    /// The height, in inches.
     pub height_in: f64,
+    /// Pixels per inch.
     pub dpi: f64,
 }
 

@@ -28,6 +28,7 @@ impl Default for Im2colGemm {
 }
 
 impl Im2colGemm {
+    /// With the default band of columns per GEMM.
     pub fn new() -> Self {
         Self::with_band_floats(DEFAULT_BAND_FLOATS)
     }

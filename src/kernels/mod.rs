@@ -46,9 +46,13 @@ pub fn default_kernel() -> Box<dyn Conv3x3> {
 /// The shape of one 3x3 convolution: `c_in` x `height` x `width` in, `c_out` x `height` x `width` out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
+    /// Input channels.
     pub c_in: usize,
+    /// Output channels.
     pub c_out: usize,
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
 }
 
@@ -79,10 +83,12 @@ impl Filter {
         Filter { c_out, c_in, weight, flipped: OnceLock::new(), transformed: Mutex::new(Vec::new()) }
     }
 
+    /// Output channels.
     pub fn c_out(&self) -> usize {
         self.c_out
     }
 
+    /// Input channels.
     pub fn c_in(&self) -> usize {
         self.c_in
     }

@@ -62,6 +62,7 @@ impl Default for Winograd {
 }
 
 impl Winograd {
+    /// With the default band of tiles per GEMM.
     pub fn new() -> Self {
         Self::with_band_floats(DEFAULT_BAND_FLOATS)
     }

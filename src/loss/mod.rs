@@ -107,6 +107,7 @@ impl StyleLoss {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Style<T> {
+    /// The style image (an [`Image`], or a path in settings).
     pub image: T,
     /// Its weight among the style images: normalised to sum to 1 over them, except with region
     /// masks, where each style rules its own region.
@@ -133,12 +134,15 @@ impl<T> Style<T> {
     pub fn new(image: impl Into<T>) -> Self {
         Style { image: image.into(), blend: 1.0, region_mask: None, source_mask: None }
     }
+    /// With blend weight `blend`.
     pub fn blend(self, blend: f64) -> Self {
         Style { blend, ..self }
     }
+    /// Applied only where `mask` is white.
     pub fn region_mask(self, mask: impl Into<T>) -> Self {
         Style { region_mask: Some(mask.into()), ..self }
     }
+    /// Its style taken only from where `mask` is white in the style image.
     pub fn source_mask(self, mask: impl Into<T>) -> Self {
         Style { source_mask: Some(mask.into()), ..self }
     }
@@ -226,14 +230,21 @@ pub fn check_style_count(n: usize) -> Result<()> {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
+    /// The layers whose features are matched to the photo's (`relu4_2`).
     pub content_layers: Vec<LayerId>,
+    /// The layers whose statistics are matched to the style images'.
     pub style_layers: Vec<LayerId>,
     /// One weight per style layer; `None` means the style loss's default (`1/C_l^2` for Gram).
     pub style_layer_weights: Option<Vec<f64>>,
+    /// The content loss's weight.
     pub content_weight: f64,
+    /// The style loss's weight.
     pub style_weight: f64,
+    /// The total-variation loss's weight (smoothness).
     pub tv_weight: f64,
+    /// How style statistics are compared (Gram or W2).
     pub style_loss: StyleLoss,
+    /// Each term's gradient divided by its L1 norm (neural-style's `-normalize_gradients`).
     pub normalize_gradients: bool,
 }
 
@@ -311,9 +322,13 @@ impl LossConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct LossTerms {
+    /// The weighted sum.
     pub total: f64,
+    /// The content terms, weighted.
     pub content: f64,
+    /// The style terms, weighted.
     pub style: f64,
+    /// The total variation, weighted.
     pub tv: f64,
 }
 

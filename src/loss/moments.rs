@@ -19,6 +19,7 @@ pub struct Moments {
     pub sum: Vec<f64>,
     /// `Σ f fᵀ` (`C x C`); with `centred`, about these moments' own mean `sum / weight`.
     pub second: Vec<f64>,
+    /// Whether `second` is about the mean (W2) or not (Gram).
     pub centred: bool,
 }
 
@@ -95,7 +96,9 @@ impl Moments {
 /// position `f` (`C x C` and `C`; no shift when empty).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeatureGradient {
+    /// `C x C`, row-major.
     pub matrix: Vec<f32>,
+    /// `C` values, or none.
     pub shift: Vec<f32>,
 }
 

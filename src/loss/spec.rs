@@ -24,6 +24,7 @@ use super::{LossConfig, StyleInput, StyleLoss};
 /// One content term: a squared distance to the content image's features at `layer`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContentTerm {
+    /// The layer compared.
     pub layer: LayerId,
     /// Poolings before the layer (its resolution is the image's halved that often).
     pub pools: usize,
@@ -36,11 +37,15 @@ pub struct ContentTerm {
 /// One style term: style images' moments against the candidate's at `layer`, per group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StyleTerm {
+    /// The layer compared.
     pub layer: LayerId,
+    /// Poolings before the layer.
     pub pools: usize,
     /// `style_weight * w_l`.
     pub strength: f64,
+    /// The layer's channels.
     pub channels: usize,
+    /// One per region (one group without region masks).
     pub groups: Vec<StyleGroup>,
 }
 
@@ -59,26 +64,36 @@ pub struct StyleGroup {
 /// layers than an evaluation).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Halos {
+    /// An evaluation's (every layer the objective reads).
     pub evaluation: Halo,
+    /// The content image's pass (`None`: no content term).
     pub content: Option<Halo>,
+    /// A style image's pass (`None`: no style term).
     pub style: Option<Halo>,
 }
 
 /// The objective at one size, as named terms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObjectiveSpec {
+    /// The image's size.
     pub size: Size,
     /// Every layer an evaluation reads, in network order.
     pub layers: Vec<LayerId>,
+    /// The content layers, as configured.
     pub content_layers: Vec<LayerId>,
+    /// The style layers, as configured.
     pub style_layers: Vec<LayerId>,
+    /// The content terms.
     pub content: Vec<ContentTerm>,
+    /// The style terms.
     pub style: Vec<StyleTerm>,
     /// How style is compared.
     pub style_loss: StyleLoss,
     /// The total-variation term's weight (a pixel term).
     pub tv_weight: f64,
+    /// Each term's gradient divided by its L1 norm.
     pub normalize_gradients: bool,
+    /// The halos tiles need.
     pub halos: Halos,
 }
 

@@ -6,10 +6,15 @@ use super::{Optimizer, Verdict};
 /// Adam's settings; `Default` is PyTorch's (lr 1e-3, betas 0.9/0.999, eps 1e-8), no clamping.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// Step size.
     pub lr: f32,
+    /// Decay of the first moment.
     pub beta1: f32,
+    /// Decay of the second moment.
     pub beta2: f32,
+    /// Added to the second moment's root.
     pub eps: f32,
+    /// Bounds every pixel is clamped to after each step; `None`: none.
     pub clamp: Option<(f32, f32)>,
 }
 
@@ -28,6 +33,7 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// A fresh state (moments made on the first step).
     pub fn new(cfg: AdamConfig) -> Self {
         Adam { cfg, m: Vec::new(), v: Vec::new(), t: 0 }
     }

@@ -49,6 +49,7 @@ impl Default for Wolfe {
 /// Until the minimiser is bracketed, the next step lies between these multiples of the distance
 /// from the best step to the last one (the paper's values, and MINPACK-2's).
 const EXTRAPOLATE_LOW: f64 = 1.1;
+/// The larger of the two multiples (the bound a step may grow by).
 pub const EXTRAPOLATE_UP: f64 = 4.0;
 
 /// What the search says after a trial.
@@ -61,7 +62,12 @@ pub enum Search {
     /// The search cannot go on (the interval shrank below `xtol`, the trials ran out, or the step
     /// hit a bound); `best` is the step with the lowest value found, with that value (0 and `f0`
     /// if no trial lowered it).
-    Failed { best: f64, value: f64 },
+    Failed {
+        /// The best step.
+        best: f64,
+        /// Its value.
+        value: f64,
+    },
 }
 
 /// A point on the search path: step, value, slope.

@@ -15,6 +15,7 @@ use crate::transfer::StyleConfig;
 /// A history fitted to the memory keeps at least this many pairs before the objective is tiled
 /// instead, and at least [`MIN_FITTED_HISTORY`] at all.
 pub const PREFERRED_MIN_HISTORY: usize = 20;
+/// The fewest pairs a fitted history keeps.
 pub const MIN_FITTED_HISTORY: usize = 5;
 /// What the process holds whatever the size: the program, the weights as loaded, the thread
 /// pool (measured: the peaks at 512, 2048 and tiled 2048 px run 0.2-0.25 GiB above the rest
@@ -26,9 +27,13 @@ pub const AUTO_TILES: [usize; 10] = [4096, 3072, 2048, 1536, 1024, 768, 512, 384
 /// What one scale holds: its size, its style images' sizes, how many styles have region masks,
 /// and the L-BFGS history wanted (and whether it may be fitted), `None` with Adam or scoring.
 pub struct Shape<'a> {
+    /// The image's size.
     pub size: Size,
+    /// Its style images' sizes.
     pub styles: &'a [Size],
+    /// How many styles have a region mask.
     pub regions: usize,
+    /// The L-BFGS history wanted and whether it may be fitted; `None` with Adam or scoring.
     pub history: Option<(usize, bool)>,
 }
 

@@ -52,6 +52,7 @@ pub struct Plan {
 pub struct ScalePlan {
     /// The image's size at this scale.
     pub size: Size,
+    /// Evaluations at this scale.
     pub iterations: usize,
     /// The tile side (the interiors); `null`: the whole image at once.
     pub tile: Option<usize>,

@@ -55,8 +55,10 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<PathBuf>,
     #[serde(default)]
+    /// The network the run uses.
     pub network: NetworkSettings,
     #[serde(default)]
+    /// The run's configuration.
     pub config: StyleConfig,
     /// How the output is written (bit depth, print resolution).
     #[serde(default, skip_serializing_if = "WriteOptions::is_default")]
@@ -79,7 +81,9 @@ pub type StyleFile = Style<PathBuf>;
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// A weights file (`null`: the default VGG19).
     pub weights: Option<PathBuf>,
+    /// Max or average pooling.
     pub pooling: Pooling,
     /// Overrides the preprocessing the weights file implies.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -59,8 +59,11 @@ pub enum Kind {
 /// value per occurrence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Given {
+    /// At its default: not written.
     Default,
+    /// A switch that is on.
     Switch,
+    /// The values, one per occurrence of the flag.
     Values(Vec<String>),
 }
 
@@ -73,9 +76,13 @@ pub struct RunOption {
     /// The settings fields it sets, as the library's errors name them (the first is the one it
     /// sets; `styles[].x` stands for every style's field `x`).
     pub fields: &'static [&'static str],
+    /// The value's name in the help (`N`, `FILE`).
     pub value_name: &'static str,
+    /// The help line.
     pub help: &'static str,
+    /// Switch or value, once or repeated.
     pub kind: Kind,
+    /// Whether it sets the run or each style.
     pub scope: Scope,
     /// Options it cannot be given with.
     pub conflicts: &'static [&'static str],

@@ -31,7 +31,9 @@ use crate::tiles::Tiling;
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum OptimizerChoice {
+    /// L-BFGS with a strong Wolfe line search (the default).
     Lbfgs(LbfgsSettings),
+    /// Adam.
     Adam(AdamSettings),
 }
 
@@ -227,6 +229,7 @@ pub struct StyleConfig {
     pub size: usize,
     /// Loss evaluations (a line search's trials included) at the first scale.
     pub iterations: usize,
+    /// The gradient method.
     pub optimizer: OptimizerChoice,
     /// Whether the objective is evaluated in tiles (print sizes in bounded memory).
     pub tile: Tiling,
@@ -234,12 +237,15 @@ pub struct StyleConfig {
     pub scales: Scales,
     /// Iterations at each scale; `None`: `iterations` at the first, half as many at the others.
     pub scale_iterations: Option<Vec<usize>>,
+    /// What to optimise: layers and weights.
     pub loss: LossConfig,
     /// Style images get the output's pixel count times `style_scale^2`.
     pub style_scale: f64,
+    /// Where the optimisation starts.
     pub init: Init,
     /// Seed of the noise starts.
     pub seed: u64,
+    /// How the output's colours relate to the photo's.
     pub colour: Colour,
     /// Stop when this much time has passed (the output is the image so far, at full size); in
     /// the settings, seconds.
@@ -309,23 +315,37 @@ setters! {
     optimizer: OptimizerChoice => optimizer;
     /// Tiling: auto, off or a tile side.
     tile: Tiling => tile;
+    /// Style images' pixel count relative to the output's, as a side ratio.
     style_scale: f64 => style_scale;
+    /// Where the optimisation starts.
     init: Init => init;
+    /// Seed of the noise starts.
     seed: u64 => seed;
+    /// The schedule of scales.
     scales: Scales => scales;
+    /// Iterations at each scale.
     scale_iterations: Option<Vec<usize>> => scale_iterations;
+    /// How the output's colours relate to the photo's.
     colour: Colour => colour;
     /// Stop after this long.
     time_limit: Option<Duration> => time_limit;
     /// The whole loss configuration.
     loss: LossConfig => loss;
+    /// The content loss's weight.
     content_weight: f64 => loss.content_weight;
+    /// The style loss's weight.
     style_weight: f64 => loss.style_weight;
+    /// The total-variation loss's weight.
     tv_weight: f64 => loss.tv_weight;
+    /// The content layers.
     content_layers: Vec<crate::vgg::LayerId> => loss.content_layers;
+    /// The style layers.
     style_layers: Vec<crate::vgg::LayerId> => loss.style_layers;
+    /// One weight per style layer (`None`: the style loss's default).
     style_layer_weights: Option<Vec<f64>> => loss.style_layer_weights;
+    /// How style statistics are compared.
     style_loss: StyleLoss => loss.style_loss;
+    /// Each term's gradient divided by its L1 norm.
     normalize_gradients: bool => loss.normalize_gradients;
 }
 
@@ -333,8 +353,11 @@ setters! {
 /// for [`Init::Image`], the start image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inputs {
+    /// The photo.
     pub content: Image,
+    /// One or more styles.
     pub styles: Vec<StyleInput>,
+    /// The start image, for [`Init::Image`].
     pub start: Option<Image>,
 }
 

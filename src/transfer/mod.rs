@@ -60,6 +60,7 @@ impl Stylizer {
         Ok(Stylizer { config })
     }
 
+    /// The checked configuration.
     pub fn config(&self) -> &StyleConfig {
         &self.config
     }

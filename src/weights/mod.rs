@@ -34,7 +34,9 @@ pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
 /// A tensor read from a weights file: its shape and its elements, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
+    /// Its dimensions.
     pub shape: Vec<usize>,
+    /// Its elements.
     pub data: TensorData,
 }
 
@@ -42,7 +44,9 @@ pub struct Tensor {
 /// read as `f32`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
+    /// Floating-point elements (any width, read as `f32`).
     F32(Vec<f32>),
+    /// Bytes.
     U8(Vec<u8>),
 }
 
@@ -143,17 +147,22 @@ impl Preprocess {
 /// One 3x3 convolution's parameters.
 #[derive(Clone, Debug)]
 pub struct ConvParams {
+    /// Input channels.
     pub c_in: usize,
+    /// Output channels.
     pub c_out: usize,
     /// `[c_out][c_in][3][3]`.
     pub weight: Vec<f32>,
+    /// `[c_out]`.
     pub bias: Vec<f32>,
 }
 
 /// A VGG conv stack: blocks of 3x3 convs, each block followed by a 2x2 pooling layer.
 #[derive(Clone, Debug)]
 pub struct VggWeights {
+    /// The convolutions, block by block.
     pub blocks: Vec<Vec<ConvParams>>,
+    /// What the network expects its input to be.
     pub preprocess: Preprocess,
 }
 
