@@ -22,31 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if columns == 0 || cell == 0 || images.is_empty() {
         return Err("COLUMNS and CELL must be positive, and there must be images".into());
     }
-    let rows = images.len().div_ceil(columns);
-    let width = columns * cell + (columns + 1) * GAP;
-    let height = rows * cell + (rows + 1) * GAP;
-    let mut sheet = Image { width, height, data: vec![255.0; 3 * width * height] };
-    for (k, name) in images.iter().enumerate() {
-        if name == "-" {
-            continue;
-        }
-        let img = image_io::load(Path::new(name))?;
-        let scale = cell as f64 / img.width.max(img.height) as f64;
-        let (w, h) = (
-            ((img.width as f64 * scale).round() as usize).max(1),
-            ((img.height as f64 * scale).round() as usize).max(1),
-        );
-        let small = image_io::resize(&img, w, h);
-        let x0 = GAP + (k % columns) * (cell + GAP) + (cell - w) / 2;
-        let y0 = GAP + (k / columns) * (cell + GAP) + (cell - h) / 2;
-        for c in 0..3 {
-            for y in 0..h {
-                let src = &small.data[(c * h + y) * w..][..w];
-                let dst = (c * height + y0 + y) * width + x0;
-                sheet.data[dst..dst + w].copy_from_slice(src);
-            }
-        }
-    }
+    let loaded = images
+        .iter()
+        .map(|name| if name == "-" { Ok(None) } else { image_io::load(Path::new(name)).map(Some) })
+        .collect::<Result<Vec<Option<Image>>, _>>()?;
+    let cells: Vec<Option<&Image>> = loaded.iter().map(Option::as_ref).collect();
+    let sheet = image_io::contact_sheet(&cells, columns, cell, GAP);
     image_io::save(&sheet, Path::new(out))?;
     Ok(())
 }

@@ -27,6 +27,8 @@
 //!   fitted into the memory; serialisable, and what every front end hands to the run;
 //! - [`settings`]: a whole run as JSON (the configuration and its images by path), saved in
 //!   every output and replayed;
+//! - [`batch`]: many runs from a manifest (JSON Lines, CSV or a grid), one item per task of a
+//!   scheduler's job array, resumable; the sbatch script and Kubernetes Job for it;
 //! - [`studio`]: the local web app (`impasto serve`): an axum server, a job queue on the shared
 //!   network, the gallery.
 //!
@@ -63,6 +65,7 @@
 //! to bound a job's threads, run it inside a pool of that size,
 //! `rayon::ThreadPoolBuilder::new().num_threads(2).build()?.install(|| impasto::stylize(...))`.
 
+pub mod batch;
 pub mod colour;
 pub mod device;
 pub mod engine;

@@ -48,3 +48,7 @@ mod plan;
 /// The library's front door: the root names, one-call stylize, closures as observers, shared
 /// networks, checked images, threads bounded by a pool.
 mod library;
+
+/// Many runs from a manifest or a grid: resumable, one item per scheduler task, job files, bad
+/// manifests, and a real single-node Slurm array.
+mod batch;

@@ -39,6 +39,137 @@ pub enum Command {
     Settings(SettingsArgs),
     /// Start impasto studio, a web app on this machine: uploads, live preview, gallery.
     Serve(ServeArgs),
+    /// Run many images from a manifest (JSON Lines or CSV) or a grid: here, or one item per task
+    /// of a Slurm job array or a Kubernetes Indexed Job; items already done are skipped.
+    Batch(BatchArgs),
+}
+
+/// What `impasto batch --emit` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EmitArg {
+    /// An sbatch script for a job array.
+    Slurm,
+    /// A Kubernetes Indexed Job (YAML).
+    K8s,
+}
+
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    /// The manifest: JSON Lines (each line `impasto settings --json`'s settings plus "output")
+    /// or CSV (.csv: a header `content,style,output,...` with settings field paths).
+    #[arg(value_name = "MANIFEST", required_unless_present = "contents", conflicts_with = "contents")]
+    pub manifest: Option<PathBuf>,
+    /// A grid instead of a manifest: the content images (directories, patterns like
+    /// `photos/*.jpg`, or files); with --styles and --out-dir.
+    #[arg(long, value_name = "DIR_OR_GLOB", num_args = 1.., requires_all = ["grid_styles", "out_dir"])]
+    pub contents: Vec<PathBuf>,
+    /// The grid's style images (directories, patterns or files).
+    #[arg(long = "styles", id = "grid_styles", value_name = "DIR_OR_GLOB", num_args = 1.., requires = "contents")]
+    pub grid_styles: Vec<PathBuf>,
+    /// Where the grid's outputs go (CONTENT--STYLE[_OPTION-VALUE...].png).
+    #[arg(short = 'o', long = "out-dir", value_name = "DIR", requires = "contents")]
+    pub out_dir: Option<PathBuf>,
+    /// Write the grid as a JSON Lines manifest to FILE and stop.
+    #[arg(long, value_name = "FILE", requires = "contents")]
+    pub write_manifest: Option<PathBuf>,
+    /// Check every item (settings, images, outputs) and stop: one line per bad item.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the items with their index and state, and stop.
+    #[arg(long)]
+    pub list: bool,
+    /// Count the items done, stale (other settings), failed and missing, and stop (exit 0 when
+    /// all are done, 1 otherwise).
+    #[arg(long)]
+    pub status: bool,
+    /// Write a job file for the manifest to stdout and stop: an sbatch script or a Kubernetes
+    /// Indexed Job, with memory and time from the plan of the largest item.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub emit: Option<EmitArg>,
+    /// Lay the finished outputs out on a contact sheet FILE and stop.
+    #[arg(long, value_name = "FILE")]
+    pub sheet: Option<PathBuf>,
+    /// Run item N only [default: from JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID,
+    /// AWS_BATCH_JOB_ARRAY_INDEX or BATCH_TASK_INDEX; with none, every item].
+    #[arg(long, value_name = "N")]
+    pub index: Option<usize>,
+    /// Run the items i with i mod N == K (a fixed pool of N workers).
+    #[arg(long, value_name = "K/N", value_parser = parse_shard, conflicts_with = "index")]
+    pub shard: Option<(usize, usize)>,
+    /// Added to the index (for manifests longer than a scheduler's array).
+    #[arg(long, value_name = "M", default_value_t = 0)]
+    pub offset: usize,
+    /// Run items even when their output is done.
+    #[arg(long)]
+    pub force: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Write each item's evaluations as JSON lines to DIR/INDEX.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub log: Option<PathBuf>,
+    /// --emit: tasks at once [default: all items, at most 32].
+    #[arg(long, value_name = "P")]
+    pub parallel: Option<usize>,
+    /// --emit: CPUs per task [default: SLURM_CPUS_PER_TASK, else this machine's].
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<usize>,
+    /// --emit k8s: the container image with impasto.
+    #[arg(long, value_name = "IMAGE", default_value = "impasto:latest")]
+    pub container: String,
+    /// --emit k8s: the persistent volume claim holding the manifest, images and outputs.
+    #[arg(long, value_name = "NAME", default_value = "impasto-work")]
+    pub claim: String,
+    /// --emit k8s: where the claim is mounted (the manifest's directory is this in the pod).
+    #[arg(long, value_name = "DIR", default_value = "/work")]
+    pub mount: String,
+    /// The options of the grid's runs (a number or choice given as a list, `--style-weight
+    /// 1e2,1e3`, is swept); with a manifest only --device, for every item.
+    #[command(flatten)]
+    pub options: GridOptions,
+}
+
+fn parse_shard(text: &str) -> std::result::Result<(usize, usize), String> {
+    let (k, n) = text.split_once('/').ok_or("is K/N, e.g. 0/4")?;
+    match (k.trim().parse(), n.trim().parse()) {
+        (Ok(k), Ok(n)) if k < n => Ok((k, n)),
+        _ => Err(format!("{text}: K/N needs whole numbers with 0 <= K < N")),
+    }
+}
+
+/// Every option of a run, as text (a grid sweeps lists of values), in the table's order.
+#[derive(Clone, Debug, Default)]
+pub struct GridOptions {
+    /// The options given, with their values (one per occurrence).
+    pub given: Vec<(&'static str, Vec<String>)>,
+}
+
+impl Args for GridOptions {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for o in RunArgs::<true>::options() {
+            let arg = RunArgs::<true>::arg(o);
+            cmd = cmd.arg(match o.kind {
+                Kind::Switch => arg,
+                _ => arg.value_parser(clap::builder::NonEmptyStringValueParser::new()).action(ArgAction::Append),
+            });
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for GridOptions {
+    fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        Ok(GridOptions { given: RunArgs::<true>::given(m) })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -233,11 +364,7 @@ impl<const STYLIZE: bool> RunArgs<STYLIZE> {
         let content = self.content.clone().ok_or_else(|| Error::Config("a CONTENT image is needed".into()))?;
         let mut settings = Settings::new(content, self.styles.iter().map(StyleFile::new));
         for (flag, values) in &self.given {
-            let o = RunOption::named(flag).expect("an option of the table");
-            (o.set)(&mut settings, values).map_err(|m| {
-                let sep = if m.starts_with(':') { "" } else { " " };
-                Error::Config(format!("--{flag}{sep}{m}"))
-            })?;
+            RunOption::named(flag).expect("an option of the table").apply(&mut settings, values)?;
         }
         Ok(settings)
     }
@@ -294,6 +421,18 @@ impl<const STYLIZE: bool> FromArgMatches for RunArgs<STYLIZE> {
     fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
         let content = m.get_one::<PathBuf>("content").cloned();
         let styles = m.get_many::<PathBuf>("styles").map(|v| v.cloned().collect()).unwrap_or_default();
+        Ok(RunArgs { content, styles, given: Self::given(m) })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl<const STYLIZE: bool> RunArgs<STYLIZE> {
+    /// The options of the table given on the command line, with their values.
+    fn given(m: &ArgMatches) -> Vec<(&'static str, Vec<String>)> {
         let mut given = Vec::new();
         for o in Self::options() {
             if m.value_source(o.flag) != Some(ValueSource::CommandLine) {
@@ -308,12 +447,7 @@ impl<const STYLIZE: bool> FromArgMatches for RunArgs<STYLIZE> {
             };
             given.push((o.flag, values));
         }
-        Ok(RunArgs { content, styles, given })
-    }
-
-    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
-        *self = Self::from_arg_matches(m)?;
-        Ok(())
+        given
     }
 }
 

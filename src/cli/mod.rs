@@ -2,6 +2,7 @@
 //! (output path, images, weights), the library does the work, and the result is an exit code.
 
 pub mod args;
+pub mod batch;
 pub mod bench;
 pub mod output;
 pub mod plan;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => bench(a),
+        Command::Batch(a) => batch::batch(&a),
         Command::Weights(WeightsCommand::Path) => {
             outln!("{}", weights::fetch::default_weights_path()?.display());
             Ok(0)
@@ -159,26 +161,53 @@ fn load_network(settings: &Settings, quiet: bool) -> Result<Vgg> {
 /// on the device chosen (under `auto`, the GPU only if the run fits it), or, for settings that
 /// carry a plan (`--plan`), that plan on its device, checked against the images.
 fn prepare(settings: &Settings, stylizer: &Stylizer, quiet: bool) -> Result<Prepared> {
+    let mut loaded = None;
+    let (inputs, plan, device) = prepare_on(settings, stylizer, quiet, &mut loaded)?;
+    let net = loaded.expect("prepare_on loads the network").net;
+    Ok(Prepared { inputs, net, plan, device })
+}
+
+/// A network on its device, kept for the next run with the same network (a batch's items).
+pub(crate) struct Loaded {
+    network: impasto::settings::NetworkSettings,
+    pub(crate) net: SharedBackend,
+}
+
+/// [`prepare`] on the network in `loaded` when the settings name the same one, else on the one
+/// they name, left in `loaded`. Returns the images, the plan and the line naming the device.
+fn prepare_on(
+    settings: &Settings,
+    stylizer: &Stylizer,
+    quiet: bool,
+    loaded: &mut Option<Loaded>,
+) -> Result<(Inputs, Plan, Option<String>)> {
     let inputs = settings.load_inputs()?;
-    let vgg = load_network(settings, quiet)?;
     let mut said = None;
     let mut say = |m: &str| said = Some(m.to_string());
-    let (net, plan) = match &settings.plan {
+    let same = loaded.as_ref().is_some_and(|l| l.network == settings.network);
+    let mut made = None;
+    if !same {
+        *loaded = None;
+        let vgg = load_network(settings, quiet)?;
+        let (net, planned) = match &settings.plan {
+            Some(plan) => (device::backend(vgg, plan.device, &|_| Ok(()), &mut say)?.0, None),
+            None => device::backend(vgg, settings.network.device, &|b| stylizer.plan(b, &inputs), &mut say)?,
+        };
+        made = planned;
+        *loaded = Some(Loaded { network: settings.network.clone(), net });
+    }
+    let net = &*loaded.as_ref().expect("loaded above").net;
+    let plan = match &settings.plan {
         Some(plan) => {
-            let (net, _) = device::backend(vgg, plan.device, &|_| Ok(()), &mut say)?;
-            plan.check(stylizer.config(), &*net, &inputs)?;
-            (net, plan.clone())
+            plan.check(stylizer.config(), net, &inputs)?;
+            plan.clone()
         }
-        None => {
-            let (net, made) = device::backend(vgg, settings.network.device, &|b| stylizer.plan(b, &inputs), &mut say)?;
-            let plan = match made {
-                Some(plan) => plan,
-                None => stylizer.plan(&*net, &inputs)?,
-            };
-            (net, plan)
-        }
+        None => match made {
+            Some(plan) => plan,
+            None => stylizer.plan(net, &inputs)?,
+        },
     };
-    Ok(Prepared { inputs, net, plan, device: said.filter(|_| !quiet) })
+    Ok((inputs, plan, said.filter(|_| !quiet)))
 }
 
 /// A library error in the terms the run was given in: the flags, or the settings file's fields.

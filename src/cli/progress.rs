@@ -52,21 +52,7 @@ impl CliObserver {
             bar
         });
         let log = log.map(|p| (p.to_path_buf(), None));
-        let interrupted = Arc::new(AtomicI32::new(0));
-        let flag = interrupted.clone();
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
-            std::thread::spawn(move || {
-                for sig in signals.forever() {
-                    // The first signal stops the run after the current evaluation; a second one
-                    // exits now.
-                    if flag.swap(sig, Ordering::SeqCst) != 0 {
-                        image_io::remove_pending_files();
-                        std::process::exit(128 + sig);
-                    }
-                }
-            });
-        }
+        let interrupted = interrupt_flag();
         Ok(CliObserver { bar, log, save_every, output: output.to_path_buf(), interrupted, error: None })
     }
 
@@ -165,6 +151,30 @@ impl Observer for CliObserver {
         }
         if self.signal().is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     }
+}
+
+/// The signal that asked this process to stop (0: none), set by a handler installed once: the
+/// first SIGINT, SIGTERM or SIGHUP stops the run after the current evaluation; a second exits at
+/// once, removing any half-written temporary file first.
+fn interrupt_flag() -> Arc<AtomicI32> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicI32>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicI32::new(0));
+        let set = flag.clone();
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            std::thread::spawn(move || {
+                for sig in signals.forever() {
+                    if set.swap(sig, Ordering::SeqCst) != 0 {
+                        image_io::remove_pending_files();
+                        std::process::exit(128 + sig);
+                    }
+                }
+            });
+        }
+        flag
+    })
+    .clone()
 }
 
 /// `out.png` -> `out.0100.png`.

@@ -537,6 +537,45 @@ pub fn remove_pending_files() {
     }
 }
 
+/// `img` made to fit a `side` x `side` square, its aspect ratio kept (never enlarged).
+pub fn resize_to_fit(img: &Image, side: usize) -> Image {
+    let scale = (side as f64 / img.width.max(img.height) as f64).min(1.0);
+    if scale == 1.0 {
+        return img.clone();
+    }
+    let w = ((img.width as f64 * scale).round() as usize).clamp(1, side);
+    let h = ((img.height as f64 * scale).round() as usize).clamp(1, side);
+    resize(img, w, h)
+}
+
+/// A contact sheet: `cells` in a grid of `columns`, each image fitted into a `cell` x `cell`
+/// square (aspect ratio kept, centred on white), `gap` white pixels between and around the
+/// cells; `None` leaves a cell empty.
+pub fn contact_sheet(cells: &[Option<&Image>], columns: usize, cell: usize, gap: usize) -> Image {
+    let (columns, cell) = (columns.max(1), cell.max(1));
+    let rows = cells.len().div_ceil(columns).max(1);
+    let width = columns * cell + (columns + 1) * gap;
+    let height = rows * cell + (rows + 1) * gap;
+    let mut sheet = Image { width, height, data: vec![255.0; 3 * width * height] };
+    for (k, img) in cells.iter().enumerate() {
+        let Some(img) = img else { continue };
+        let scale = cell as f64 / img.width.max(img.height) as f64;
+        let w = ((img.width as f64 * scale).round() as usize).clamp(1, cell);
+        let h = ((img.height as f64 * scale).round() as usize).clamp(1, cell);
+        let small = resize(img, w, h);
+        let x0 = gap + (k % columns) * (cell + gap) + (cell - w) / 2;
+        let y0 = gap + (k / columns) * (cell + gap) + (cell - h) / 2;
+        for c in 0..3 {
+            for y in 0..h {
+                let src = &small.data[(c * h + y) * w..][..w];
+                let dst = (c * height + y0 + y) * width + x0;
+                sheet.data[dst..dst + w].copy_from_slice(src);
+            }
+        }
+    }
+    sheet
+}
+
 /// Writes `bytes` to `path` atomically: complete, then renamed over it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
@@ -603,8 +642,17 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// processes (the process id), whatever the length of the target's name.
 fn temp_path(dir: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // A number of this process's own besides its id: processes in two containers sharing a
+    // volume can have one id (both 1), and must still not share a temporary name.
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let salt = *SALT.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.finish() & 0xffff_ffff
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".impasto-{}-{n}.tmp", std::process::id()))
+    dir.join(format!(".impasto-{}-{salt:08x}-{n}.tmp", std::process::id()))
 }
 
 /// A short reason for an I/O error, without Rust's "(os error N)" noise.

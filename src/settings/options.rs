@@ -768,6 +768,15 @@ impl RunOption {
         self.scope == Scope::Both || command == Scope::Stylize
     }
 
+    /// Puts `values` (as typed) in `settings` with [`RunOption::set`]; an error names the flag:
+    /// `--size must be ...`.
+    pub fn apply(&self, settings: &mut Settings, values: &[String]) -> crate::Result<()> {
+        (self.set)(settings, values).map_err(|m| {
+            let sep = if m.starts_with(':') { "" } else { " " };
+            crate::Error::Config(format!("--{}{sep}{m}", self.flag))
+        })
+    }
+
     /// The option by its flag (without `--`).
     pub fn named(flag: &str) -> Option<&'static RunOption> {
         OPTIONS.iter().find(|o| o.flag == flag)
