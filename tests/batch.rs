@@ -83,6 +83,10 @@ fn a_manifest_runs_once_and_resumes() {
     assert_eq!(event_of(&ev, 1).last().unwrap(), "done", "{d}");
     assert_eq!(event_of(&ev, 2), ["skipped"], "{d}");
     assert_eq!(Settings::read(&dir.path().join("out/1.png")).unwrap().config.loss.style_weight, 2.5e4);
+    // Another device for every item: nothing is stale.
+    let (code, ev, d) = run(&["--device", "cpu"]);
+    assert_eq!(code, Some(0), "{d}");
+    assert!((0..3).all(|i| event_of(&ev, i) == ["skipped"]), "{d}");
     let (_, ev, d) = run(&["--force", "--quiet"]);
     assert!(ev.is_empty(), "--quiet prints nothing: {d}");
     let o = impasto(&["batch", s(&manifest), "--status"]);
@@ -137,9 +141,10 @@ fn csv_and_grid_manifests() {
         std::fs::copy(example(name), dir.path().join(name)).unwrap();
     }
     let csv = dir.path().join("runs.csv");
+    // A spreadsheet's byte-order mark and spaces in the header.
     std::fs::write(
         &csv,
-        "content,style,output,config.size,config.iterations,config.loss.style_weight,styles[0].blend\n\
+        "\u{feff}content, style ,output,config.size,config.iterations,config.loss.style_weight,styles[0].blend\n\
          tubingen.jpg,starry_night.jpg,\"a, b.png\",36,2,5e3,\n\
          \n\
          shipwreck.jpg,starry_night.jpg,c.png,30,2,,1\n",
@@ -151,6 +156,23 @@ fn csv_and_grid_manifests() {
     assert_eq!((a.config.size, a.config.iterations, a.config.loss.style_weight), (36, 2, 5e3));
     let c = Settings::read(&dir.path().join("c.png")).unwrap();
     assert_eq!(c.config.loss.style_weight, impasto::LossConfig::default().style_weight);
+    // An output with its write options (16 bits), in JSON Lines and in CSV.
+    let deep = dir.path().join("deep.jsonl");
+    let mut l = line("tubingen.jpg", "starry_night.jpg", 30, 2, "");
+    l["output"] = json!({ "path": "deep.png", "sixteen_bit": true });
+    write_lines(&deep, &[l]);
+    let o = impasto(&["batch", s(&deep)]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&["batch"], &o));
+    assert!(Settings::read(&dir.path().join("deep.png")).unwrap().output.sixteen_bit);
+    let deep_csv = dir.path().join("deep.csv");
+    std::fs::write(
+        &deep_csv,
+        "content,style,output,output.sixteen_bit,config.size,config.iterations\ntubingen.jpg,shipwreck.jpg,deep2.png,true,30,2\n",
+    )
+    .unwrap();
+    let o = impasto(&["batch", s(&deep_csv)]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&["batch"], &o));
+    assert!(Settings::read(&dir.path().join("deep2.png")).unwrap().output.sixteen_bit);
 
     let grid = dir.path().join("grid.jsonl");
     let o = impasto(&[
@@ -273,6 +295,7 @@ fn bad_manifests_are_refused_before_any_work() {
         ("duplicate output", format!("{good}\n\n{good}\n"), "m.jsonl:3: output: "),
         ("no output", format!("{no_output}\n"), "m.jsonl:1: output: missing"),
         ("not an object", "[1]\n".into(), "m.jsonl:1: is not a JSON object"),
+        ("empty", "\n\n".into(), "m.jsonl: has no items"),
         (
             "a 100 MB line",
             format!("{{\"content\": \"{}\"}}\n", "x".repeat(100 << 20)),
@@ -307,6 +330,17 @@ fn bad_manifests_are_refused_before_any_work() {
     let o = impasto(&["batch", s(&one), "--index", "1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(crate::util::stderr(&o).contains("index is 1, but"), "{}", crate::util::stderr(&o));
+    // A task's own item refused by its check: exit 2, and `--status` says why.
+    let gone = dir.path().join("gone.jsonl");
+    let mut l = line("tubingen.jpg", "starry_night.jpg", 32, 2, "gone.png");
+    l["content"] = json!("gone.jpg");
+    write_lines(&gone, &[l]);
+    let o = impasto_env(&["batch", s(&gone)], &[("SLURM_ARRAY_TASK_ID", "0")]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&["batch"], &o));
+    assert_eq!(events(&o.stderr)[0]["event"], "failed");
+    let o = impasto(&["batch", s(&gone), "--status"]);
+    let status = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(status.contains("gone.jpg: no such file") && status.contains("1 failed"), "{status}");
     // A grid's option with a manifest.
     let o = impasto(&["batch", s(&one), "--style-weight", "3"]);
     assert_eq!(o.status.code(), Some(2));
@@ -449,7 +483,7 @@ fn a_slurm_array_runs_resumes_and_reruns_only_what_changed() {
     assert_eq!(emit.status.code(), Some(0), "{}", describe(&["--emit", "slurm"], &emit));
     std::fs::write(&script, &emit.stdout).unwrap();
     let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
+    assert!(logs.is_dir(), "--emit slurm makes the directory Slurm writes the task logs to");
     let done = || -> Vec<usize> { (0..6).filter(|i| dir.path().join(format!("out/{i}.png")).exists()).collect() };
     let log_events = |job: &str, task: usize| -> Vec<String> {
         let text = std::fs::read_to_string(logs.join(format!("impasto-{job}_{task}.log"))).unwrap_or_default();

@@ -141,7 +141,8 @@ fn safe(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || ".+-".contains(c) { c } else { '_' }).collect()
 }
 
-/// One manifest line (JSON Lines) for a run: its settings with `"output"`, every path under
+/// One manifest line (JSON Lines) for a run: its settings with `"output"` (the file name, or
+/// `{"path": NAME, "sixteen_bit": ..}` with non-default write options), every path under
 /// `dir` (the manifest's directory) written relative to it, so that the manifest and its files
 /// can move together (onto a cluster's volume).
 pub fn manifest_line(settings: &Settings, output: &Path, dir: &Path) -> Result<String> {
@@ -160,7 +161,16 @@ pub fn manifest_line(settings: &Settings, output: &Path, dir: &Path) -> Result<S
     let mut value = serde_json::to_value(&s).map_err(|e| Error::Config(format!("a path is not UTF-8: {e}")))?;
     let output = relative(output);
     let path = output.to_str().ok_or_else(|| Error::output(&output, "the name is not UTF-8"))?;
-    value.as_object_mut().expect("settings are an object").insert("output".into(), path.into());
+    // The file name, with how it is written when that is not the default.
+    let object = value.as_object_mut().expect("settings are an object");
+    let written = match object.remove("output") {
+        Some(serde_json::Value::Object(mut options)) => {
+            options.insert("path".into(), path.into());
+            serde_json::Value::Object(options)
+        }
+        _ => path.into(),
+    };
+    object.insert("output".into(), written);
     Ok(value.to_string())
 }
 

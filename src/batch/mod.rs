@@ -2,7 +2,8 @@
 //! a manifest's lines become items, which item a task runs, and whether an item is done.
 //!
 //! A manifest is JSON Lines (`.jsonl`, `.ndjson`: each line the settings JSON that
-//! `impasto settings --json` prints, plus `"output": PATH`) or CSV with a header (`.csv`:
+//! `impasto settings --json` prints, with `"output": PATH`, or `{"path": PATH, ...}` with the
+//! write options) or CSV with a header (`.csv`:
 //! `content,style,output` and further columns named by settings field path,
 //! `config.loss.style_weight`, `styles[0].blend`). Blank lines and, in JSON Lines, lines starting
 //! with `#` are not items. Relative paths are relative to the manifest's directory. Item `i` is
@@ -133,7 +134,11 @@ impl Manifest {
             if text.trim().is_empty() {
                 continue;
             }
-            let header = parse_csv_row(text).map_err(|m| self.at(number, m))?;
+            let header: Vec<String> = parse_csv_row(text)
+                .map_err(|m| self.at(number, m))?
+                .into_iter()
+                .map(|h| h.trim().to_string())
+                .collect();
             for needed in ["content", "style", "output"] {
                 if !header.iter().any(|h| h == needed) {
                     return Err(self.at(number, format!("the header has no `{needed}` column")));
@@ -167,10 +172,13 @@ impl Manifest {
             }
             seen += 1;
         }
-        Err(Error::setting(
-            "index",
-            format!("is {index}, but {} has {seen} items (0 to {})", self.path.display(), seen.saturating_sub(1)),
-        ))
+        match seen {
+            0 => Err(Error::SettingsFile { path: self.path.clone(), message: "has no items".into() }),
+            n => Err(Error::setting(
+                "index",
+                format!("is {index}, but {} has {n} items (0 to {})", self.path.display(), n - 1),
+            )),
+        }
     }
 
     /// How many items there are (lines are counted, not parsed).
@@ -189,7 +197,7 @@ impl Manifest {
     }
 
     fn is_item(&self, raw: &[u8]) -> bool {
-        let text = raw.trim_ascii();
+        let text = raw.strip_prefix("\u{feff}".as_bytes()).unwrap_or(raw).trim_ascii();
         let comment = self.format == Format::JsonLines && text.starts_with(b"#");
         !(text.is_empty() || comment)
     }
@@ -206,9 +214,17 @@ impl Manifest {
                 csv_object(header, &parse_csv_row(text).map_err(|m| self.at(line, m))?).map_err(|m| self.at(line, m))?
             }
         };
+        // `"output": PATH`, or with how it is written: `{"path": PATH, "sixteen_bit": true}`.
         let output = match object.remove("output") {
             Some(Value::String(s)) if !s.is_empty() => PathBuf::from(s),
-            Some(_) => return Err(self.at(line, "output: must be a file name")),
+            Some(Value::Object(mut o)) => match o.remove("path") {
+                Some(Value::String(s)) if !s.is_empty() => {
+                    object.insert("output".into(), Value::Object(o));
+                    PathBuf::from(s)
+                }
+                _ => return Err(self.at(line, "output.path: missing (where the item's image goes)")),
+            },
+            Some(_) => return Err(self.at(line, "output: must be a file name (or {\"path\": NAME, ...})")),
             None => return Err(self.at(line, "output: missing (where the item's image goes)")),
         };
         // The line's own fields; serde's position would be in the object re-serialised here.
@@ -264,6 +280,9 @@ impl Manifest {
             if errors.len() >= 1000 {
                 break;
             }
+        }
+        if count == 0 && errors.is_empty() {
+            errors.push(Error::SettingsFile { path: self.path.clone(), message: "has no items".into() });
         }
         if errors.is_empty() { Ok(count) } else { Err(errors) }
     }
@@ -383,6 +402,8 @@ impl Lines {
         if text.contains('\0') {
             return Err(format!("holds a NUL byte{NOT_A_MANIFEST}"));
         }
+        // A byte-order mark (spreadsheets write one) is not part of the first line.
+        let text = if self.number == 1 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text };
         Ok(text.trim_end_matches(['\n', '\r']))
     }
 }
@@ -442,7 +463,11 @@ fn csv_object(header: &[String], row: &[String]) -> std::result::Result<Map<Stri
             "content" | "output" | "style" => Value::String(cell.clone()),
             _ => serde_json::from_str(cell).unwrap_or_else(|_| Value::String(cell.clone())),
         };
-        let path = if name == "style" { "styles[0].image" } else { name.as_str() };
+        let path = match name.as_str() {
+            "style" => "styles[0].image",
+            "output" => "output.path",
+            other => other,
+        };
         set_path(&mut root, path, value).map_err(|m| format!("column `{name}`: {m}"))?;
     }
     match root {
@@ -491,8 +516,8 @@ fn set_path(root: &mut Value, path: &str, value: Value) -> std::result::Result<(
     Ok(())
 }
 
-/// Makes the settings' relative paths relative to `dir`.
-fn resolve(settings: &mut Settings, dir: &Path) {
+/// Makes the settings' relative paths (images, masks, start, weights) relative to `dir`.
+pub fn resolve(settings: &mut Settings, dir: &Path) {
     let join = |p: &mut PathBuf| {
         if p.is_relative() {
             *p = dir.join(&*p);
@@ -556,9 +581,12 @@ pub fn failure_path(output: &Path) -> PathBuf {
 }
 
 /// The settings as an item's output records them, for comparison: without the plan (laid out
-/// per machine) and the version that wrote them.
+/// per machine), the device asked for (`--device` for one run does not make the others stale)
+/// and the version that wrote them.
 fn comparable(settings: &Settings) -> Settings {
-    Settings { plan: None, impasto: String::new(), ..settings.clone() }
+    let mut s = Settings { plan: None, impasto: String::new(), ..settings.clone() };
+    s.network.device = Default::default();
+    s
 }
 
 /// Where `item` stands: done (its output carries its settings), stale, failed or missing.
@@ -613,7 +641,12 @@ pub fn select(
     }
     let (index, field) = match index {
         Some(i) => (i, "index".to_string()),
-        None => match INDEX_VARIABLES.iter().find_map(|v| get(v).map(|value| (*v, value))) {
+        // Google Cloud Batch gives every task an index, a job of one task too: that one runs all.
+        None => match INDEX_VARIABLES
+            .iter()
+            .filter(|v| **v != "BATCH_TASK_INDEX" || get("BATCH_TASK_COUNT").is_none_or(|n| n.trim() != "1"))
+            .find_map(|v| get(v).map(|value| (*v, value)))
+        {
             Some((var, value)) => {
                 let i = value.trim().parse::<usize>().map_err(|_| {
                     Error::setting(var, format!("is `{value}`: an array task's index is a whole number >= 0"))
@@ -658,6 +691,7 @@ mod tests {
         let row: Vec<String> = ["c.jpg", "s.jpg", "o.png", "1e3", "t.jpg", "2", "noise"].map(String::from).into();
         let o = Value::Object(csv_object(&header, &row).unwrap());
         assert_eq!(o["styles"][0]["image"], "s.jpg");
+        assert_eq!(o["output"]["path"], "o.png");
         assert_eq!(o["styles"][1]["image"], "t.jpg");
         assert_eq!(o["styles"][1]["blend"], 2);
         assert_eq!(o["config"]["loss"]["style_weight"], 1e3);
@@ -684,6 +718,15 @@ mod tests {
         assert_eq!(select(None, None, 10, both).unwrap(), Selection::Index(12));
         let bad = |v: &str| (v == "BATCH_TASK_INDEX").then(|| "-1".to_string());
         assert!(select(None, None, 0, bad).unwrap_err().to_string().starts_with("BATCH_TASK_INDEX is `-1`"));
+        let google = |n: &'static str| {
+            move |v: &str| match v {
+                "BATCH_TASK_INDEX" => Some("0".to_string()),
+                "BATCH_TASK_COUNT" => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        assert_eq!(select(None, None, 0, google("1")).unwrap(), Selection::All);
+        assert_eq!(select(None, None, 0, google("4")).unwrap(), Selection::Index(0));
         assert_eq!(select(None, Some((1, 3)), 0, none).unwrap(), Selection::Shard { shard: 1, count: 3 });
         assert!(select(None, Some((3, 3)), 0, none).is_err());
         assert!(select(Some(usize::MAX), None, 1, none).is_err());

@@ -37,8 +37,9 @@ impl Resources {
     /// From the plan's peak bytes and estimated seconds of the largest item: a quarter more
     /// memory and 256 MiB, twice the time and five minutes.
     pub fn with_margin(items: usize, parallel: usize, cpus: usize, peak_bytes: u64, seconds: f64) -> Self {
-        let memory_mib = (peak_bytes as f64 * 1.25 / (1u64 << 20) as f64).ceil() as u64 + 256;
-        let seconds = (seconds.max(0.0) * 2.0).ceil() as u64 + 300;
+        let memory_mib = ((peak_bytes as f64 * 1.25 / (1u64 << 20) as f64).ceil() as u64).saturating_add(256);
+        // (A cast saturates: an endless estimate is the longest time there is.)
+        let seconds = ((seconds.max(0.0) * 2.0).ceil() as u64).saturating_add(300);
         Resources { items, parallel: parallel.clamp(1, items.max(1)), cpus: cpus.max(1), memory_mib, seconds }
     }
 }
@@ -52,7 +53,12 @@ fn hms(seconds: u64) -> String {
 /// once per block with `IMPASTO_OFFSET` (the script says how).
 pub fn slurm(manifest: &Path, impasto: &Path, logs: &Path, r: &Resources) -> String {
     let last = r.items.min(SLURM_MAX_ARRAY - 1).saturating_sub(1);
-    let name = manifest.file_stem().map_or("impasto".into(), |s| s.to_string_lossy().into_owned());
+    let name: String = manifest
+        .file_stem()
+        .map_or("impasto".into(), |s| s.to_string_lossy().into_owned())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
     let mut s = String::from("#!/bin/bash\n");
     s += &format!("# impasto batch: {} items of {}\n", r.items, manifest.display());
     s += &format!("#SBATCH --job-name=impasto-{name}\n");
@@ -60,7 +66,8 @@ pub fn slurm(manifest: &Path, impasto: &Path, logs: &Path, r: &Resources) -> Str
     s += &format!("#SBATCH --cpus-per-task={}\n", r.cpus);
     s += &format!("#SBATCH --mem={}M\n", r.memory_mib);
     s += &format!("#SBATCH --time={}\n", hms(r.seconds));
-    s += &format!("#SBATCH --output={}/impasto-%A_%a.log\n", logs.display());
+    // sbatch reads a directive's value as a shell word would be.
+    s += &format!("#SBATCH --output={}\n", shell_quote(&format!("{}/impasto-%A_%a.log", logs.display())));
     if r.items > SLURM_MAX_ARRAY - 1 {
         s += &format!("# More items than one array holds: submit once per block of {}:\n", SLURM_MAX_ARRAY - 1);
         for offset in (0..r.items).step_by(SLURM_MAX_ARRAY - 1).skip(1) {
@@ -107,7 +114,7 @@ pub fn kubernetes(manifest_in_volume: &Path, image: &str, claim: &str, mount: &s
             "completions": r.items,
             "parallelism": r.parallel,
             "backoffLimitPerIndex": 3,
-            "activeDeadlineSeconds": r.seconds * r.items.div_ceil(r.parallel) as u64 + 600,
+            "activeDeadlineSeconds": r.seconds.saturating_mul(r.items.div_ceil(r.parallel.max(1)) as u64).saturating_add(600),
             "podFailurePolicy": {
                 "rules": [
                     {
@@ -148,30 +155,37 @@ pub fn yaml(value: &Value) -> String {
 
 fn write_yaml(value: &Value, indent: usize, out: &mut String) {
     let pad = " ".repeat(indent);
+    let nested =
+        |v: &Value| matches!(v, Value::Object(m) if !m.is_empty()) || matches!(v, Value::Array(a) if !a.is_empty());
     match value {
         Value::Object(map) => {
             for (k, v) in map {
+                let key = yaml_key(k);
                 match v {
-                    Value::Object(m) if !m.is_empty() => {
-                        out.push_str(&format!("{pad}{k}:\n"));
+                    Value::Object(_) if nested(v) => {
+                        out.push_str(&format!("{pad}{key}:\n"));
                         write_yaml(v, indent + 2, out);
                     }
-                    Value::Array(a) if !a.is_empty() => {
-                        out.push_str(&format!("{pad}{k}:\n"));
+                    Value::Array(_) if nested(v) => {
+                        out.push_str(&format!("{pad}{key}:\n"));
                         write_yaml(v, indent, out);
                     }
-                    _ => out.push_str(&format!("{pad}{k}: {}\n", scalar(v))),
+                    _ => out.push_str(&format!("{pad}{key}: {}\n", scalar(v))),
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
                 match item {
-                    Value::Object(m) if !m.is_empty() => {
-                        // The first key on the dash's line, the rest under it.
+                    // The first key on the dash's line, the rest under it.
+                    Value::Object(_) if nested(item) => {
                         let mut inner = String::new();
                         write_yaml(item, indent + 2, &mut inner);
                         out.push_str(&format!("{pad}- {}", &inner[indent + 2..]));
+                    }
+                    Value::Array(_) if nested(item) => {
+                        out.push_str(&format!("{pad}-\n"));
+                        write_yaml(item, indent + 2, out);
                     }
                     _ => out.push_str(&format!("{pad}- {}\n", scalar(item))),
                 }
@@ -181,11 +195,36 @@ fn write_yaml(value: &Value, indent: usize, out: &mut String) {
     }
 }
 
+/// A mapping key: as it is when it is a plain word YAML reads as that string (`apiVersion`),
+/// quoted otherwise.
+fn yaml_key(k: &str) -> String {
+    let word = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    let reserved = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
+    if word && !reserved.contains(&k.to_ascii_lowercase().as_str()) {
+        k.to_string()
+    } else {
+        scalar(&Value::String(k.into()))
+    }
+}
+
+/// A scalar in YAML's double-quoted style: JSON's quoting, and `\uXXXX` for the characters
+/// YAML refuses or reads as line breaks in a quoted scalar (DEL, C1 controls, U+2028/9,
+/// U+FFFE/F).
 fn scalar(v: &Value) -> String {
     match v {
         Value::Object(_) => "{}".into(),
         Value::Array(_) => "[]".into(),
-        v => v.to_string(),
+        v => v
+            .to_string()
+            .chars()
+            .map(|c| match c {
+                '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}' => {
+                    format!("\\u{:04x}", c as u32)
+                }
+                c => c.to_string(),
+            })
+            .collect(),
     }
 }
 
@@ -222,5 +261,10 @@ mod tests {
     fn yaml_nests_maps_and_lists() {
         let v = json!({"a": {"b": 1, "c": [{"d": "x", "e": [2]}, "y"]}, "f": []});
         assert_eq!(yaml(&v), "a:\n  b: 1\n  c:\n  - d: \"x\"\n    e:\n    - 2\n  - \"y\"\nf: []\n");
+        let v = json!({"m": [[1, [2]], []], "s": "a\u{85}b\u{2028}\u{7f}", "no": 1, "a b": 2});
+        assert_eq!(
+            yaml(&v),
+            "\"a b\": 2\nm:\n-\n  - 1\n  -\n    - 2\n- []\n\"no\": 1\ns: \"a\\u0085b\\u2028\\u007f\"\n"
+        );
     }
 }

@@ -28,7 +28,19 @@ enum Source {
     Grid(Vec<Item>),
 }
 
+/// `impasto batch`: an error that ends it is printed here, with the exit code that says whether
+/// a retry can help ([`exit_code`]).
 pub fn batch(a: &BatchArgs) -> Result<i32> {
+    match run_batch(a) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            errln!("impasto: {e:#}");
+            Ok(exit_code(&e))
+        }
+    }
+}
+
+fn run_batch(a: &BatchArgs) -> Result<i32> {
     let source = match &a.manifest {
         Some(path) => {
             if let Some((flag, _)) = a.options.given.iter().find(|(f, _)| *f != "device") {
@@ -56,9 +68,12 @@ pub fn batch(a: &BatchArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let device = match a.options.given.iter().find(|(f, _)| *f == "device") {
-        Some((_, v)) => Some(v.last().map(String::as_str).unwrap_or("").parse::<impasto::Device>()?),
-        None => None,
+    // A manifest's items all go to `--device` (a grid's device is one of its options).
+    let device = match (a.options.given.iter().find(|(f, _)| *f == "device"), &source) {
+        (Some((_, v)), Source::Manifest(_)) => {
+            Some(v.last().map(String::as_str).unwrap_or("").parse::<impasto::Device>()?)
+        }
+        _ => None,
     };
     let with_device = |mut item: Item| {
         if let Some(d) = device {
@@ -89,14 +104,14 @@ pub fn batch(a: &BatchArgs) -> Result<i32> {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
     let mut runner = Runner { args: a, loaded: None, threads, interrupted: false, worst: 0 };
     match (&source, selection) {
-        // One item: checked alone (its task need not read the whole manifest).
+        // One item: checked alone (its task need not read the whole manifest), unless it is
+        // done; refused, it records why in OUTPUT.failed.
         (Source::Manifest(m), Selection::Index(i)) => {
-            let item = m.item(i)?;
-            m.check(&item)?;
-            runner.run(with_device(item));
+            let item = with_device(m.item(i)?);
+            runner.run_checked(item, |it| m.check(it));
         }
         (Source::Grid(items), Selection::Index(i)) => match items.get(i) {
-            Some(item) => runner.run(with_device(item.clone())),
+            Some(item) => runner.run_checked(item.clone(), |it| batch::check_item(it, &format!("grid item {i}"))),
             None => bail!("index is {i}, but the grid has {} items", items.len()),
         },
         // Every item (of the shard) checked first, then run as the manifest is read again.
@@ -150,10 +165,15 @@ fn grid(a: &BatchArgs) -> Result<Source> {
         .unwrap_or_else(|_| out_dir.to_path_buf());
     let runs = batch::grid::expand(&contents, &styles, &a.options.given, &out_dir, "png")
         .map_err(|e| super::args::in_flags(e, &Settings::new("", [])))?;
+    // Files the options name (masks, a start image, weights) are relative to here, as typed.
+    let here = std::env::current_dir()?;
     Ok(Source::Grid(
         runs.into_iter()
             .enumerate()
-            .map(|(index, (settings, output))| Item { index, line: index + 1, settings, output })
+            .map(|(index, (mut settings, output))| {
+                batch::resolve(&mut settings, &here);
+                Item { index, line: index + 1, settings, output }
+            })
             .collect(),
     ))
 }
@@ -197,6 +217,11 @@ fn each_item(source: &Source, mut f: impl FnMut(&Item)) -> Result<()> {
     Ok(())
 }
 
+/// `index + offset`, or an error naming both.
+fn offset(index: usize, offset: usize) -> Result<usize> {
+    index.checked_add(offset).ok_or_else(|| anyhow::anyhow!("--index {index} with --offset {offset} is too large"))
+}
+
 /// `--list`, `--status` and `--sheet`.
 fn report(a: &BatchArgs, source: &Source) -> Result<i32> {
     if a.list {
@@ -219,12 +244,13 @@ fn report(a: &BatchArgs, source: &Source) -> Result<i32> {
         };
         return match (source, a.index) {
             (Source::Manifest(m), Some(i)) => {
-                print(&m.item(i + a.offset)?);
+                print(&m.item(offset(i, a.offset)?)?);
                 Ok(0)
             }
             (_, Some(i)) => {
+                let i = offset(i, a.offset)?;
                 each_item(source, |it| {
-                    if it.index == i + a.offset {
+                    if it.index == i {
                         print(it)
                     }
                 })?;
@@ -273,6 +299,9 @@ fn report(a: &BatchArgs, source: &Source) -> Result<i32> {
             }
         }
     })?;
+    if total == 0 {
+        bail!("{}: has no items", a.manifest.as_deref().unwrap_or(Path::new("the grid")).display());
+    }
     outln!("{total} items: {done} done, {stale} stale, {failed} failed, {missing} missing");
     Ok(if done == total { 0 } else { 1 })
 }
@@ -310,7 +339,10 @@ fn emit(a: &BatchArgs, kind: EmitArg, source: &Source) -> Result<i32> {
     match kind {
         EmitArg::Slurm => {
             let exe = std::env::current_exe()?;
+            // Slurm opens a task's log before the task starts: the directory must exist.
             let logs = manifest.dir().join("logs");
+            std::fs::create_dir_all(&logs)
+                .map_err(|e| anyhow::anyhow!("{}: cannot make the directory for the task logs: {e}", logs.display()))?;
             outln!("{}", templates::slurm(&absolute, &exe, &logs, &r).trim_end());
         }
         EmitArg::K8s => {
@@ -355,6 +387,27 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    /// Runs `item` unless it is done, after `check`: a refused item is logged, exits 2 and
+    /// records its reason in `OUTPUT.failed`.
+    fn run_checked(&mut self, item: Item, check: impl Fn(&Item) -> impasto::Result<()>) {
+        if (self.args.force || batch::state(&item) != State::Done)
+            && let Err(e) = check(&item)
+        {
+            let message = e.to_string();
+            if item.output.parent().is_some_and(Path::is_dir) {
+                let _ = image_io::write_atomically(&batch::failure_path(&item.output), message.as_bytes());
+            }
+            log(
+                &item,
+                "failed",
+                json!({ "output": item.output.display().to_string(), "error": message, "exit": EXIT_PERMANENT }),
+            );
+            self.worst = worse(self.worst, EXIT_PERMANENT);
+            return;
+        }
+        self.run(item);
+    }
+
     /// Runs `item` unless it is done, and keeps the worst exit code.
     fn run(&mut self, item: Item) {
         let code = self.run_one(&item);
@@ -422,6 +475,15 @@ impl Runner<'_> {
         let settings = &item.settings;
         let stylizer = Stylizer::new(settings.config.clone())
             .map_err(|e| impasto::settings::in_file(e, Path::new(&format!("item {}", item.index))))?;
+        if settings.network.weights.is_none() && self.loaded.is_none() {
+            // The default weights, fetched on first use: its messages as events too.
+            let quiet = self.args.quiet;
+            impasto::weights::fetch::ensure_default_weights(&mut |m| {
+                if !quiet {
+                    log(item, "weights", json!({ "message": m }));
+                }
+            })?;
+        }
         let (inputs, plan, device) = prepare_on(settings, &stylizer, self.args.quiet, &mut self.loaded)?;
         if !self.args.quiet {
             let mut fields = json!({ "output": item.output.display().to_string(), "threads": self.threads,
@@ -470,8 +532,11 @@ enum Ran {
 }
 
 /// Whether a retry can help: 75 for what may pass (memory, the GPU, an output not writable
-/// now, fetching the weights), 2 for bad input.
+/// now, fetching the weights, a file system error), 2 for bad input.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.is::<std::io::Error>()) {
+        return EXIT_RETRY;
+    }
     match e.downcast_ref::<impasto::Error>() {
         Some(
             impasto::Error::Memory { .. }

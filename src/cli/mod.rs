@@ -204,7 +204,15 @@ fn prepare_on(
         }
         None => match made {
             Some(plan) => plan,
-            None => stylizer.plan(net, &inputs)?,
+            None => match stylizer.plan(net, &inputs) {
+                // Under `auto` a network kept from an earlier run may be on a GPU this run does
+                // not fit: choose the device afresh, as a run of its own would.
+                Err(impasto::Error::Memory { .. }) if same && settings.network.device == impasto::Device::Auto => {
+                    *loaded = None;
+                    return prepare_on(settings, stylizer, quiet, loaded);
+                }
+                planned => planned?,
+            },
         },
     };
     Ok((inputs, plan, said.filter(|_| !quiet)))
