@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 minutes=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(image_decode torch_legacy torch_zip safetensors settings settings_file manifest)
+[ ${#targets[@]} -gt 0 ] || targets=(image_decode torch_legacy torch_zip safetensors settings settings_file manifest onnx)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do

@@ -20,6 +20,8 @@
 //!   [`engine::Evaluator`] (what the loop sees) and [`engine::Engine`] (the few operations an
 //!   objective needs from a device; the CPU's in [`engine::cpu`]), and the style targets kept
 //!   for reuse;
+//! - [`fast`]: fast mode, a painting in one pass of a feed-forward network (any painting, or 26
+//!   built-in styles) run on impasto's own ONNX interpreter, at the photo's own size;
 //! - [`optim`]: L-BFGS and Adam;
 //! - [`transfer`]: the typed configuration ([`transfer::StyleConfig`]), checked once into a
 //!   [`transfer::Stylizer`], which plans a run and carries the plan out;
@@ -70,6 +72,7 @@ pub mod colour;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod fast;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod image_io;
@@ -95,6 +98,7 @@ pub use colour::Colour;
 pub use device::Device;
 pub use engine::Backend;
 pub use error::{Error, Result};
+pub use fast::{FastNetworks, FastStyle};
 pub use image_io::Image;
 pub use loss::{LossConfig, StyleInput};
 pub use plan::Plan;

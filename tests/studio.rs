@@ -485,6 +485,14 @@ fn the_page_works_in_chromium() {
     }
     browser
         .until("the uploads", "return document.querySelectorAll('#content-thumb img, #style-list img').length === 2");
+    // The instant preview appears before Start is pressed, and again when the colour mode changes.
+    let fast = "const i = document.getElementById('fast-preview'); return i.complete && i.naturalWidth > 0 ? Number(i.dataset.version) : 0";
+    let first = browser.until("the instant preview", fast).as_u64().unwrap();
+    assert!(browser.exec("return document.getElementById('stop').disabled").as_bool().unwrap(), "a job started");
+    let (w, h) = (browser.exec("return document.getElementById('fast-preview').naturalWidth"), browser.exec("return document.getElementById('fast-preview').naturalHeight"));
+    assert!(w.as_u64().unwrap() >= 16 && h.as_u64().unwrap() >= 16, "{w}x{h}");
+    browser.exec("const c = document.getElementById('colour'); c.value = 'luminance'; c.dispatchEvent(new Event('change'));");
+    browser.until("a newer instant preview", &format!("const i = document.getElementById('fast-preview'); return i.complete && Number(i.dataset.version) > {first}"));
     // A bad value is shown next to its field, and nothing runs.
     browser.exec("document.getElementById('size').value = 0; document.getElementById('start').click();");
     let message = browser

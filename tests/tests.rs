@@ -49,6 +49,10 @@ mod plan;
 /// networks, checked images, threads bounded by a pool.
 mod library;
 
+/// Fast mode: the feed-forward networks against onnxruntime, full resolution, the CLI, broken
+/// network files.
+mod fast;
+
 /// Many runs from a manifest or a grid: resumable, one item per scheduler task, job files, bad
 /// manifests, and a real single-node Slurm array.
 mod batch;

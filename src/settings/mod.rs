@@ -33,7 +33,8 @@ use crate::image_io::WriteOptions;
 use crate::image_io::{self, Image};
 use crate::loss::Style;
 use crate::plan::Plan;
-use crate::transfer::{Inputs, StyleConfig};
+use crate::fast::{FastNetworks, FastStyle};
+use crate::transfer::{Init, Inputs, StyleConfig};
 use crate::vgg::Pooling;
 use crate::weights::Preprocess;
 
@@ -63,6 +64,11 @@ pub struct Settings {
     /// How the output is written (bit depth, print resolution).
     #[serde(default, skip_serializing_if = "WriteOptions::is_default")]
     pub output: WriteOptions,
+    /// Fast mode ([`crate::fast`]): the output is this feed-forward network's picture, with no
+    /// optimisation; with `config.init` `"fast"` it is the optimisation's start instead (and
+    /// when left out there, the arbitrary-style network at strength 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast: Option<FastStyle>,
     /// How the run was laid out ([`Plan`]): what `impasto plan --json` prints, every output
     /// carries and `impasto stylize --plan` carries out as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,11 +97,17 @@ pub struct NetworkSettings {
     /// Where the objective is computed (`auto`: a hardware GPU if there is one).
     #[serde(skip_serializing_if = "is_auto")]
     pub device: Device,
+    /// A directory with fast mode's three ONNX files (`null`: the ones fetched into the cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_networks: Option<PathBuf>,
 }
 
 fn is_auto(d: &Device) -> bool {
     *d == Device::Auto
 }
+
+/// The largest long side the fast picture for `init` `"fast"` is made at.
+pub const MAX_FAST_START: usize = 2048;
 
 /// Settings files larger than this are refused (a run's settings are a few kilobytes), and so are
 /// settings an image carries.
@@ -112,6 +124,7 @@ impl Settings {
             output: WriteOptions::default(),
             network: NetworkSettings::default(),
             config: StyleConfig::default(),
+            fast: None,
             plan: None,
         }
     }
@@ -191,7 +204,41 @@ impl Settings {
         let load = |p: &Path| image_io::load(p);
         let styles = self.styles.iter().map(|s| s.try_map(|_, p| load(p))).collect::<Result<Vec<_>>>()?;
         let start: Option<Image> = self.start.as_deref().map(load).transpose()?;
-        Ok(Inputs { content: load(&self.content)?, styles, start })
+        let mut inputs = Inputs { content: load(&self.content)?, styles, start };
+        if self.config.init == Init::Fast {
+            if let Some(start) = &self.start {
+                return Err(Error::setting("start", format!("{} is given but init is 'fast'", start.display())));
+            }
+            // At most 2048 px: a start is resized to the first scale, and a print size's fast
+            // pass would not fit the memory.
+            let capped = Settings { config: self.config.clone().size(self.config.size.min(MAX_FAST_START)), ..self.clone() };
+            inputs.start = Some(capped.fast_picture(&self.fast_networks(&mut |_| {})?, &inputs)?);
+        }
+        Ok(inputs)
+    }
+
+    /// The fast networks these settings name (`network.fast_networks`, else the cache's,
+    /// fetched first if missing; `say` hears about the fetch).
+    pub fn fast_networks(&self, say: &mut dyn FnMut(&str)) -> Result<FastNetworks> {
+        match &self.network.fast_networks {
+            Some(dir) => FastNetworks::from_dir(dir),
+            None => FastNetworks::from_dir(&crate::weights::fetch::ensure_fast_networks(say)?),
+        }
+    }
+
+    /// Whether the output is the fast network's picture alone (fast mode without `init`
+    /// `"fast"`).
+    pub fn is_fast_only(&self) -> bool {
+        self.fast.is_some() && self.config.init != Init::Fast
+    }
+
+    /// The fast network's picture of the content at the output size (`config.size` on the long
+    /// side), with the first style image for the arbitrary-style network, in the colour mode.
+    pub fn fast_picture(&self, nets: &FastNetworks, inputs: &Inputs) -> Result<Image> {
+        let style = self.fast.clone().unwrap_or(FastStyle::Painting { strength: 1.0 });
+        let (w, h) = image_io::fit_long_side(inputs.content.width, inputs.content.height, self.config.size);
+        let content = image_io::resize(&inputs.content, w, h);
+        nets.paint(&content, inputs.styles.first().map(|s| &s.image), &style, self.config.colour)
     }
 
     /// The `impasto stylize` command that gives these settings, writing `output`

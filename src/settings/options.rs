@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{NetworkSettings, Settings, StyleFile};
+use crate::fast::FastStyle;
 use crate::image_io::PrintSize;
 use crate::tiles::Tiling;
 use crate::transfer::{AdamSettings, Init, LbfgsSettings, OptimizerChoice, PyramidSettings, Scales, StyleConfig};
@@ -216,6 +217,15 @@ fn parse_scales(v: &str) -> Result<Scales, String> {
             .map(Scales::List)
             .map_err(|_| format!("'{list}': use auto, off or sizes like 256,512,1024")),
     }
+}
+
+/// What the command line sets before the options typed: the start from the fast network's
+/// picture (`--init fast`), which `bench/init_fast.py` measured to reach the objective of 60
+/// iterations from the content sooner on most pairs (README, Fast mode). Settings files and the
+/// library keep [`StyleConfig`]'s defaults (the content), so that a program loads no network it
+/// did not ask for.
+pub fn command_line_default(s: &mut Settings) {
+    s.config.init = Init::Fast;
 }
 
 /// Every run option, in the order they are applied.
@@ -658,15 +668,100 @@ pub static OPTIONS: &[RunOption] = &[
         get: |s| s.config.scale_iterations.as_ref().map_or(Given::Default, |v| Given::Values(vec![list(v)])),
     },
     RunOption {
-        flag: "init",
+        flag: "fast-networks",
         alias: None,
-        fields: &["init", "start"],
-        value_name: "content|random|noise:A|FILE",
-        help: "Start from the content image, white noise from --seed (random), the content mixed with noise (noise:A, A in 0..1) or an image FILE",
+        fields: &["network.fast_networks"],
+        value_name: "DIR",
+        help: "Fast mode's three ONNX files from DIR (arbitrary_predict.onnx, arbitrary_transform.onnx, multistyle26.onnx) instead of the ones fetched",
         kind: Kind::Text,
         scope: Scope::Stylize,
         conflicts: &[],
-        default: || Some("content".into()),
+        default: none,
+        set: |s, v| Ok(s.network.fast_networks = Some(PathBuf::from(one(v)))),
+        get: |s| s.network.fast_networks.as_deref().map_or(Given::Default, |p| Given::Values(vec![path(p)])),
+    },
+    RunOption {
+        flag: "fast",
+        alias: None,
+        fields: &["fast"],
+        value_name: "",
+        help: "Fast mode: paint in one pass of a feed-forward network after the first STYLE (any painting), at the output size; no optimisation unless --init fast",
+        kind: Kind::Switch,
+        scope: Scope::Stylize,
+        conflicts: &["builtin"],
+        default: none,
+        set: |s, _| {
+            if !matches!(s.fast, Some(FastStyle::Painting { .. })) {
+                s.fast = Some(FastStyle::Painting { strength: 1.0 });
+            }
+            // The picture is the output: no optimisation unless `--init fast` (applied after).
+            s.config.init = Init::Content;
+            Ok(())
+        },
+        get: |s| match s.fast {
+            Some(FastStyle::Painting { .. }) if s.config.init != Init::Fast => Given::Switch,
+            _ => Given::Default,
+        },
+    },
+    RunOption {
+        flag: "builtin",
+        alias: None,
+        fields: &["fast.builtin"],
+        value_name: "N[:W],...",
+        help: "Fast mode with the built-in styles 0..25, blended by weight (7, or 3:0.5,12:0.5; `impasto styles --sheet` shows them); no STYLE image needed",
+        kind: Kind::Text,
+        scope: Scope::Stylize,
+        conflicts: &["fast", "strength"],
+        default: none,
+        set: |s, v| {
+            s.fast = Some(FastStyle::parse_builtin(one(v)).map_err(|e| match e {
+                crate::Error::Setting { message, .. } => message,
+                e => e.to_string(),
+            })?);
+            s.config.init = Init::Content;
+            Ok(())
+        },
+        get: |s| match &s.fast {
+            Some(FastStyle::Builtin(v)) => {
+                Given::Values(vec![v.iter().map(|(i, w)| format!("{i}:{w}")).collect::<Vec<_>>().join(",")])
+            }
+            _ => Given::Default,
+        },
+    },
+    RunOption {
+        flag: "strength",
+        alias: None,
+        fields: &["fast.painting.strength"],
+        value_name: "S",
+        help: "Fast mode's style strength, 0..1: the style vector between the photo's own (0) and the painting's (1)",
+        kind: Kind::Number,
+        scope: Scope::Stylize,
+        conflicts: &["builtin"],
+        default: || Some("1".into()),
+        set: |s, v| {
+            let strength: f32 = number(v)?;
+            match &mut s.fast {
+                Some(FastStyle::Painting { strength: st }) => *st = strength,
+                None => s.fast = Some(FastStyle::Painting { strength }),
+                Some(FastStyle::Builtin(_)) => return Err("applies to --fast only".into()),
+            }
+            Ok(())
+        },
+        get: |s| match s.fast {
+            Some(FastStyle::Painting { strength }) if strength != 1.0 => Given::Values(vec![strength.to_string()]),
+            _ => Given::Default,
+        },
+    },
+    RunOption {
+        flag: "init",
+        alias: None,
+        fields: &["init", "start"],
+        value_name: "content|random|fast|noise:A|FILE",
+        help: "Start from the fast network's picture (fast: --fast or --builtin choose which; measured faster to the same loss, README), the content image, white noise from --seed (random), the content mixed with noise (noise:A, A in 0..1) or an image FILE",
+        kind: Kind::Text,
+        scope: Scope::Stylize,
+        conflicts: &[],
+        default: || Some("fast".into()),
         set: |s, v| {
             match Init::parse_keyword(one(v)) {
                 Some(init) => {
@@ -682,11 +777,17 @@ pub static OPTIONS: &[RunOption] = &[
             }
             Ok(())
         },
+        // The command line starts from the fast picture unless told otherwise
+        // ([`command_line_default`]); the library's default is the content.
         get: |s| match s.config.init {
-            Init::Content => Given::Default,
+            // --fast and --builtin alone make the picture the output.
+            _ if s.is_fast_only() => Given::Default,
+            Init::Fast if matches!(s.fast, Some(FastStyle::Builtin(_))) => Given::Values(vec!["fast".into()]),
+            Init::Content => Given::Values(vec!["content".into()]),
             Init::Random => Given::Values(vec!["random".into()]),
             Init::Noise(a) => Given::Values(vec![format!("noise:{a}")]),
             Init::Image => Given::Values(vec![s.start.as_deref().map_or("image".into(), path)]),
+            Init::Fast => Given::Default,
         },
     },
     RunOption {

@@ -101,7 +101,13 @@ pub struct Studio {
     /// What uploads in flight and queued jobs hold.
     budget: Arc<budget::Budget>,
     timeout: std::time::Duration,
+    /// The fast networks for the instant preview, loaded on the first preview (a fetch, the
+    /// first time on a machine), and the lock that makes previews one at a time.
+    fast: std::sync::Mutex<Option<Arc<crate::fast::FastNetworks>>>,
 }
+
+/// The longest side of an instant preview, in pixels.
+pub const MAX_PREVIEW_SIDE: usize = 512;
 
 /// How to start a studio.
 pub struct StudioOptions {
@@ -152,6 +158,7 @@ impl Studio {
             network: NetworkSettings { weights: options.weights, device: options.device, ..NetworkSettings::default() },
             budget: budget::Budget::new(options.memory),
             timeout: options.timeout,
+            fast: std::sync::Mutex::new(None),
         }))
     }
 
@@ -176,6 +183,7 @@ impl Studio {
             .route("/examples", get(|State(s): State<Arc<Studio>>| async move { axum::Json(s.examples.clone()) }))
             .route("/uploads/{id}", get(uploaded))
             .route("/jobs", post(submit).get(active))
+            .route("/fast", post(fast_preview))
             .route("/jobs/{id}", get(status))
             .route("/jobs/{id}/events", get(events))
             .route("/jobs/{id}/preview.jpg", get(preview))
@@ -408,6 +416,9 @@ struct JobRequest {
     styles: Vec<Style<String>>,
     #[serde(default)]
     config: StyleConfig,
+    /// The fast network for `config.init` `"fast"`.
+    #[serde(default)]
+    fast: Option<crate::fast::FastStyle>,
 }
 
 async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl IntoResponse, ApiError> {
@@ -435,9 +446,17 @@ async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl I
     let styles = (request.styles.iter().enumerate())
         .map(|(k, st)| st.try_map(|field, id| upload(format!("styles[{k}].{field}"), id)))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(fast) = &request.fast {
+        if request.config.init != crate::transfer::Init::Fast {
+            let text = "fast applies with config.init \"fast\" (a job always optimises)".to_string();
+            return Err(ApiError(StatusCode::BAD_REQUEST, text, Some("fast".into())));
+        }
+        fast.check()?;
+    }
     let settings = Settings {
         network: s.network.clone(),
         config: request.config,
+        fast: request.fast,
         ..Settings::new(upload("content".into(), &request.content)?, styles)
     };
     let stylizer = Stylizer::new(settings.config.clone())?;
@@ -473,6 +492,75 @@ async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl I
     let job = s.jobs.submit(Settings { plan: Some(plan), ..settings }, stylizer, inputs, held);
     let status = job.status.borrow().clone();
     Ok((StatusCode::CREATED, axum::Json(status)))
+}
+
+/// An instant preview: the fast network's picture of an upload after another.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastRequest {
+    content: String,
+    style: String,
+    #[serde(default = "full_strength")]
+    strength: f32,
+    #[serde(default)]
+    colour: crate::colour::Colour,
+    #[serde(default = "preview_side")]
+    size: usize,
+}
+
+fn full_strength() -> f32 {
+    1.0
+}
+
+fn preview_side() -> usize {
+    384
+}
+
+async fn fast_preview(State(s): State<Arc<Studio>>, request: Request) -> Result<Response, ApiError> {
+    let (body, held) = read_body(&s, request, MAX_JOB_BYTES).await?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let request: FastRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError(StatusCode::BAD_REQUEST, format!("{field}: {}", e.inner()), Some(field))
+    })?;
+    drop(held);
+    if !(crate::fast::MIN_SIDE..=MAX_PREVIEW_SIDE).contains(&request.size) {
+        let text = format!("size must be between {} and {MAX_PREVIEW_SIDE}, got {}", crate::fast::MIN_SIDE, request.size);
+        return Err(ApiError(StatusCode::BAD_REQUEST, text, Some("size".into())));
+    }
+    let style = crate::fast::FastStyle::Painting { strength: request.strength };
+    style.check().map_err(|_| {
+        let text = format!("strength must be between 0 and 1, got {}", request.strength);
+        ApiError(StatusCode::BAD_REQUEST, text, Some("strength".into()))
+    })?;
+    let upload = |field: &str, id: &str| {
+        s.store.upload(id).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("{field}: no such upload"), Some(field.into())))
+    };
+    let (content, painting) = (upload("content", &request.content)?, upload("style", &request.style)?);
+    // Two images decoded and the network's tensors at the preview size, from the budget.
+    let mut need = (request.size as u64).pow(2) * 32 * 4 * 8;
+    for path in [&content, &painting] {
+        let bytes = std::fs::read(path).map_err(|_| not_found("upload"))?;
+        let pixels = image_io::header_size(&bytes).map_or(0, |z| z.pixels() as u64);
+        need = need.saturating_add(pixels.saturating_mul(12)).saturating_add(decoded_bytes(pixels));
+    }
+    let held = s.budget.reserve(need).ok_or_else(|| busy("no memory is left for a preview"))?;
+    let studio = s.clone();
+    let jpeg = tokio::task::spawn_blocking(move || -> crate::Result<Vec<u8>> {
+        let _held = held;
+        let mut nets = studio.fast.lock().unwrap_or_else(|e| e.into_inner());
+        if nets.is_none() {
+            let dir = crate::weights::fetch::ensure_fast_networks(&mut |_| {})?;
+            *nets = Some(Arc::new(crate::fast::FastNetworks::from_dir(&dir)?));
+        }
+        let photo = image_io::resize_to_fit(&image_io::load(&content)?, request.size);
+        let painting = image_io::load(&painting)?;
+        let picture = nets.as_ref().unwrap().paint(&photo, Some(&painting), &style, request.colour)?;
+        image_io::encode(&picture, image_io::OutputFormat::Jpeg)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))??;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"))], jpeg).into_response())
 }
 
 async fn active(State(s): State<Arc<Studio>>) -> impl IntoResponse {

@@ -125,15 +125,20 @@ pub enum Init {
     Noise(f32),
     /// The start image of the [`Inputs`], resized to the output size.
     Image,
+    /// The fast network's picture of the content ([`crate::fast`]): the front end makes it and
+    /// gives it as the start image of the [`Inputs`] ([`crate::settings::Settings::load_inputs`]
+    /// does), resized to the output size like [`Init::Image`].
+    Fast,
 }
 
 impl Init {
-    /// Parses `content`, `random` or `noise:AMOUNT` (AMOUNT in 0..1); anything else is `None`
+    /// Parses `content`, `random`, `fast` or `noise:AMOUNT` (AMOUNT in 0..1); anything else is `None`
     /// (a file name, for the caller to load as the start image).
     pub fn parse_keyword(s: &str) -> Option<Result<Self>> {
         match s {
             "content" => Some(Ok(Init::Content)),
             "random" => Some(Ok(Init::Random)),
+            "fast" => Some(Ok(Init::Fast)),
             _ => s.strip_prefix("noise:").map(|a| match a.parse::<f32>() {
                 Ok(a) if (0.0..=1.0).contains(&a) => Ok(Init::Noise(a)),
                 _ => Err(Error::setting("init", format!("noise:AMOUNT needs an AMOUNT between 0 and 1, got '{a}'"))),

@@ -156,7 +156,7 @@ impl Stylizer {
                     let data = content_k.data.iter().zip(&noise.data).map(|(c, n)| (1.0 - a) * c + a * n).collect();
                     Image { data, ..content_k.clone() }
                 }
-                (None, Init::Image) => match &inputs.start {
+                (None, Init::Image | Init::Fast) => match &inputs.start {
                     Some(start) => cfg.colour.candidate(resize(start, w, h)),
                     None => content_k.clone(),
                 },

