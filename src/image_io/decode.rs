@@ -119,6 +119,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
         // Every tag's claim within the file, before a TIFF reader sees it.
         super::tiff_check::check(&mut Cursor::new(bytes), bytes.len() as u64)?;
     }
+    if format == ImageFormat::Png {
+        check_png_palette(bytes)?;
+    }
     let reader = |max_alloc: u64, sides: Option<u32>| {
         let mut r = ImageReader::with_format(Cursor::new(bytes), format);
         let mut l = Limits::default();
@@ -216,6 +219,25 @@ pub fn in_srgb(mut img: Image, icc: Option<&[u8]>) -> Image {
 }
 
 /// A decoder error as one line.
+/// A PNG's palette (PLTE) holds whole RGB entries, 1 to 256 of them. The `png` crate (0.18.1)
+/// panics on one that does not (found by the `image_decode` fuzzer): refused here first. Only
+/// the chunk lengths are walked; a truncated file is left for the decoder to report.
+fn check_png_palette(bytes: &[u8]) -> Result<(), String> {
+    let mut at = 8usize;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+        match &head[4..8] {
+            b"PLTE" if len == 0 || len % 3 != 0 || len > 768 => {
+                return Err(format!("corrupt PNG: a palette of {len} bytes (whole RGB entries, 1 to 256, expected)"));
+            }
+            b"IDAT" | b"IEND" => return Ok(()),
+            _ => {}
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    Ok(())
+}
+
 fn decode_error(what: &str, e: &dyn std::fmt::Display) -> String {
     one_line(&format!("{what}: {e}"))
 }
@@ -255,4 +277,33 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Image, String> {
         img.apply_orientation(o);
     }
     Ok(in_srgb(super::from_dynamic(&img), icc.as_deref()))
+}
+
+#[cfg(test)]
+mod png_palette_tests {
+    use super::*;
+
+    fn png_with_palette(len: usize) -> Vec<u8> {
+        let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+        let chunk = |b: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            b.extend((data.len() as u32).to_be_bytes());
+            b.extend(kind);
+            b.extend(data);
+            b.extend([0u8; 4]); // the CRC: the check runs before anything reads it
+        };
+        chunk(&mut b, b"IHDR", &[0, 0, 0, 24, 0, 0, 0, 18, 8, 3, 0, 0, 0]);
+        chunk(&mut b, b"PLTE", &vec![7; len]);
+        chunk(&mut b, b"IDAT", &[]);
+        chunk(&mut b, b"IEND", &[]);
+        b
+    }
+
+    #[test]
+    fn a_palette_of_partial_entries_is_refused_before_the_png_crate_sees_it() {
+        for len in [0, 2, 686, 771] {
+            let err = decode(&png_with_palette(len), &DecodeLimits::default()).unwrap_err();
+            assert!(err.contains(&format!("a palette of {len} bytes")), "{len}: {err}");
+        }
+        assert!(check_png_palette(&png_with_palette(768)).is_ok());
+    }
 }
