@@ -36,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             StyleInput::new(load(ground_style)?).region_mask(ground),
         ],
         start: None,
+        temporal: Vec::new(),
     };
     let outcome = Stylizer::new(config)?.stylize(&net, &inputs, |p| {
         if p.iteration.is_multiple_of(20) {

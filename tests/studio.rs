@@ -489,9 +489,14 @@ fn the_page_works_in_chromium() {
     let fast = "const i = document.getElementById('fast-preview'); return i.complete && i.naturalWidth > 0 ? Number(i.dataset.version) : 0";
     let first = browser.until("the instant preview", fast).as_u64().unwrap();
     assert!(browser.exec("return document.getElementById('stop').disabled").as_bool().unwrap(), "a job started");
-    let (w, h) = (browser.exec("return document.getElementById('fast-preview').naturalWidth"), browser.exec("return document.getElementById('fast-preview').naturalHeight"));
+    let (w, h) = (
+        browser.exec("return document.getElementById('fast-preview').naturalWidth"),
+        browser.exec("return document.getElementById('fast-preview').naturalHeight"),
+    );
     assert!(w.as_u64().unwrap() >= 16 && h.as_u64().unwrap() >= 16, "{w}x{h}");
-    browser.exec("const c = document.getElementById('colour'); c.value = 'luminance'; c.dispatchEvent(new Event('change'));");
+    browser.exec(
+        "const c = document.getElementById('colour'); c.value = 'luminance'; c.dispatchEvent(new Event('change'));",
+    );
     browser.until("a newer instant preview", &format!("const i = document.getElementById('fast-preview'); return i.complete && Number(i.dataset.version) > {first}"));
     // A bad value is shown next to its field, and nothing runs.
     browser.exec("document.getElementById('size').value = 0; document.getElementById('start').click();");
@@ -595,6 +600,12 @@ fn hostile_requests_are_answered_and_the_studio_keeps_serving() {
     let mut trailing = job(&content, &style, serde_json::json!({ "size": 32 }));
     trailing.extend_from_slice(b" garbage");
     refused(trailing, 400, None, "more after the job");
+    // The instant preview's requests are read the same way.
+    let mut preview = serde_json::json!({ "content": content, "style": style }).to_string().into_bytes();
+    preview.extend_from_slice(b" garbage");
+    let r = server.post("/api/fast", &preview);
+    assert_eq!(r.status, 400, "{}", r.json());
+    assert!(r.json()["error"].as_str().unwrap().contains("more after the request"), "{}", r.json());
     refused(job(&content, &style, serde_json::json!({ "size": 65535 })), 400, Some("config.size"), "memory");
     let unknown = serde_json::json!({ "size": 32, "loss": { "style_layers": ["relu9_9"] } });
     refused(job(&content, &style, unknown), 400, Some("config.loss.style_layers"), "unknown layer 'relu9_9'");

@@ -283,6 +283,10 @@ pub struct BenchArgs {
     /// for each.
     #[arg(long, value_name = "N")]
     pub targets: Option<usize>,
+    /// Measure the optical flow instead: its end-point error on synthetic motions with a known
+    /// flow, and its time per frame, at --sizes (widths of 16:9 frames) [default: 256,512,1024].
+    #[arg(long)]
+    pub flow: bool,
     /// Where to time one iteration: cpu, or gpu (the first adapter wgpu finds).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,

@@ -256,3 +256,22 @@ pub fn run_targets(count: usize, size: usize, iterations: usize, weights: VggWei
     );
     Ok(())
 }
+
+/// The optical flow's end-point error on each synthetic motion and its time per frame (one
+/// direction; a video frame needs two), for 16:9 frames `width` pixels wide.
+pub fn run_flow(widths: &[usize], runs: usize) {
+    use impasto::video::{FlowSettings, dense_flow, synthetic};
+    outln!("impasto bench --flow: dense inverse search, {} threads", rayon::current_num_threads());
+    outln!("{:>10}  {:<14} {:>12} {:>14} {:>10}", "size", "motion", "EPE (px)", "no-flow EPE", "ms/frame");
+    for &w in widths {
+        let h = (w * 9 / 16).max(16);
+        for m in synthetic::motions(w, h) {
+            let settings = FlowSettings::default();
+            let mut flow = None;
+            let seconds = median_seconds(runs, || flow = Some(dense_flow(&m.from, &m.to, &settings)));
+            let epe = flow.expect("timed at least once").end_point_error(&m.truth, Some(&m.mask));
+            let still = impasto::video::Flow::zero(w, h).end_point_error(&m.truth, Some(&m.mask));
+            outln!("{:>10}  {:<14} {:>12.3} {:>14.3} {:>10.1}", format!("{w}x{h}"), m.name, epe, still, seconds * 1e3);
+        }
+    }
+}

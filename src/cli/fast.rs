@@ -72,7 +72,11 @@ pub fn sheet(photo: &Path, output: &Path, cell: usize, quiet: bool) -> Result<i3
     }
     image_io::save(&sheet, output).with_context(|| "cannot write the sheet")?;
     if !quiet {
-        errln!("impasto: wrote {} (the photo, then styles 0 to {}; --builtin N picks one)", output.display(), BUILTIN_STYLES - 1);
+        errln!(
+            "impasto: wrote {} (the photo, then styles 0 to {}; --builtin N picks one)",
+            output.display(),
+            BUILTIN_STYLES - 1
+        );
     }
     Ok(0)
 }

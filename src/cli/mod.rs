@@ -70,6 +70,14 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn bench(a: args::BenchArgs) -> Result<i32> {
+    if a.flow {
+        let sizes = a.sizes.unwrap_or_else(|| vec![256, 512, 1024]);
+        if sizes.iter().any(|&s| !(32..=4096).contains(&s)) {
+            bail!("--sizes must be between 32 and 4096 for --flow");
+        }
+        bench::run_flow(&sizes, a.runs.max(1));
+        return Ok(0);
+    }
     if let Some(count) = a.targets {
         if !(2..=1000).contains(&count) {
             bail!("--targets must be between 2 and 1000");

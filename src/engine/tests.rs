@@ -187,3 +187,34 @@ fn luminance_mode_evaluates_grey_images_from_every_start() {
         }
     }
 }
+
+/// A video frame's temporal term joins any backend's objective, at every scale: here the
+/// optimum is known, per pixel `(t + γ c w) / (1 + γ c)` for the inverted content `t`, the
+/// warped frame `w` and its reliability `c` (the two terms are means over the same values).
+#[test]
+fn a_temporal_target_pulls_the_reliable_pixels_toward_the_warped_frame() {
+    use crate::loss::temporal::TemporalTarget;
+    let (w, h) = (40, 30);
+    let content = ramp(w, h);
+    let warped = Image::filled(w, h, 128.0);
+    let reliability: Vec<f32> = (0..w * h).map(|i| if i % w < w / 2 { 1.0 } else { 0.0 }).collect();
+    let gamma = 3.0;
+    let config = StyleConfig::default()
+        .size(40)
+        .iterations(60)
+        .colour(crate::colour::Colour::Keep)
+        .scales(Scales::List(vec![20, 40]));
+    let inputs = Inputs {
+        temporal: vec![TemporalTarget::new(warped, reliability.clone(), gamma).unwrap()],
+        ..Inputs::new(content.clone(), [ramp(8, 8)])
+    };
+    let out = Stylizer::new(config).unwrap().stylize(&Inverse::default(), &inputs, &mut go).unwrap();
+    assert!(out.terms.temporal > 0.0);
+    let mut worst = 0.0f32;
+    for (i, (&x, &c)) in out.image.data.iter().zip(&content.data).enumerate() {
+        let (t, r) = (255.0 - c, reliability[i % (w * h)]);
+        let want = (t + gamma as f32 * r * 128.0) / (1.0 + gamma as f32 * r);
+        worst = worst.max((x - want).abs());
+    }
+    assert!(worst < 0.05, "worst pixel off by {worst}");
+}

@@ -90,27 +90,62 @@ impl Tensor {
 /// An operator with its attributes read and checked.
 #[derive(Clone, Debug)]
 enum Op {
-    Conv { kernel: Option<[usize; 2]>, strides: [usize; 2], pads: [usize; 4], group: usize },
+    Conv {
+        kernel: Option<[usize; 2]>,
+        strides: [usize; 2],
+        pads: [usize; 4],
+        group: usize,
+    },
     Binary(Binary),
     Unary(Unary),
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     /// `signed`: the zero point is int8 (saturate to -128..127), else uint8 (0..255).
-    Quantize { axis: i64, signed: bool },
-    Dequantize { axis: i64 },
+    Quantize {
+        axis: i64,
+        signed: bool,
+    },
+    Dequantize {
+        axis: i64,
+    },
     /// QuantizeLinear then DequantizeLinear with the same per-tensor scale and zero point.
-    FakeQuant { scale: f32, zero: f32, lo: f32, hi: f32 },
-    Reshape { allowzero: bool },
-    Transpose { perm: Option<Vec<usize>> },
-    Pad { mode: PadMode },
+    FakeQuant {
+        scale: f32,
+        zero: f32,
+        lo: f32,
+        hi: f32,
+    },
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
+    Pad {
+        mode: PadMode,
+    },
     GlobalAveragePool,
-    Reduce { mean: bool, axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    Reduce {
+        mean: bool,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
     Resize,
     Constant(Tensor),
     ConstantOfShape(Tensor),
-    Concat { axis: i64 },
+    Concat {
+        axis: i64,
+    },
     Slice,
-    Cast { to: DataType },
-    Unsqueeze { axes: Option<Vec<i64>> },
+    Cast {
+        to: DataType,
+    },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
     Identity,
 }
 
@@ -198,7 +233,10 @@ fn pair(v: Option<Vec<i64>>, default: usize, what: &str) -> Result<[usize; 2], S
 
 fn parse_op(node: &NodeProto, opset: i64) -> Result<Op, String> {
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
-        return Err(format!("operator {}.{} is not supported by impasto (supported: {SUPPORTED})", node.domain, node.op_type));
+        return Err(format!(
+            "operator {}.{} is not supported by impasto (supported: {SUPPORTED})",
+            node.domain, node.op_type
+        ));
     }
     let op = match node.op_type.as_str() {
         "Conv" => {
@@ -313,7 +351,9 @@ fn parse_op(node: &NodeProto, opset: i64) -> Result<Op, String> {
         }
         "Cast" => {
             let to = attr_int(node, "to", 0)?;
-            Op::Cast { to: DataType::from_code(to).ok_or_else(|| format!("Cast to element type {to} is not supported"))? }
+            Op::Cast {
+                to: DataType::from_code(to).ok_or_else(|| format!("Cast to element type {to} is not supported"))?,
+            }
         }
         "Unsqueeze" => Op::Unsqueeze { axes: if opset >= 13 { None } else { attr_ints(node, "axes")? } },
         other => return Err(format!("operator {other} is not supported by impasto (supported: {SUPPORTED})")),
@@ -339,8 +379,7 @@ impl Graph {
             let name = t.name.clone();
             constants.insert(name, Arc::new(Tensor::from_stored(t)));
         }
-        let inputs: Vec<ValueInfo> =
-            model.inputs.into_iter().filter(|i| !constants.contains_key(&i.name)).collect();
+        let inputs: Vec<ValueInfo> = model.inputs.into_iter().filter(|i| !constants.contains_key(&i.name)).collect();
         let mut defined: HashSet<String> = constants.keys().cloned().collect();
         defined.extend(inputs.iter().map(|i| i.name.clone()));
         let mut nodes = Vec::with_capacity(model.nodes.len());
@@ -451,15 +490,20 @@ impl Graph {
                 let fits = shape.len() == t.shape.len()
                     && shape.iter().zip(&t.shape).all(|(d, &n)| matches!(d, Dim::Free) || *d == Dim::Fixed(n));
                 if !fits {
-                    return Err(format!("input {:?} has shape {:?}, the network expects {shape:?}", info.name, t.shape));
+                    return Err(format!(
+                        "input {:?} has shape {:?}, the network expects {shape:?}",
+                        info.name, t.shape
+                    ));
                 }
             }
         }
         for (name, t) in feeds {
-            if t.numel() != match &t.data {
-                Data::F32(v) => v.len(),
-                Data::I64(v) => v.len(),
-            } {
+            if t.numel()
+                != match &t.data {
+                    Data::F32(v) => v.len(),
+                    Data::I64(v) => v.len(),
+                }
+            {
                 return Err(format!("input {name:?}: its data does not fit its shape {:?}", t.shape));
             }
             values.insert(name.to_string(), t);
@@ -468,7 +512,7 @@ impl Graph {
             // An element-wise operator on a value no later node reads works in place.
             let first = node.inputs.first().map(String::as_str).unwrap_or("");
             let owned = self.last_use.get(first) == Some(&i) && node.inputs.iter().filter(|n| *n == first).count() == 1;
-            let constant_rest = node.inputs[1..].iter().all(|n| n.is_empty() || self.constants.contains_key(n));
+            let constant_rest = node.inputs.iter().skip(1).all(|n| n.is_empty() || self.constants.contains_key(n));
             if owned && constant_rest && matches!(node.op, Op::Unary(_) | Op::Clip { .. } | Op::FakeQuant { .. }) {
                 let args: Vec<Option<&Tensor>> =
                     node.inputs.iter().map(|n| self.constants.get(n).map(|t| t.as_ref())).collect();
@@ -476,18 +520,26 @@ impl Graph {
                 if let (Some(pw), Some(mut t)) = (pw, values.remove(first)) {
                     match &mut t.data {
                         Data::F32(v) => pw.apply(v),
-                        Data::I64(_) => return Err(format!("{}: expected a float tensor, got an integer one", node.label)),
+                        Data::I64(_) => {
+                            return Err(format!("{}: expected a float tensor, got an integer one", node.label));
+                        }
                     }
                     values.insert(node.outputs[0].clone(), t);
                     continue;
                 }
             }
             let out = {
-                let args: Vec<Option<&Tensor>> = node
-                    .inputs
-                    .iter()
-                    .map(|n| if n.is_empty() { None } else { self.constants.get(n).map(|t| t.as_ref()).or(values.get(n)) })
-                    .collect();
+                let args: Vec<Option<&Tensor>> =
+                    node.inputs
+                        .iter()
+                        .map(|n| {
+                            if n.is_empty() {
+                                None
+                            } else {
+                                self.constants.get(n).map(|t| t.as_ref()).or(values.get(n))
+                            }
+                        })
+                        .collect();
                 self.eval(node, &args).map_err(|e| format!("{}: {e}", node.label))?
             };
             for input in &node.inputs {
@@ -510,13 +562,19 @@ impl Graph {
             .collect()
     }
 
-    /// Checks that a tensor of `shape` is within the element budget.
+    /// Checks that a tensor of `shape` is within the element budget and returns its elements.
+    /// A dimension of size zero counts as one, so that no dimension of an empty tensor is larger
+    /// than the budget either (the gather tables have one entry per index of each dimension).
     fn room(&self, shape: &[usize]) -> Result<usize, String> {
-        shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .filter(|&n| n <= self.max_elements)
-            .ok_or_else(|| format!("a tensor of shape {shape:?} is larger than the {} elements allowed", self.max_elements))
+        let bounded =
+            shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d.max(1))).is_some_and(|n| n <= self.max_elements);
+        if !bounded {
+            return Err(format!(
+                "a tensor of shape {shape:?} is larger than the {} elements allowed",
+                self.max_elements
+            ));
+        }
+        Ok(shape.iter().product())
     }
 
     fn eval(&self, node: &Node, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>, String> {
@@ -626,8 +684,12 @@ impl Graph {
         pads: [usize; 4],
         group: usize,
     ) -> Result<Tensor, String> {
-        let [n, c, h, wd] = x.shape[..] else { return Err(format!("input of shape {:?}: 4 dimensions expected", x.shape)) };
-        let [m, cg, kh, kw] = w.shape[..] else { return Err(format!("weight of shape {:?}: 4 dimensions expected", w.shape)) };
+        let [n, c, h, wd] = x.shape[..] else {
+            return Err(format!("input of shape {:?}: 4 dimensions expected", x.shape));
+        };
+        let [m, cg, kh, kw] = w.shape[..] else {
+            return Err(format!("weight of shape {:?}: 4 dimensions expected", w.shape));
+        };
         if kernel.is_some_and(|k| k != [kh, kw]) {
             return Err(format!("kernel_shape {kernel:?} does not match the weight's {kh}x{kw}"));
         }
@@ -763,15 +825,19 @@ impl Graph {
             if mode == PadMode::Edge && n == 0 && size > 0 {
                 return Err("edge padding of an empty tensor".into());
             }
-            tables.push((0..size).map(|o| {
-                let i = o - begin;
-                match mode {
-                    _ if (0..n).contains(&i) => Some(i as usize),
-                    PadMode::Constant => None,
-                    PadMode::Reflect => Some(if i < 0 { -i } else { 2 * (n - 1) - i } as usize),
-                    PadMode::Edge => Some(i.clamp(0, n - 1) as usize),
-                }
-            }).collect::<Vec<_>>());
+            tables.push(
+                (0..size)
+                    .map(|o| {
+                        let i = o - begin;
+                        match mode {
+                            _ if (0..n).contains(&i) => Some(i as usize),
+                            PadMode::Constant => None,
+                            PadMode::Reflect => Some(if i < 0 { -i } else { 2 * (n - 1) - i } as usize),
+                            PadMode::Edge => Some(i.clamp(0, n - 1) as usize),
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
         }
         table_gather(x, shape, &tables, value.map(|v| v.scalar_f32()).transpose()?.unwrap_or(0.0))
     }
@@ -799,7 +865,9 @@ impl Graph {
         let tables: Vec<Vec<Option<usize>>> = (0..rank)
             .map(|d| {
                 let (n, o) = (x.shape[d], shape[d]);
-                (0..o).map(|i| (n > 0).then(|| ((i as f64 * n as f64 / o as f64).floor() as usize).min(n - 1))).collect()
+                (0..o)
+                    .map(|i| (n > 0).then(|| ((i as f64 * n as f64 / o as f64).floor() as usize).min(n - 1)))
+                    .collect()
             })
             .collect();
         table_gather(x, shape, &tables, 0.0)
@@ -920,7 +988,9 @@ fn fuse_fake_quant(nodes: Vec<Node>, constants: &HashMap<String, Arc<Tensor>>, o
         let same = rs.iter().all(|&r| {
             matches!(nodes[r].op, Op::Dequantize { .. })
                 && nodes[r].inputs[0] == q.outputs[0]
-                && params(&nodes[r]).is_some_and(|(s2, z2)| s2.data == s.data && z2.map(|t| t.data) == z.as_ref().map(|t| t.data.clone()))
+                && params(&nodes[r]).is_some_and(|(s2, z2)| {
+                    s2.data == s.data && z2.map(|t| t.data) == z.as_ref().map(|t| t.data.clone())
+                })
         });
         let Ok(scale) = s.scalar_f32() else { continue };
         if !same || !(scale.is_finite() && scale > 0.0) {
@@ -1060,7 +1130,11 @@ fn broadcast_apply<T: Copy + Send + Sync + Default>(
             base_b += i * s_b;
         }
         match (ia, ib) {
-            (1, 1) => o.iter_mut().zip(&x[base_a..base_a + inner]).zip(&y[base_b..base_b + inner]).for_each(|((o, &p), &q)| *o = f(p, q)),
+            (1, 1) => o
+                .iter_mut()
+                .zip(&x[base_a..base_a + inner])
+                .zip(&y[base_b..base_b + inner])
+                .for_each(|((o, &p), &q)| *o = f(p, q)),
             (1, 0) => {
                 let q = y[base_b];
                 o.iter_mut().zip(&x[base_a..base_a + inner]).for_each(|(o, &p)| *o = f(p, q))
@@ -1167,7 +1241,9 @@ fn reshape(x: &Tensor, target: &[i64], allowzero: bool) -> Result<Tensor, String
                 infer = Some(i);
                 shape.push(1);
             }
-            0 if !allowzero => shape.push(*x.shape.get(i).ok_or_else(|| format!("shape {target:?} copies a missing axis"))?),
+            0 if !allowzero => {
+                shape.push(*x.shape.get(i).ok_or_else(|| format!("shape {target:?} copies a missing axis"))?)
+            }
             d if d >= 0 => shape.push(d as usize),
             _ => return Err(format!("shape {target:?} is not a valid reshape target")),
         }
@@ -1185,7 +1261,12 @@ fn reshape(x: &Tensor, target: &[i64], allowzero: bool) -> Result<Tensor, String
 }
 
 /// Per-axis (or per-tensor) parameters of a quantization, one per element along `axis`.
-fn quant_params(x: &Tensor, scale: &Tensor, zero: Option<&Tensor>, axis: i64) -> Result<(usize, usize, Vec<f32>, Vec<f32>), String> {
+fn quant_params(
+    x: &Tensor,
+    scale: &Tensor,
+    zero: Option<&Tensor>,
+    axis: i64,
+) -> Result<(usize, usize, Vec<f32>, Vec<f32>), String> {
     let scales = scale.floats()?.to_vec();
     let zeros: Vec<f32> = match zero {
         Some(z) => match &z.data {
@@ -1226,14 +1307,22 @@ fn quantize(x: &Tensor, scale: &Tensor, zero: Option<&Tensor>, axis: i64, signed
 fn dequantize(x: &Tensor, scale: &Tensor, zero: Option<&Tensor>, axis: i64) -> Result<Tensor, String> {
     let (inner, channels, s, z) = quant_params(x, scale, zero, axis)?;
     let out = match &x.data {
-        Data::I64(v) => v.par_iter().enumerate().map(|(i, &q)| {
-            let c = (i / inner) % channels;
-            (q as f32 - z[c]) * s[c]
-        }).collect(),
-        Data::F32(v) => v.par_iter().enumerate().map(|(i, &q)| {
-            let c = (i / inner) % channels;
-            (q - z[c]) * s[c]
-        }).collect(),
+        Data::I64(v) => v
+            .par_iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let c = (i / inner) % channels;
+                (q as f32 - z[c]) * s[c]
+            })
+            .collect(),
+        Data::F32(v) => v
+            .par_iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let c = (i / inner) % channels;
+                (q - z[c]) * s[c]
+            })
+            .collect(),
     };
     Ok(Tensor::f32(x.shape.clone(), out))
 }
@@ -1247,7 +1336,8 @@ fn global_average_pool(x: &Tensor) -> Result<Tensor, String> {
         return Err("average of an empty plane".into());
     }
     let xs = x.floats()?;
-    let means: Vec<f32> = xs.par_chunks(plane).map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32).collect();
+    let means: Vec<f32> =
+        xs.par_chunks(plane).map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32).collect();
     let mut shape = x.shape.clone();
     shape[2..].iter_mut().for_each(|d| *d = 1);
     Ok(Tensor::f32(shape, means))
@@ -1355,7 +1445,21 @@ fn direct(
         for k in 0..n {
             acc[k * ow..(k + 1) * ow].fill(bias.map_or(0.0, |b| b[o0 + k]));
         }
-        direct_row(acc, input, &weight[o0 * c * kh * kw..(o0 + n) * c * kh * kw], n, c, h, w, kh, kw, *y, pads[0], pads[1], ow);
+        direct_row(
+            acc,
+            input,
+            &weight[o0 * c * kh * kw..(o0 + n) * c * kh * kw],
+            n,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            *y,
+            pads[0],
+            pads[1],
+            ow,
+        );
     });
     for (b, y, acc) in rows {
         for (k, row) in acc.chunks(ow).enumerate() {
@@ -1424,8 +1528,12 @@ fn direct_row_body(
                         let (a0, rest) = acc.split_at_mut(ow);
                         let (a1, rest) = rest.split_at_mut(ow);
                         let (a2, a3) = rest.split_at_mut(ow);
-                        for ((((r, a0), a1), a2), a3) in
-                            src.iter().zip(&mut a0[x0..x1]).zip(&mut a1[x0..x1]).zip(&mut a2[x0..x1]).zip(&mut a3[x0..x1])
+                        for ((((r, a0), a1), a2), a3) in src
+                            .iter()
+                            .zip(&mut a0[x0..x1])
+                            .zip(&mut a1[x0..x1])
+                            .zip(&mut a2[x0..x1])
+                            .zip(&mut a3[x0..x1])
                         {
                             *a0 += w0 * r;
                             *a1 += w1 * r;

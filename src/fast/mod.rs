@@ -105,7 +105,10 @@ impl FastStyle {
                         ));
                     }
                     if !(weight.is_finite() && weight > 0.0) {
-                        return Err(Error::setting(format!("fast.builtin[{i}]"), format!("weight must be > 0, got {weight}")));
+                        return Err(Error::setting(
+                            format!("fast.builtin[{i}]"),
+                            format!("weight must be > 0, got {weight}"),
+                        ));
                     }
                 }
                 Ok(())
@@ -121,9 +124,10 @@ impl FastStyle {
             let index = index.trim().parse::<usize>().map_err(|_| {
                 Error::setting("fast.builtin", format!("'{part}' is not N or N:WEIGHT (e.g. 7 or 3:0.5,12:0.5)"))
             })?;
-            let weight = weight.trim().parse::<f32>().map_err(|_| {
-                Error::setting("fast.builtin", format!("'{part}' has a weight that is not a number"))
-            })?;
+            let weight = weight
+                .trim()
+                .parse::<f32>()
+                .map_err(|_| Error::setting("fast.builtin", format!("'{part}' has a weight that is not a number")))?;
             out.push((index, weight));
         }
         let style = FastStyle::Builtin(out);
@@ -183,7 +187,8 @@ impl FastNetworks {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let read = |name: &str| -> Result<(PathBuf, Vec<u8>)> {
             let path = dir.join(name);
-            let bytes = crate::image_io::read_regular_file(&path, onnx::MAX_MODEL_BYTES).map_err(|m| Error::weights(&path, m))?;
+            let bytes = crate::image_io::read_regular_file(&path, onnx::MAX_MODEL_BYTES)
+                .map_err(|m| Error::weights(&path, m))?;
             Ok((path, bytes))
         };
         let (p, b) = read(FILES[0].0)?;
@@ -222,7 +227,8 @@ impl FastNetworks {
         content.check("content")?;
         let out = match style {
             FastStyle::Painting { strength } => {
-                let painting = painting.ok_or_else(|| Error::setting("styles", "fast mode with a painting needs a style image"))?;
+                let painting = painting
+                    .ok_or_else(|| Error::setting("styles", "fast mode with a painting needs a style image"))?;
                 painting.check("style")?;
                 let painting = if colour == Colour::Match { match_colour(painting, content) } else { painting.clone() };
                 self.arbitrary.stylize(content, &painting, *strength)?
@@ -326,7 +332,13 @@ impl Arbitrary {
         let square = resize(&Image { width: side, height: side, data: square }, STYLE_SIDE, STYLE_SIDE);
         let unit: Vec<f32> = square.data.iter().map(|v| (v / 255.0).clamp(0.0, 1.0)).collect();
         let input = Tensor::f32(vec![1, STYLE_SIDE, STYLE_SIDE, 3], interleaved(&unit, STYLE_SIDE, STYLE_SIDE));
-        let name = self.predict.inputs().iter().find(|i| i.shape.as_ref().is_some_and(|s| s.len() == 4)).map(|i| i.name.clone()).unwrap_or_default();
+        let name = self
+            .predict
+            .inputs()
+            .iter()
+            .find(|i| i.shape.as_ref().is_some_and(|s| s.len() == 4))
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
         let out = self.predict.run(vec![(&name, input)]).map_err(run_error)?;
         let vector = out.into_iter().next().unwrap().into_floats().map_err(run_error)?;
         if vector.len() != STYLE_VECTOR {
@@ -341,7 +353,8 @@ impl Arbitrary {
         let (planes, pw, ph) = padded_unit(content);
         let inputs = self.transform.inputs();
         // The style vector is the input whose last axis holds 100 numbers.
-        let is_vector = |i: &&onnx::ValueInfo| i.shape.as_ref().and_then(|s| s.last()) == Some(&onnx::Dim::Fixed(STYLE_VECTOR));
+        let is_vector =
+            |i: &&onnx::ValueInfo| i.shape.as_ref().and_then(|s| s.last()) == Some(&onnx::Dim::Fixed(STYLE_VECTOR));
         let vector_name = inputs.iter().find(is_vector).map(|i| i.name.clone()).unwrap_or_default();
         let content_name = inputs.iter().find(|i| i.name != vector_name).map(|i| i.name.clone()).unwrap_or_default();
         let x = Tensor::f32(vec![1, ph, pw, 3], interleaved(&planes, pw, ph));

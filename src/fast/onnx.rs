@@ -369,15 +369,17 @@ fn parse_tensor(buf: &[u8]) -> Result<StoredTensor, String> {
             },
             14 => {
                 if int(&wire)? == 1 {
-                    return Err(format!("tensor {name:?} keeps its data in an external file, which impasto does not read"));
+                    return Err(format!(
+                        "tensor {name:?} keeps its data in an external file, which impasto does not read"
+                    ));
                 }
             }
             _ => {}
         }
     }
     let label = if name.is_empty() { "a tensor".to_string() } else { format!("tensor {name:?}") };
-    let data_type =
-        DataType::from_code(code).ok_or_else(|| format!("{label} has element type {code}, which impasto does not read"))?;
+    let data_type = DataType::from_code(code)
+        .ok_or_else(|| format!("{label} has element type {code}, which impasto does not read"))?;
     if dims.len() > MAX_RANK {
         return Err(format!("{label} has {} dimensions (at most {MAX_RANK})", dims.len()));
     }
@@ -385,9 +387,10 @@ fn parse_tensor(buf: &[u8]) -> Result<StoredTensor, String> {
     let mut shape = Vec::with_capacity(dims.len());
     for &d in &dims {
         let d = usize::try_from(d).map_err(|_| format!("{label} has a negative dimension {d}"))?;
-        numel = numel.checked_mul(d).filter(|&n| n <= buf.len() * 8 + 64).ok_or_else(|| {
-            format!("{label} claims {dims:?} elements, more than its {} bytes can hold", buf.len())
-        })?;
+        numel = numel
+            .checked_mul(d)
+            .filter(|&n| n <= buf.len() * 8 + 64)
+            .ok_or_else(|| format!("{label} claims {dims:?} elements, more than its {} bytes can hold", buf.len()))?;
         shape.push(d);
     }
     let mut tensor = StoredTensor { name, data_type, dims: shape, floats: Vec::new(), ints: Vec::new() };
@@ -410,7 +413,8 @@ fn parse_tensor(buf: &[u8]) -> Result<StoredTensor, String> {
             DataType::Uint8 | DataType::Bool => tensor.ints = raw.iter().map(|&b| i64::from(b)).collect(),
             DataType::Int8 => tensor.ints = raw.iter().map(|&b| i64::from(b as i8)).collect(),
             DataType::Int32 => {
-                tensor.ints = raw.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap()))).collect()
+                tensor.ints =
+                    raw.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap()))).collect()
             }
             DataType::Int64 => {
                 tensor.ints = raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
@@ -459,7 +463,8 @@ fn parse_value_info(buf: &[u8]) -> Result<ValueInfo, String> {
                             while let Some((n, w)) = d.field()? {
                                 if n == 1 {
                                     let v = int(&w)?;
-                                    dim = Dim::Fixed(usize::try_from(v).map_err(|_| "malformed (a negative dimension)")?);
+                                    dim =
+                                        Dim::Fixed(usize::try_from(v).map_err(|_| "malformed (a negative dimension)")?);
                                 }
                             }
                             if dims.len() == MAX_RANK {

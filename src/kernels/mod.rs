@@ -16,8 +16,8 @@ mod winograd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use im2col::Im2colGemm;
-pub(crate) use simd::simd_dispatch;
 pub use reference::Reference;
+pub(crate) use simd::simd_dispatch;
 pub use winograd::Winograd;
 
 /// Scratch space a kernel lends to one convolution at a time: a call takes a buffer (or a new,

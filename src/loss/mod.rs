@@ -45,6 +45,7 @@ pub mod masks;
 pub mod moments;
 pub mod objective;
 pub mod spec;
+pub mod temporal;
 pub mod tv;
 mod w2;
 
@@ -330,6 +331,8 @@ pub struct LossTerms {
     pub style: f64,
     /// The total variation, weighted.
     pub tv: f64,
+    /// The temporal terms of a video frame, weighted (0 for a still picture).
+    pub temporal: f64,
 }
 
 /// `sum((a-b)^2)` in f64.

@@ -124,7 +124,7 @@ impl Plan {
         content: &Image,
         styles: &[crate::loss::StyleInput],
     ) -> Result<Plan> {
-        let inputs = Inputs { content: content.clone(), styles: styles.to_vec(), start: None };
+        let inputs = Inputs { content: content.clone(), styles: styles.to_vec(), start: None, temporal: Vec::new() };
         inputs.check_images()?;
         let output = config.output_size(content);
         check_styles(&config.loss, styles, output)?;

@@ -29,11 +29,11 @@ pub mod options;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::fast::{FastNetworks, FastStyle};
 use crate::image_io::WriteOptions;
 use crate::image_io::{self, Image};
 use crate::loss::Style;
 use crate::plan::Plan;
-use crate::fast::{FastNetworks, FastStyle};
 use crate::transfer::{Init, Inputs, StyleConfig};
 use crate::vgg::Pooling;
 use crate::weights::Preprocess;
@@ -204,14 +204,15 @@ impl Settings {
         let load = |p: &Path| image_io::load(p);
         let styles = self.styles.iter().map(|s| s.try_map(|_, p| load(p))).collect::<Result<Vec<_>>>()?;
         let start: Option<Image> = self.start.as_deref().map(load).transpose()?;
-        let mut inputs = Inputs { content: load(&self.content)?, styles, start };
+        let mut inputs = Inputs { content: load(&self.content)?, styles, start, temporal: Vec::new() };
         if self.config.init == Init::Fast {
             if let Some(start) = &self.start {
                 return Err(Error::setting("start", format!("{} is given but init is 'fast'", start.display())));
             }
             // At most 2048 px: a start is resized to the first scale, and a print size's fast
             // pass would not fit the memory.
-            let capped = Settings { config: self.config.clone().size(self.config.size.min(MAX_FAST_START)), ..self.clone() };
+            let capped =
+                Settings { config: self.config.clone().size(self.config.size.min(MAX_FAST_START)), ..self.clone() };
             inputs.start = Some(capped.fast_picture(&self.fast_networks(&mut |_| {})?, &inputs)?);
         }
         Ok(inputs)

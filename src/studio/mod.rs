@@ -421,14 +421,20 @@ struct JobRequest {
     fast: Option<crate::fast::FastStyle>,
 }
 
-async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl IntoResponse, ApiError> {
-    let (body, held) = read_body(&s, request, MAX_JOB_BYTES).await?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let request: JobRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+/// A request body as `T`: a 400 naming the field at fault, or saying what follows the value.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let field = e.path().to_string();
         ApiError(StatusCode::BAD_REQUEST, format!("{field}: {}", e.inner()), Some(field))
     })?;
-    de.end().map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("more after the job: {e}"), None))?;
+    de.end().map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("more after the {what}: {e}"), None))?;
+    Ok(value)
+}
+
+async fn submit(State(s): State<Arc<Studio>>, request: Request) -> Result<impl IntoResponse, ApiError> {
+    let (body, held) = read_body(&s, request, MAX_JOB_BYTES).await?;
+    let request: JobRequest = parse_body(&body, "job")?;
     drop(held);
     if request.styles.len() > MAX_JOB_STYLES {
         let field = "styles".to_string();
@@ -518,14 +524,11 @@ fn preview_side() -> usize {
 
 async fn fast_preview(State(s): State<Arc<Studio>>, request: Request) -> Result<Response, ApiError> {
     let (body, held) = read_body(&s, request, MAX_JOB_BYTES).await?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let request: FastRequest = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let field = e.path().to_string();
-        ApiError(StatusCode::BAD_REQUEST, format!("{field}: {}", e.inner()), Some(field))
-    })?;
+    let request: FastRequest = parse_body(&body, "request")?;
     drop(held);
     if !(crate::fast::MIN_SIDE..=MAX_PREVIEW_SIDE).contains(&request.size) {
-        let text = format!("size must be between {} and {MAX_PREVIEW_SIDE}, got {}", crate::fast::MIN_SIDE, request.size);
+        let text =
+            format!("size must be between {} and {MAX_PREVIEW_SIDE}, got {}", crate::fast::MIN_SIDE, request.size);
         return Err(ApiError(StatusCode::BAD_REQUEST, text, Some("size".into())));
     }
     let style = crate::fast::FastStyle::Painting { strength: request.strength };
@@ -534,7 +537,9 @@ async fn fast_preview(State(s): State<Arc<Studio>>, request: Request) -> Result<
         ApiError(StatusCode::BAD_REQUEST, text, Some("strength".into()))
     })?;
     let upload = |field: &str, id: &str| {
-        s.store.upload(id).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("{field}: no such upload"), Some(field.into())))
+        s.store
+            .upload(id)
+            .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("{field}: no such upload"), Some(field.into())))
     };
     let (content, painting) = (upload("content", &request.content)?, upload("style", &request.style)?);
     // Two images decoded and the network's tensors at the preview size, from the budget.

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::colour::Colour;
 use crate::error::{Error, Result};
 use crate::image_io::{Image, fit_long_side, fit_pixels};
+use crate::loss::temporal::TemporalTarget;
 use crate::loss::{LossConfig, StyleInput, StyleLoss};
 use crate::optim::{Bounds, LineSearch};
 use crate::size::Size;
@@ -364,12 +365,15 @@ pub struct Inputs {
     pub styles: Vec<StyleInput>,
     /// The start image, for [`Init::Image`].
     pub start: Option<Image>,
+    /// A video frame's temporal terms (none for a still picture): each holds the output to an
+    /// earlier painted frame warped into this one, resized with the content to each scale.
+    pub temporal: Vec<TemporalTarget>,
 }
 
 impl Inputs {
     /// `content` after `styles`, each everywhere with equal weight.
     pub fn new(content: Image, styles: impl IntoIterator<Item = Image>) -> Self {
-        Inputs { content, styles: styles.into_iter().map(StyleInput::new).collect(), start: None }
+        Inputs { content, styles: styles.into_iter().map(StyleInput::new).collect(), start: None, temporal: Vec::new() }
     }
 
     /// An error naming the first image that is not a well-formed image ([`Image::check`]): the

@@ -33,6 +33,7 @@ use std::time::Instant;
 use crate::engine::{Backend, Evaluator};
 use crate::error::Result;
 use crate::image_io::{Image, resize};
+use crate::loss::temporal::WithTemporal;
 use crate::loss::{LossTerms, ObjectiveSpec, StyleInput};
 use crate::optim::{Adam, AdamConfig, Lbfgs, Optimizer};
 use crate::plan::{Plan, ScalePlan};
@@ -133,8 +134,15 @@ impl Stylizer {
         let mut outcome = None;
         for (k, scale) in plan.scales.iter().enumerate() {
             let (content_k, styles_k) = self.at_scale(scale, &c_in, &s_in);
-            let objective = self.evaluator(net, scale, &content_k, &styles_k)?;
             let (w, h) = (content_k.width, content_k.height);
+            let objective = self.evaluator(net, scale, &content_k, &styles_k)?;
+            let objective: Box<dyn Evaluator> = if inputs.temporal.is_empty() {
+                objective
+            } else {
+                let temporal =
+                    inputs.temporal.iter().map(|t| t.at_size(w, h, |img| cfg.colour.candidate(img))).collect();
+                Box::new(WithTemporal::new(objective, temporal)?)
+            };
             let x = match (&previous, &cfg.init) {
                 (Some((prev, prev_content)), _) => {
                     // The content at this scale plus the previous scale's stylization residual,

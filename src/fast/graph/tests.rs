@@ -141,7 +141,8 @@ fn broadcasting_matches_an_index_by_index_computation() {
     ] {
         let (na, nb) = (a.iter().product::<usize>(), b.iter().product::<usize>());
         let (x, y) = (values(na, 1), values(nb, 2));
-        let out = g.binary(Binary::Sub, &Tensor::f32(a.clone(), x.clone()), &Tensor::f32(b.clone(), y.clone())).unwrap();
+        let out =
+            g.binary(Binary::Sub, &Tensor::f32(a.clone(), x.clone()), &Tensor::f32(b.clone(), y.clone())).unwrap();
         let shape = broadcast(&a, &b).unwrap();
         assert_eq!(out.shape, shape);
         let rank = shape.len();
@@ -179,9 +180,7 @@ fn reflect_padding_and_slices_follow_onnx() {
     assert!(err.contains("reflect"), "{err}");
     // The exporters' idiom: the pads reversed by a slice with step -1 from the end.
     let v = Tensor::i64(vec![4], vec![1, 2, 3, 4]);
-    let s = g
-        .slice(&v, &[-1], &[i64::MIN + 1], None, Some(&Tensor::i64(vec![1], vec![-1])))
-        .unwrap();
+    let s = g.slice(&v, &[-1], &[i64::MIN + 1], None, Some(&Tensor::i64(vec![1], vec![-1]))).unwrap();
     assert_eq!(s.ints().unwrap(), [4, 3, 2, 1]);
 }
 
@@ -217,4 +216,32 @@ fn tensors_beyond_the_element_budget_are_refused_before_allocation() {
     assert!(err.contains("larger than"), "{err}");
     let err = g.pad(&x, &[0, 0, 0, 0, 0, 0, 1 << 30, 0], None, PadMode::Constant).unwrap_err();
     assert!(err.contains("larger than"), "{err}");
+}
+
+#[test]
+fn an_empty_tensor_with_a_huge_dimension_is_refused() {
+    // Zero elements in all, but a gather table of 2^40 entries for its last dimension.
+    let mut g = graph();
+    g.max_elements = 1000;
+    let x = Tensor::f32(vec![1, 0, 2, 2], vec![]);
+    let err = g.pad(&x, &[0, 0, 0, 0, 0, 0, 0, 1 << 40], None, PadMode::Constant).unwrap_err();
+    assert!(err.contains("larger than"), "{err}");
+    let ok = g.pad(&x, &[0, 0, 0, 0, 0, 0, 1, 1], None, PadMode::Constant).unwrap();
+    assert_eq!((ok.shape.as_slice(), ok.numel()), ([1, 0, 3, 3].as_slice(), 0));
+}
+
+#[test]
+fn a_constant_that_is_an_output_runs() {
+    // Not folded (outputs are never folded away), so it runs as a node with no inputs.
+    let mut g = graph();
+    let value = Tensor::f32(vec![2], vec![1.5, -2.0]);
+    g.nodes.push(Node {
+        label: "c".into(),
+        op: Op::Constant(value.clone()),
+        inputs: vec![],
+        outputs: vec!["y".into()],
+        filter: OnceLock::new(),
+    });
+    g.outputs.push("y".into());
+    assert_eq!(g.run(vec![]).unwrap(), [value]);
 }
