@@ -17,10 +17,16 @@ mod cli;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
-    // `impasto plan ARGS` is `impasto stylize --dry-run ARGS`.
+    // `impasto plan ARGS` is `impasto stylize --dry-run ARGS`, or `impasto video --dry-run ARGS`
+    // for a clip.
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "plan") {
-        argv.splice(1..2, ["stylize".into(), "--dry-run".into()]);
+        let command = if argv.get(2).is_some_and(|a| cli::video::is_clip_name(std::path::Path::new(a))) {
+            "video"
+        } else {
+            "stylize"
+        };
+        argv.splice(1..2, [command.into(), "--dry-run".into()]);
     }
     let parsed =
         cli::args::Cli::command().try_get_matches_from(argv).and_then(|m| cli::args::Cli::from_arg_matches(&m));

@@ -56,3 +56,7 @@ mod fast;
 /// Many runs from a manifest or a grid: resumable, one item per scheduler task, job files, bad
 /// manifests, and a real single-node Slurm array.
 mod batch;
+
+/// `impasto video`: frame rate and sound kept, resumable, steadier than independent frames,
+/// bad clips refused (ffmpeg's test sources; skipped without ffmpeg unless CI requires it).
+mod video;

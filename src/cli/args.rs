@@ -44,6 +44,9 @@ pub enum Command {
     Batch(BatchArgs),
     /// The 26 built-in fast-mode styles on one photo, numbered (`--builtin N` picks one).
     Styles(StylesArgs),
+    /// Paint a clip without flicker (each frame held to the previous painted one along the
+    /// optical flow), keeping its frame rate and sound; a rerun continues where one stopped.
+    Video(VideoArgs),
 }
 
 #[derive(Args, Debug)]
@@ -164,8 +167,8 @@ pub struct GridOptions {
 
 impl Args for GridOptions {
     fn augment_args(mut cmd: clap::Command) -> clap::Command {
-        for o in RunArgs::<true>::options() {
-            let arg = RunArgs::<true>::arg(o);
+        for o in RunArgs::<true, false>::options() {
+            let arg = RunArgs::<true, false>::arg(o);
             cmd = cmd.arg(match o.kind {
                 Kind::Switch => arg,
                 _ => arg.value_parser(clap::builder::NonEmptyStringValueParser::new()).action(ArgAction::Append),
@@ -181,7 +184,7 @@ impl Args for GridOptions {
 
 impl FromArgMatches for GridOptions {
     fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
-        Ok(GridOptions { given: RunArgs::<true>::given(m) })
+        Ok(GridOptions { given: RunArgs::<true, false>::given(m) })
     }
 
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> std::result::Result<(), clap::Error> {
@@ -335,9 +338,10 @@ impl DeviceArg {
 }
 
 /// The images and options of a run, as typed: CONTENT, STYLE... and every option of the table
-/// that the command takes (`SCOPE`: stylize's, or score's).
+/// that the command takes (`SCOPE`: stylize's, or score's); `VIDEO`: CONTENT is a clip, and no
+/// `--plan` (a clip is planned frame by frame).
 #[derive(Clone, Debug, Default)]
-pub struct RunArgs<const STYLIZE: bool> {
+pub struct RunArgs<const STYLIZE: bool, const VIDEO: bool> {
     pub content: Option<PathBuf>,
     pub styles: Vec<PathBuf>,
     /// The options given on the command line, in the table's order, with their values (one per
@@ -345,7 +349,7 @@ pub struct RunArgs<const STYLIZE: bool> {
     pub given: Vec<(&'static str, Vec<String>)>,
 }
 
-impl<const STYLIZE: bool> RunArgs<STYLIZE> {
+impl<const STYLIZE: bool, const VIDEO: bool> RunArgs<STYLIZE, VIDEO> {
     const SCOPE: Scope = if STYLIZE { Scope::Stylize } else { Scope::Both };
 
     fn options() -> impl Iterator<Item = &'static RunOption> {
@@ -416,14 +420,14 @@ impl<const STYLIZE: bool> RunArgs<STYLIZE> {
     }
 }
 
-impl<const STYLIZE: bool> Args for RunArgs<STYLIZE> {
+impl<const STYLIZE: bool, const VIDEO: bool> Args for RunArgs<STYLIZE, VIDEO> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        let files: &[&str] = if STYLIZE { &["settings", "plan"] } else { &["settings"] };
+        let files: &[&str] = if STYLIZE && !VIDEO { &["settings", "plan"] } else { &["settings"] };
         let mut cmd = cmd
             .arg(
                 Arg::new("content")
-                    .value_name("CONTENT")
-                    .help("The content image")
+                    .value_name(if VIDEO { "CLIP" } else { "CONTENT" })
+                    .help(if VIDEO { "The clip (any video the system's ffmpeg reads)" } else { "The content image" })
                     .value_parser(clap::value_parser!(PathBuf))
                     .required_unless_present_any(files),
             )
@@ -433,7 +437,11 @@ impl<const STYLIZE: bool> Args for RunArgs<STYLIZE> {
                     .help("One or more style images (none with --builtin)")
                     .num_args(1..)
                     .value_parser(clap::value_parser!(PathBuf))
-                    .required_unless_present_any(if STYLIZE { &["settings", "plan", "builtin"][..] } else { files }),
+                    .required_unless_present_any(match (STYLIZE, VIDEO) {
+                        (true, false) => &["settings", "plan", "builtin"][..],
+                        (true, true) => &["settings", "builtin"][..],
+                        (false, _) => files,
+                    }),
             );
         for o in Self::options() {
             cmd = cmd.arg(Self::arg(o));
@@ -446,7 +454,7 @@ impl<const STYLIZE: bool> Args for RunArgs<STYLIZE> {
     }
 }
 
-impl<const STYLIZE: bool> FromArgMatches for RunArgs<STYLIZE> {
+impl<const STYLIZE: bool, const VIDEO: bool> FromArgMatches for RunArgs<STYLIZE, VIDEO> {
     fn from_arg_matches(m: &ArgMatches) -> std::result::Result<Self, clap::Error> {
         let content = m.get_one::<PathBuf>("content").cloned();
         let styles = m.get_many::<PathBuf>("styles").map(|v| v.cloned().collect()).unwrap_or_default();
@@ -459,7 +467,7 @@ impl<const STYLIZE: bool> FromArgMatches for RunArgs<STYLIZE> {
     }
 }
 
-impl<const STYLIZE: bool> RunArgs<STYLIZE> {
+impl<const STYLIZE: bool, const VIDEO: bool> RunArgs<STYLIZE, VIDEO> {
     /// The options of the table given on the command line, with their values.
     fn given(m: &ArgMatches) -> Vec<(&'static str, Vec<String>)> {
         let mut given = Vec::new();
@@ -483,7 +491,7 @@ impl<const STYLIZE: bool> RunArgs<STYLIZE> {
 #[derive(Args, Debug)]
 pub struct StylizeArgs {
     #[command(flatten)]
-    pub run: RunArgs<true>,
+    pub run: RunArgs<true, false>,
     /// Where to write the result (.png, .jpg or .tif).
     #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
@@ -518,13 +526,104 @@ pub struct StylizeArgs {
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
     #[command(flatten)]
-    pub run: RunArgs<false>,
+    pub run: RunArgs<false, false>,
     /// Take the images and options from FILE (settings JSON, or an image impasto wrote).
     #[arg(long, value_name = "FILE", conflicts_with = "content")]
     pub settings: Option<PathBuf>,
     /// The image to score (resized to the output size if it is not already).
     #[arg(long, value_name = "IMG")]
     pub image: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VideoArgs {
+    #[command(flatten)]
+    pub run: RunArgs<true, true>,
+    /// Where to write the painted clip (.mp4, .mkv, .mov, .webm, .avi or .gif); it appears only
+    /// when complete.
+    #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
+    pub output: Option<PathBuf>,
+    /// Take each frame's settings from FILE (settings JSON, or an image impasto wrote): paint
+    /// the clip like that picture. Only the video's own options go with it.
+    #[arg(long, value_name = "FILE", conflicts_with = "content")]
+    pub settings: Option<PathBuf>,
+    /// The work directory: decoded frames, flows and painted frames, kept so that a rerun
+    /// continues at the first frame not painted [default: OUT.impasto beside OUT].
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
+    /// Paint frames A to B only (from 1, both included; a shot, or one task of a long clip):
+    /// `--frames 1..48`, `--frames 100..`.
+    #[arg(long, value_name = "A..B", value_parser = parse_frames)]
+    pub frames: Option<(usize, Option<usize>)>,
+    /// The temporal term's weight (0: every frame painted on its own, which flickers)
+    /// [default: 1e4].
+    #[arg(long, value_name = "W", allow_negative_numbers = true)]
+    pub temporal_weight: Option<f64>,
+    /// The earlier frames each frame is held to, by distance: 1 the previous frame; 1,2,4 adds
+    /// long-term terms for what the closer ones do not cover [default: 1].
+    #[arg(long, value_name = "D,D...", value_delimiter = ',', allow_negative_numbers = true)]
+    pub temporal_frames: Option<Vec<i64>>,
+    /// Iterations of each frame after the first, which starts from its warped predecessor
+    /// (the first has --iterations) [default: 150].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub frame_iterations: Option<i64>,
+    /// Paint nothing: encode the clip (or --frames) from every shot painted in the work
+    /// directory (`--frames` shots, one per task of a cluster), cross-fading where they overlap.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub join: bool,
+    /// Print the plan (frames, size, time per frame and in all) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_frames(text: &str) -> std::result::Result<(usize, Option<usize>), String> {
+    let bad = || format!("{text}: is A..B (frames from 1, both included), A.. or N");
+    let (a, b) = match text.split_once("..") {
+        Some((a, b)) => (a.trim(), Some(b.trim())),
+        None => (text.trim(), None),
+    };
+    let first: usize = a.parse().map_err(|_| bad())?;
+    let last = match b {
+        None => Some(first),
+        Some("") => None,
+        Some(b) => Some(b.parse().map_err(|_| bad())?),
+    };
+    if first == 0 || last.is_some_and(|l| l < first) {
+        return Err(bad());
+    }
+    Ok((first, last))
+}
+
+impl VideoArgs {
+    /// Each frame's settings (CONTENT is the clip) and the video's own.
+    pub fn settings(&self) -> Result<(Settings, impasto::video::VideoSettings)> {
+        if let Some(file) = &self.settings {
+            self.run.alone("--settings", file)?;
+        }
+        let settings = match from_file(self.settings.as_ref(), None) {
+            Some(read) => read?,
+            None => self.run.settings()?,
+        };
+        let d = impasto::video::VideoSettings::default();
+        let count = |flag: &str, v: i64| {
+            usize::try_from(v).map_err(|_| Error::Config(format!("--{flag} must be a whole number >= 1, got {v}")))
+        };
+        let video = impasto::video::VideoSettings {
+            temporal_weight: self.temporal_weight.unwrap_or(d.temporal_weight),
+            temporal_frames: match &self.temporal_frames {
+                Some(v) => v.iter().map(|&d| count("temporal-frames", d)).collect::<Result<_>>()?,
+                None => d.temporal_frames,
+            },
+            frame_iterations: match self.frame_iterations {
+                Some(n) => count("frame-iterations", n)?,
+                None => d.frame_iterations,
+            },
+        };
+        Ok((settings, video))
+    }
 }
 
 /// Settings read from `--settings FILE` (any plan they carry is dropped: they are laid out

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod robustness;
 #[cfg(feature = "studio")]
 pub mod serve;
+pub mod video;
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Bench(a) => bench(a),
         Command::Batch(a) => batch::batch(&a),
         Command::Styles(a) => fast::sheet(&a.sheet, &a.output, a.cell as usize, a.quiet),
+        Command::Video(a) => video::video(&a),
         Command::Weights(WeightsCommand::Path) => {
             outln!("{}", weights::fetch::default_weights_path()?.display());
             Ok(0)

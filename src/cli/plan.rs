@@ -111,7 +111,13 @@ pub fn evaluation_seconds(
     Ok(flops / rate)
 }
 
-fn duration(seconds: f64) -> String {
+/// Seconds a whole run of `plan` takes at `rate` FLOP/s: each scale's evaluations.
+pub fn run_seconds(net: &dyn Backend, config: &StyleConfig, plan: &Plan, rate: f64) -> Result<f64> {
+    plan.scales.iter().map(|s| Ok(evaluation_seconds(net, config, plan, s, rate)? * s.iterations as f64)).sum()
+}
+
+/// A duration as people read it: `42 s`, `3m 07s`, `2h 05m`.
+pub fn duration(seconds: f64) -> String {
     let s = seconds.round() as u64;
     match s {
         0..60 => format!("{s} s"),

@@ -586,16 +586,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         None => write_named(&tmp, bytes),
     }
     .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_reason(&e)));
-    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    pending.retain(|p| p != &tmp);
-    drop(pending);
+    unregister(&tmp);
     result.map_err(|m| {
         let _ = fs::remove_file(&tmp);
         Error::output(path, m)
     })
 }
 
-fn register(tmp: &Path) {
+/// No longer counts `tmp` among the files a hard exit removes.
+pub(crate) fn unregister(tmp: &Path) {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != tmp);
+}
+
+/// Counts `tmp` among the files a hard exit removes, until [`unregister`].
+pub(crate) fn register(tmp: &Path) {
     PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(tmp.to_path_buf());
 }
 
@@ -640,7 +644,8 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 /// A fresh, short temporary name in `dir`: unique in this process (a counter) and between
 /// processes (the process id), whatever the length of the target's name.
-fn temp_path(dir: &Path) -> PathBuf {
+/// A name in `dir` that no other write, in this process or another, uses.
+pub(crate) fn temp_path(dir: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     // A number of this process's own besides its id: processes in two containers sharing a
     // volume can have one id (both 1), and must still not share a temporary name.

@@ -57,6 +57,16 @@ impl TemporalTarget {
         TemporalTarget { warped, reliability, weight: self.weight }
     }
 
+    /// The per-pixel weights, row by row.
+    pub fn reliability(&self) -> &[f32] {
+        &self.reliability
+    }
+
+    /// The warped earlier frame.
+    pub fn warped(&self) -> &Image {
+        &self.warped
+    }
+
     /// The warped frame's width and height.
     pub fn size(&self) -> (usize, usize) {
         (self.warped.width, self.warped.height)

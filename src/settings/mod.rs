@@ -201,10 +201,17 @@ impl Settings {
     /// Loads the images (each error names its file); no more styles than a run takes.
     pub fn load_inputs(&self) -> Result<Inputs> {
         crate::loss::check_style_count(self.styles.len())?;
+        let content = image_io::load(&self.content)?;
+        self.load_inputs_for(content)
+    }
+
+    /// [`Settings::load_inputs`] with `content` for the content file (a video's frame).
+    pub fn load_inputs_for(&self, content: Image) -> Result<Inputs> {
+        crate::loss::check_style_count(self.styles.len())?;
         let load = |p: &Path| image_io::load(p);
         let styles = self.styles.iter().map(|s| s.try_map(|_, p| load(p))).collect::<Result<Vec<_>>>()?;
         let start: Option<Image> = self.start.as_deref().map(load).transpose()?;
-        let mut inputs = Inputs { content: load(&self.content)?, styles, start, temporal: Vec::new() };
+        let mut inputs = Inputs { content, styles, start, temporal: Vec::new() };
         if self.config.init == Init::Fast {
             if let Some(start) = &self.start {
                 return Err(Error::setting("start", format!("{} is given but init is 'fast'", start.display())));

@@ -185,6 +185,9 @@ impl Default for FlowSettings {
 /// If the frames differ in size.
 pub fn dense_flow(from: &Gray, to: &Gray, settings: &FlowSettings) -> Flow {
     assert_eq!((from.width, from.height), (to.width, to.height), "frames of one size");
+    if from.width == 0 || from.height == 0 {
+        return Flow::zero(from.width, from.height);
+    }
     let mut pyramid = vec![(from.clone(), to.clone())];
     loop {
         let (a, b) = pyramid.last().unwrap();

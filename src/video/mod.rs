@@ -6,11 +6,14 @@
 //! - [`flow`]: dense optical flow between two frames (dense inverse search);
 //! - [`warp`](mod@warp): a frame warped along a flow, the flow's reliability, and the warping error that
 //!   measures flicker;
-//! - [`synthetic`]: motions with a known flow, to measure a flow's error.
+//! - [`synthetic`]: motions with a known flow, to measure a flow's error;
+//! - [`clip`]: a clip read and written through the system's ffmpeg (`impasto video`);
+//! - [`work`]: the work directory of a clip being painted (frames, cached flows, painted frames),
+//!   which makes a run resumable, and what each frame is held to ([`work::WorkDir::hold`]).
 //!
-//! Painting a clip, frame by frame (decoding and encoding it is the caller's: ffmpeg, or any
-//! image sequence): each frame after the first starts from the previous painted frame warped
-//! into it and is held to it where the flow is reliable.
+//! Painting a clip, frame by frame, from any image sequence (the `impasto video` command does
+//! this over a [`work::WorkDir`]): each frame after the first starts from the previous painted
+//! frame warped into it and is held to it where the flow is reliable.
 //!
 //! ```no_run
 //! use impasto::loss::temporal::TemporalTarget;
@@ -41,9 +44,12 @@
 //! # }
 //! ```
 
+pub mod clip;
 pub mod flow;
 pub mod synthetic;
 pub mod warp;
+pub mod work;
 
 pub use flow::{Flow, FlowSettings, Gray, dense_flow};
 pub use warp::{reliability, warp, warping_error};
+pub use work::{VideoSettings, WorkDir};

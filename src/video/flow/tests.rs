@@ -26,7 +26,7 @@ fn synthetic_motions_are_found_to_a_fraction_of_a_pixel() {
 
 #[test]
 fn tiny_and_still_frames() {
-    for (w, h) in [(1, 1), (5, 3), (2, 40), (9, 9)] {
+    for (w, h) in [(0, 0), (0, 7), (7, 0), (1, 1), (5, 3), (2, 40), (9, 9)] {
         let t = Texture::new(1, 64);
         let a = frame(w, h, |x, y| t.at(x, y));
         let flow = dense_flow(&a, &a, &FlowSettings::default());
