@@ -576,3 +576,96 @@ fn the_plan_of_a_clip_counts_its_frames_and_time() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("7 frames (1..7 of 7)") && text.contains("every frame on its own"), "{text}");
 }
+
+#[test]
+fn passes_alternate_over_the_clip_and_resume_mid_pass() {
+    if !ffmpeg_here() {
+        return;
+    }
+    let d = tempdir();
+    let clip = test_clip(d.path(), 4);
+    let weights = tiny_network(d.path());
+    let style = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/starry_night.jpg");
+    let out = d.path().join("passes.mp4");
+    let args = [
+        "video",
+        s(&clip),
+        s(&style),
+        "-o",
+        s(&out),
+        "--weights",
+        s(&weights),
+        "--size",
+        "48",
+        "--iterations",
+        "6",
+        "--frame-iterations",
+        "5",
+        "--init",
+        "content",
+        "--passes",
+        "3",
+    ];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("painted in").count(), 12, "{err}");
+    assert!(err.contains("frame 4/4 (pass 2/3)") && err.contains("(pass 3/3)"), "{err}");
+    let work = d.path().join("passes.mp4.impasto");
+    for dir in ["painted", "painted-pass2", "painted-pass3"] {
+        assert_eq!(listing(&work.join(dir)).len(), 4, "{dir}");
+    }
+    // Each pass changes the frames: the clip is the last pass's.
+    let read = |p: &str| std::fs::read(work.join(p)).unwrap();
+    assert_ne!(read("painted/000002.png"), read("painted-pass3/000002.png"));
+    assert_eq!(frame_hashes(&out).len(), 4);
+    // Frames 2 and 1 of pass 2 and all of pass 3 taken away (as if stopped there): the rerun
+    // paints the same ones again.
+    let kept: Vec<Vec<u8>> = (1..=4).map(|k| read(&format!("painted-pass3/{k:06}.png"))).collect();
+    for k in [1, 2] {
+        std::fs::remove_file(work.join(format!("painted-pass2/{k:06}.png"))).unwrap();
+    }
+    std::fs::remove_dir_all(work.join("painted-pass3")).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    assert_eq!(stderr(&o).matches("painted in").count(), 6, "{}", stderr(&o));
+    for k in 1..=4 {
+        assert!(read(&format!("painted-pass3/{k:06}.png")) == kept[k - 1], "frame {k} of pass 3 differs");
+    }
+    // Bad counts of passes are refused, naming the flag.
+    for bad in ["0", "33", "-1"] {
+        let mut args = args.to_vec();
+        let i = args.iter().position(|a| *a == "--passes").unwrap();
+        args[i + 1] = bad;
+        let o = impasto(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", describe(&args, &o));
+        assert!(stderr(&o).contains("--passes"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn fast_mode_paints_each_frame_as_stylize_paints_it() {
+    if !ffmpeg_here() {
+        return;
+    }
+    let d = tempdir();
+    let clip = test_clip(d.path(), 3);
+    let out = d.path().join("fast.mp4");
+    let args = ["video", s(&clip), "--builtin", "5", "--size", "64", "-o", s(&out)];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    assert_eq!(frame_hashes(&out).len(), 3);
+    let work = d.path().join("fast.mp4.impasto");
+    assert!(listing(&work.join("flows")).is_empty(), "no flows without a temporal term");
+    // Each painted frame is the picture `impasto stylize --builtin` makes of that frame.
+    for k in 1..=3 {
+        let frame = work.join(format!("frames/{k:06}.png"));
+        let alone = d.path().join(format!("alone{k}.png"));
+        let args = ["stylize", s(&frame), "--builtin", "5", "--size", "64", "-o", s(&alone)];
+        let o = impasto(&args);
+        assert!(o.status.success(), "{}", describe(&args, &o));
+        let painted = image_io::load(work.join(format!("painted/{k:06}.png"))).unwrap();
+        assert_eq!(painted, image_io::load(&alone).unwrap(), "frame {k}");
+    }
+}

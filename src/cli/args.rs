@@ -567,6 +567,11 @@ pub struct VideoArgs {
     /// (the first has --iterations) [default: 150].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub frame_iterations: Option<i64>,
+    /// Passes over the clip (Ruder et al.'s multi-pass method, for strong camera motion): after
+    /// the first, alternately backward and forward, each frame starting from its last pass's
+    /// picture blended with its warped neighbour, --frame-iterations each [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub passes: Option<i64>,
     /// Paint nothing: encode the clip (or --frames) from every shot painted in the work
     /// directory (`--frames` shots, one per task of a cluster), cross-fading where they overlap.
     #[arg(long, conflicts_with = "dry_run")]
@@ -620,6 +625,10 @@ impl VideoArgs {
             frame_iterations: match self.frame_iterations {
                 Some(n) => count("frame-iterations", n)?,
                 None => d.frame_iterations,
+            },
+            passes: match self.passes {
+                Some(n) => count("passes", n)?,
+                None => d.passes,
             },
         };
         Ok((settings, video))

@@ -16,6 +16,7 @@ use impasto::image_io::Image;
 use impasto::settings::Settings;
 use impasto::transfer::{Init, Inputs, Scales, Stop, Stylizer};
 use impasto::video::clip::{self, Clip};
+use impasto::video::work::FrameHold;
 use impasto::video::{FlowSettings, VideoSettings, WorkDir};
 
 use super::args::VideoArgs;
@@ -76,6 +77,9 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
             bail!("{}: --output names the clip itself", output.display());
         }
     }
+    if settings.is_fast_only() && video.passes > 1 {
+        bail!("--passes: fast mode paints each frame once, in one pass of its network");
+    }
     let clip = clip::probe(&settings.content)?;
     let (first, last) = frame_range(a, &clip)?;
     let (width, height) = clip::frame_size(&clip, settings.config.size);
@@ -97,7 +101,7 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
     });
     let work = WorkDir::open(&root, &serde_json::to_string_pretty(&job)?, first)?;
     if a.join {
-        work.write_joined(first..=last)?;
+        work.pass(video.passes).write_joined(first..=last)?;
         return encode(a, &clip, &work.joined_dir(), (first, last), (width, height), output, &root);
     }
     if !work.has_frames(first..=last) {
@@ -109,15 +113,16 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
     // A clip that counted more frames than it decodes (with no decoder error) ends earlier.
     let last = (first..=last).take_while(|&k| work.frame(k).is_file()).last().unwrap_or(first);
     let count = last - first + 1;
-    if let Some(from) = work.first_unpainted(first..=last) {
+    let painted = video.steps(first, last).iter().all(|&(p, k)| work.pass(p).painted(k).is_file());
+    if !painted {
         let painter = Painter { settings: &frame_settings, video, work: &work, first, last, quiet: a.quiet, output };
-        if let Some(code) = painter.paint_from(from)? {
+        if let Some(code) = painter.paint()? {
             return Ok(code);
         }
     } else if !a.quiet {
         errln!("impasto: all {count} frames are painted in {}; encoding", root.display());
     }
-    encode(a, &clip, &work.painted_dir(), (first, last), (width, height), output, &root)
+    encode(a, &clip, &work.pass(video.passes).painted_dir(), (first, last), (width, height), output, &root)
 }
 
 /// Encodes frames `first..=last` of `dir` with the clip's rate and sound.
@@ -204,7 +209,10 @@ fn dry_run(
         );
         later_time
     };
-    let total = first_time + later_time * (count - 1) as f64;
+    if video.passes > 1 {
+        outln!("then {} more passes of {count} frames, each as a later frame", video.passes - 1);
+    }
+    let total = first_time + later_time * ((count - 1) + (video.passes - 1) * count) as f64;
     outln!("total: about {} (flows and encoding not counted)", super::plan::duration(total));
     Ok(0)
 }
@@ -228,16 +236,25 @@ struct Painter<'a> {
 }
 
 impl Painter<'_> {
-    /// Paints frames `from..=last`, the flows a frame ahead on their own thread. Returns the
-    /// exit code when the run stops early (interrupted), `None` when every frame is painted.
-    fn paint_from(&self, from: usize) -> Result<Option<i32>> {
+    /// Paints the shot's steps (each pass's frames) from the first not painted, the first
+    /// pass's flows a frame ahead on their own thread. Returns the exit code when the run stops
+    /// early (interrupted), `None` when every step is painted.
+    fn paint(&self) -> Result<Option<i32>> {
+        let steps = self.video.steps(self.first, self.last);
+        let Some(from) = steps.iter().position(|&(p, k)| !self.work.pass(p).painted(k).is_file()) else {
+            return Ok(None);
+        };
         let flow = FlowSettings::default();
         let (tx, rx) = mpsc::channel::<impasto::Result<usize>>();
         let stop = std::sync::atomic::AtomicBool::new(false);
         let stop = &stop;
+        // The first pass's frames still to paint need their flows (later passes reuse them);
+        // fast mode needs none.
+        let fast = self.settings.is_fast_only();
+        let ahead: Vec<usize> = steps[from..].iter().filter(|(p, _)| *p == 1 && !fast).map(|&(_, k)| k).collect();
         std::thread::scope(|scope| {
             scope.spawn(move || {
-                for k in from..=self.last {
+                for k in ahead {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
                     }
@@ -248,15 +265,30 @@ impl Painter<'_> {
                     }
                 }
             });
-            let result = self.paint_frames(from, &rx, &flow);
+            let result = self.paint_steps(&steps, from, &rx, &flow);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             drop(rx);
             result
         })
     }
 
-    fn paint_frames(
+    /// What step `(pass, k)` starts from and is held to: `None` for a still picture.
+    fn hold(&self, pass: usize, k: usize, flow: &FlowSettings) -> Result<Option<FrameHold>> {
+        if pass == 1 {
+            return Ok(self.work.hold(k, self.video, flow)?);
+        }
+        // A backward pass's neighbour is the next frame, a forward pass's the previous one.
+        let neighbour = if pass % 2 == 0 {
+            Some(k + 1).filter(|&n| n <= self.last)
+        } else {
+            k.checked_sub(1).filter(|&n| n >= self.first)
+        };
+        Ok(Some(self.work.pass(pass).hold_in_pass(k, neighbour, self.video, flow)?))
+    }
+
+    fn paint_steps(
         &self,
+        steps: &[(usize, usize)],
         from: usize,
         flows: &mpsc::Receiver<impasto::Result<usize>>,
         flow: &FlowSettings,
@@ -265,9 +297,11 @@ impl Painter<'_> {
         let mut net: Option<SharedBackend> = None;
         let mut fast = None;
         let total = self.last - self.first + 1;
-        for k in from..=self.last {
-            // The flows of frame k are ready when their thread says so.
-            flows.recv().context("the flow thread stopped")??;
+        for (done, &(pass, k)) in steps[from..].iter().enumerate() {
+            if pass == 1 && !self.settings.is_fast_only() {
+                // The flows of frame k are ready when their thread says so.
+                flows.recv().context("the flow thread stopped")??;
+            }
             let painting = Instant::now();
             let mut settings = self.settings.clone();
             settings.content = self.work.frame(k);
@@ -278,7 +312,7 @@ impl Painter<'_> {
                 };
                 settings.fast_picture(nets, &settings.load_inputs()?)?
             } else {
-                let hold = self.work.hold(k, self.video, flow)?;
+                let hold = self.hold(pass, k, flow)?;
                 if hold.is_some() {
                     settings = later_frame(&settings, self.video);
                 }
@@ -292,22 +326,22 @@ impl Painter<'_> {
                     Some(net) => &**net,
                     None => &**net.insert(self.network(&settings, &stylizer, &inputs)?),
                 };
-                match self.optimise(&stylizer, net, &inputs, k)? {
+                match self.optimise(&stylizer, net, &inputs, pass, k)? {
                     Ok(image) => image,
                     Err(code) => return Ok(Some(code)),
                 }
             };
-            self.work.save_painted(k, &image)?;
+            self.work.pass(pass).save_painted(k, &image)?;
             if !self.quiet {
-                let done = k - from + 1;
-                let each = started.elapsed().as_secs_f64() / done as f64;
-                let left = each * (self.last - k) as f64;
+                let left_steps = steps.len() - from - done - 1;
+                let each = started.elapsed().as_secs_f64() / (done + 1) as f64;
+                let of_pass =
+                    if self.video.passes > 1 { format!(" (pass {pass}/{})", self.video.passes) } else { String::new() };
                 errln!(
-                    "impasto: frame {}/{total} painted in {:.1} s; {} left, about {}",
+                    "impasto: frame {}/{total}{of_pass} painted in {:.1} s; {left_steps} left, about {}",
                     k - self.first + 1,
                     painting.elapsed().as_secs_f64(),
-                    self.last - k,
-                    super::plan::duration(left)
+                    super::plan::duration(each * left_steps as f64)
                 );
             }
         }
@@ -335,6 +369,7 @@ impl Painter<'_> {
         stylizer: &Stylizer,
         net: &dyn Backend,
         inputs: &Inputs,
+        pass: usize,
         k: usize,
     ) -> Result<std::result::Result<Image, i32>> {
         let plan = stylizer.plan(net, inputs)?;
@@ -342,19 +377,24 @@ impl Painter<'_> {
         let outcome = stylizer.run(net, &plan, inputs, &mut observer);
         observer.finish();
         let outcome = outcome?;
-        let kept = format!("frames {}..{} are kept", self.first, k - 1);
         match outcome.stop {
             Stop::Finished | Stop::Converged | Stop::TimeLimit => Ok(Ok(outcome.image)),
             Stop::Interrupted => {
                 let signal = observer.signal().unwrap_or(signal_hook::consts::SIGINT);
-                let kept = if k > self.first { kept } else { "no frame is painted yet".into() };
-                errln!("impasto: interrupted at frame {k}; {kept}; the same command continues there");
+                let at = if self.video.passes > 1 { format!("frame {k} of pass {pass}") } else { format!("frame {k}") };
+                errln!(
+                    "impasto: interrupted at {at}; the frames painted are kept in {}; the same command continues there",
+                    self.work.root().display()
+                );
                 Ok(Err(128 + signal))
             }
-            Stop::NonFinite { iteration } => bail!(
-                "frame {k}: the loss became NaN or infinite at iteration {iteration}; try lower --style-weight, \
-                 --content-weight, --temporal-weight or --lr"
-            ),
+            Stop::NonFinite { iteration } => {
+                errln!(
+                    "impasto: frame {k}: the loss became NaN or infinite at iteration {iteration}; the frames \
+                     painted are kept; try lower --style-weight, --content-weight, --temporal-weight or --lr"
+                );
+                Ok(Err(super::EXIT_FAILED))
+            }
         }
     }
 }
@@ -374,6 +414,7 @@ mod tests {
             temporal_weight: None,
             temporal_frames: None,
             frame_iterations: None,
+            passes: None,
             join: false,
             dry_run: false,
             quiet: false,

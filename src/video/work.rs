@@ -39,7 +39,17 @@ pub struct VideoSettings {
     /// The iterations of each frame after a shot's first (which has the run's own): a frame that
     /// starts from its warped predecessor needs fewer.
     pub frame_iterations: usize,
+    /// Passes over the shot (Ruder et al.'s multi-pass method, for strong camera motion): the
+    /// first forward as above, then alternately backward and forward, each frame starting from
+    /// its last pass's picture blended with the neighbour just painted, warped, and held to
+    /// that neighbour, for `frame_iterations`.
+    pub passes: usize,
 }
+
+/// How much of the warped neighbour a later pass blends into a frame's start (Ruder et al.'s δ).
+pub const PASS_BLEND: f32 = 0.5;
+/// The most passes a run may make.
+pub const MAX_PASSES: usize = 32;
 
 /// The default temporal weight: at 1e4 the warping error fell to a tenth of independent
 /// frames' with the style loss kept (README, Video).
@@ -49,7 +59,12 @@ pub const MAX_TEMPORAL_DISTANCE: usize = 32;
 
 impl Default for VideoSettings {
     fn default() -> Self {
-        VideoSettings { temporal_weight: DEFAULT_TEMPORAL_WEIGHT, temporal_frames: vec![1], frame_iterations: 150 }
+        VideoSettings {
+            temporal_weight: DEFAULT_TEMPORAL_WEIGHT,
+            temporal_frames: vec![1],
+            frame_iterations: 150,
+            passes: 1,
+        }
     }
 }
 
@@ -82,7 +97,22 @@ impl VideoSettings {
                 format!("must be 1..=100000, got {}", self.frame_iterations),
             ));
         }
+        if !(1..=MAX_PASSES).contains(&self.passes) {
+            return Err(Error::setting("video.passes", format!("must be 1..={MAX_PASSES}, got {}", self.passes)));
+        }
         Ok(())
+    }
+
+    /// Each step of a shot `first..=last` in the order it is painted: `(pass, frame)`, the first
+    /// pass forward, then alternately backward and forward.
+    pub fn steps(&self, first: usize, last: usize) -> Vec<(usize, usize)> {
+        (1..=self.passes)
+            .flat_map(|p| {
+                let frames: Vec<usize> =
+                    if p % 2 == 1 { (first..=last).collect() } else { (first..=last).rev().collect() };
+                frames.into_iter().map(move |k| (p, k))
+            })
+            .collect()
     }
 
     /// The distances in increasing order (the closest frame first).
@@ -94,11 +124,12 @@ impl VideoSettings {
 }
 
 /// The work directory of one clip painted one way, seen from one shot (the frames from
-/// `first` on).
+/// `first` on) and one of its passes.
 #[derive(Clone, Debug)]
 pub struct WorkDir {
     root: PathBuf,
     first: usize,
+    pass: usize,
 }
 
 /// What a frame after a shot's first starts from and is held to.
@@ -117,7 +148,7 @@ impl WorkDir {
     /// painted frames would not be this job's.
     pub fn open(root: &Path, job: &str, first: usize) -> Result<WorkDir> {
         let io = |path: &Path, e: std::io::Error| Error::Output { path: path.into(), message: e.to_string() };
-        let work = WorkDir { root: root.into(), first: first.max(1) };
+        let work = WorkDir { root: root.into(), first: first.max(1), pass: 1 };
         for dir in [root.join("frames"), root.join("flows"), work.painted_dir()] {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         }
@@ -138,17 +169,37 @@ impl WorkDir {
         Ok(work)
     }
 
+    /// The work directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The directory of the decoded frames.
     pub fn frames_dir(&self) -> PathBuf {
         self.root.join("frames")
     }
 
-    /// The directory of the shot's painted frames.
+    /// The same work directory seen from pass `pass` (from 1) of its shot.
+    pub fn pass(&self, pass: usize) -> WorkDir {
+        WorkDir { pass: pass.max(1), ..self.clone() }
+    }
+
+    /// The same work directory seen from the shot that starts at `first`, in the same pass.
+    fn shot(&self, first: usize) -> WorkDir {
+        WorkDir { first, ..self.clone() }
+    }
+
+    /// The directory of the shot's painted frames in this pass (`painted`, `painted-000040`,
+    /// `painted-pass2`, `painted-000040-pass2`).
     pub fn painted_dir(&self) -> PathBuf {
-        match self.first {
-            1 => self.root.join("painted"),
-            k => self.root.join(format!("painted-{k:06}")),
+        let mut name = match self.first {
+            1 => "painted".to_string(),
+            k => format!("painted-{k:06}"),
+        };
+        if self.pass > 1 {
+            name.push_str(&format!("-pass{}", self.pass));
         }
+        self.root.join(name)
     }
 
     /// Decoded frame `k` (from 1).
@@ -174,22 +225,26 @@ impl WorkDir {
     /// Writes painted frame `k` (under a scratch name, renamed when complete).
     pub fn save_painted(&self, k: usize, image: &Image) -> Result<()> {
         let bytes = image_io::encode(image, image_io::OutputFormat::Png)?;
+        let dir = self.painted_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Output { path: dir, message: e.to_string() })?;
         image_io::write_atomically(&self.painted(k), &bytes)
     }
 
-    /// The shots painted here, each as its first frame and the last of the frames painted
-    /// from it without a gap, in order of their first frame.
+    /// The shots painted here in this pass, each as its first frame and the last of the frames
+    /// painted from it without a gap, in order of their first frame.
     pub fn shots(&self) -> Vec<(usize, usize)> {
+        let suffix = if self.pass > 1 { format!("-pass{}", self.pass) } else { String::new() };
         let mut shots: Vec<(usize, usize)> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
-                let first = match name.as_str() {
+                let name = name.strip_suffix(suffix.as_str())?;
+                let first = match name {
                     "painted" => 1,
                     n => n.strip_prefix("painted-")?.parse().ok().filter(|&k: &usize| k > 1)?,
                 };
-                let shot = WorkDir { root: self.root.clone(), first };
+                let shot = self.shot(first);
                 let last = (first..).take_while(|&k| shot.painted(k).is_file()).last()?;
                 Some((first, last))
             })
@@ -205,7 +260,7 @@ impl WorkDir {
     /// covers.
     pub fn joined(&self, k: usize) -> Result<Image> {
         let covering: Vec<(usize, usize)> = self.shots().into_iter().filter(|&(a, b)| (a..=b).contains(&k)).collect();
-        let painted = |first: usize| image_io::load(WorkDir { root: self.root.clone(), first }.painted(k));
+        let painted = |first: usize| image_io::load(self.shot(first).painted(k));
         let Some(&(first, mut end)) = covering.first() else {
             return Err(Error::Config(format!(
                 "frame {k} is in no painted shot in {}: paint it first (--frames)",
@@ -220,10 +275,7 @@ impl WorkDir {
             }
             let next = painted(a)?;
             if (next.width, next.height) != (image.width, image.height) {
-                return Err(Error::image(
-                    &WorkDir { root: self.root.clone(), first: a }.painted(k),
-                    "is not the size of the other shots' frames",
-                ));
+                return Err(Error::image(&self.shot(a).painted(k), "is not the size of the other shots' frames"));
             }
             // The later shot's share rises from 0 before the overlap to 1 after it.
             let w = (k - a + 1) as f32 / (end - a + 2) as f32;
@@ -315,6 +367,46 @@ impl WorkDir {
             targets.push(TemporalTarget::new(warped, weights, video.temporal_weight)?);
         }
         Ok(start.map(|start| FrameHold { start, targets }))
+    }
+}
+
+impl WorkDir {
+    /// What frame `k` starts from and is held to in this pass, a later one (Ruder et al.'s
+    /// multi-pass method): its picture from the pass before, blended where the flow is
+    /// reliable with the neighbour this pass painted just before it (`neighbour`: `k + 1` in a
+    /// backward pass, `k - 1` in a forward one; none at the pass's first frame), warped into it
+    /// (`x + δ c (ω − x)`, δ = [`PASS_BLEND`]), and held to that warped neighbour.
+    pub fn hold_in_pass(
+        &self,
+        k: usize,
+        neighbour: Option<usize>,
+        video: &VideoSettings,
+        settings: &FlowSettings,
+    ) -> Result<FrameHold> {
+        let before = self.pass(self.pass - 1);
+        let mut start = image_io::load(before.painted(k))?;
+        let Some(n) = neighbour else {
+            return Ok(FrameHold { start, targets: Vec::new() });
+        };
+        let (backward, forward) = (self.flow(k, n, settings)?, self.flow(n, k, settings)?);
+        let painted = image_io::load(self.painted(n))?;
+        if (painted.width, painted.height) != (start.width, start.height)
+            || (start.width, start.height) != (backward.width, backward.height)
+        {
+            return Err(Error::image(&self.painted(n), "is not the size of the clip's frames"));
+        }
+        let (warped, _) = warp(&painted, &backward);
+        let c = reliability(&backward, &forward);
+        let pixels = c.len();
+        for (i, x) in start.data.iter_mut().enumerate() {
+            *x += PASS_BLEND * c[i % pixels] * (warped.data[i] - *x);
+        }
+        let targets = if video.temporal_weight > 0.0 {
+            vec![TemporalTarget::new(warped, c, video.temporal_weight)?]
+        } else {
+            Vec::new()
+        };
+        Ok(FrameHold { start, targets })
     }
 }
 

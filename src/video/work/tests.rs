@@ -51,6 +51,8 @@ fn settings_name_the_field_at_fault() {
     assert_eq!(bad(VideoSettings { temporal_frames: vec![1, 33], ..d() }), "video.temporal_frames");
     assert_eq!(bad(VideoSettings { temporal_frames: vec![2, 1, 2], ..d() }), "video.temporal_frames");
     assert_eq!(bad(VideoSettings { frame_iterations: 0, ..d() }), "video.frame_iterations");
+    assert_eq!(bad(VideoSettings { passes: 0, ..d() }), "video.passes");
+    assert_eq!(bad(VideoSettings { passes: 33, ..d() }), "video.passes");
 }
 
 #[test]
@@ -178,4 +180,45 @@ fn overlapping_shots_are_cross_faded_and_a_gap_is_named() {
         assert!(err.contains(&format!("frame {gap} is in no painted shot")), "{err}");
     }
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn later_passes_alternate_and_blend_the_warped_neighbour_into_the_last_pass() {
+    let video = VideoSettings { passes: 3, ..VideoSettings::default() };
+    let steps = video.steps(4, 6);
+    assert_eq!(steps, vec![(1, 4), (1, 5), (1, 6), (2, 6), (2, 5), (2, 4), (3, 4), (3, 5), (3, 6)]);
+    let (w, h) = (40, 30);
+    let work = work_with_frames("passes", 4, (w, h));
+    for k in 1..=4 {
+        work.save_painted(k, &pan_frame(k, w, h)).unwrap();
+    }
+    let two = work.pass(2);
+    assert!(two.painted_dir().ends_with("painted-pass2"));
+    assert!(WorkDir::open(&work.root, "job", 3).unwrap().pass(2).painted_dir().ends_with("painted-000003-pass2"));
+    // Pass 2 runs backward: frame 4 first (no neighbour), then 3 next to the new 4.
+    let flow = FlowSettings::default();
+    let first = two.hold_in_pass(4, None, &video, &flow).unwrap();
+    assert_eq!(first.start, image_io::load(work.painted(4)).unwrap());
+    assert!(first.targets.is_empty());
+    let mut new_four = pan_frame(4, w, h);
+    new_four.data.iter_mut().for_each(|x| *x = (*x + 40.0).min(255.0));
+    two.save_painted(4, &new_four).unwrap();
+    let held = two.hold_in_pass(3, Some(4), &video, &flow).unwrap();
+    let (backward, forward) = (work.flow(3, 4, &flow).unwrap(), work.flow(4, 3, &flow).unwrap());
+    let c = reliability(&backward, &forward);
+    let (warped, _) = warp(&image_io::load(two.painted(4)).unwrap(), &backward);
+    let before = image_io::load(work.painted(3)).unwrap();
+    let n = w * h;
+    for i in 0..3 * n {
+        let expected = before.data[i] + 0.5 * c[i % n] * (warped.data[i] - before.data[i]);
+        assert!((held.start.data[i] - expected).abs() < 1e-4, "pixel {i}");
+    }
+    assert!(c.iter().sum::<f32>() > 0.5 * n as f32);
+    assert_eq!(held.targets.len(), 1);
+    assert_eq!(held.targets[0].reliability(), &c[..]);
+    assert_eq!(held.targets[0].warped(), &warped);
+    // Each pass has its own shots.
+    assert_eq!(work.shots(), vec![(1, 4)]);
+    assert!(two.shots().is_empty(), "pass 2 has frame 4 only, not from the shot's first frame");
+    std::fs::remove_dir_all(&work.root).unwrap();
 }
