@@ -536,3 +536,32 @@ fn the_cli_runs_on_the_gpu() {
     };
     assert!(stderr.contains(&expect), "{stderr}");
 }
+
+/// A video frame's run, with a temporal term (a pixel term added on the host to whichever
+/// engine computes the network's terms), ends on the GPU where it ends on the CPU.
+#[test]
+fn a_video_frame_with_a_temporal_term_ends_where_the_cpu_run_does() {
+    let Some(gpu) = gpu() else { return };
+    let weights = tiny_weights(9, [4, 6, 8, 8, 8]);
+    let cpu = Vgg::new(weights.clone(), Pooling::Max);
+    let on_gpu = GpuVgg::new(gpu, Vgg::new(weights, Pooling::Max));
+    let mut rng = Lcg(19);
+    let (w, h) = (41, 30);
+    let (content, style, warped) = (rng.image(w, h), rng.image(24, 20), rng.image(w, h));
+    let reliability: Vec<f32> = (0..w * h).map(|i| if i % 7 == 0 { 0.0 } else { 1.0 }).collect();
+    let mut inputs = Inputs::new(content, [style]);
+    inputs.temporal = vec![impasto::loss::temporal::TemporalTarget::new(warped.clone(), reliability, 1e4).unwrap()];
+    inputs.start = Some(warped);
+    let config = StyleConfig::default()
+        .size(w)
+        .iterations(15)
+        .scales(Scales::Off)
+        .init(impasto::Init::Image)
+        .optimizer(impasto::transfer::OptimizerChoice::Adam(Default::default()));
+    let run = |backend: &dyn Backend| Stylizer::new(config.clone()).unwrap().stylize(backend, &inputs, |_| ()).unwrap();
+    let (a, b) = (run(&cpu), run(&on_gpu));
+    assert!(a.terms.temporal > 0.0, "the term is in the objective: {:?}", a.terms);
+    for (name, x, y) in [("total", a.terms.total, b.terms.total), ("temporal", a.terms.temporal, b.terms.temporal)] {
+        assert!((x - y).abs() <= 1e-3 * x.abs(), "{name}: cpu {x} gpu {y}");
+    }
+}
