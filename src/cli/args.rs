@@ -423,26 +423,24 @@ impl<const STYLIZE: bool, const VIDEO: bool> RunArgs<STYLIZE, VIDEO> {
 impl<const STYLIZE: bool, const VIDEO: bool> Args for RunArgs<STYLIZE, VIDEO> {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         let files: &[&str] = if STYLIZE && !VIDEO { &["settings", "plan"] } else { &["settings"] };
-        let mut cmd = cmd
-            .arg(
-                Arg::new("content")
-                    .value_name(if VIDEO { "CLIP" } else { "CONTENT" })
-                    .help(if VIDEO { "The clip (any video the system's ffmpeg reads)" } else { "The content image" })
-                    .value_parser(clap::value_parser!(PathBuf))
-                    .required_unless_present_any(files),
-            )
-            .arg(
-                Arg::new("styles")
-                    .value_name("STYLE")
-                    .help("One or more style images (none with --builtin)")
-                    .num_args(1..)
-                    .value_parser(clap::value_parser!(PathBuf))
-                    .required_unless_present_any(match (STYLIZE, VIDEO) {
-                        (true, false) => &["settings", "plan", "builtin"][..],
-                        (true, true) => &["settings", "builtin"][..],
-                        (false, _) => files,
-                    }),
-            );
+        let content = Arg::new("content")
+            .value_name(if VIDEO { "CLIP" } else { "CONTENT" })
+            .help(if VIDEO { "The clip (any video the system's ffmpeg reads)" } else { "The content image" })
+            .value_parser(clap::value_parser!(PathBuf));
+        // A clip is always the run's own, even with --settings.
+        let content = if VIDEO { content.required(true) } else { content.required_unless_present_any(files) };
+        let mut cmd = cmd.arg(content).arg(
+            Arg::new("styles")
+                .value_name("STYLE")
+                .help("One or more style images (none with --builtin)")
+                .num_args(1..)
+                .value_parser(clap::value_parser!(PathBuf))
+                .required_unless_present_any(match (STYLIZE, VIDEO) {
+                    (_, true) => &["settings", "builtin"][..],
+                    (true, false) => &["settings", "plan", "builtin"][..],
+                    (false, _) => files,
+                }),
+        );
         for o in Self::options() {
             cmd = cmd.arg(Self::arg(o));
         }
@@ -544,8 +542,9 @@ pub struct VideoArgs {
     #[arg(short, long, value_name = "OUT", required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
     /// Take each frame's settings from FILE (settings JSON, or an image impasto wrote): paint
-    /// the clip like that picture. Only the video's own options go with it.
-    #[arg(long, value_name = "FILE", conflicts_with = "content")]
+    /// CLIP like that picture, with its styles and options. Only the video's own options go
+    /// with it.
+    #[arg(long, value_name = "FILE")]
     pub settings: Option<PathBuf>,
     /// The work directory: decoded frames, flows and painted frames, kept so that a rerun
     /// continues at the first frame not painted [default: OUT.impasto beside OUT].
@@ -605,11 +604,14 @@ fn parse_frames(text: &str) -> std::result::Result<(usize, Option<usize>), Strin
 impl VideoArgs {
     /// Each frame's settings (CONTENT is the clip) and the video's own.
     pub fn settings(&self) -> Result<(Settings, impasto::video::VideoSettings)> {
-        if let Some(file) = &self.settings {
-            self.run.alone("--settings", file)?;
-        }
-        let settings = match from_file(self.settings.as_ref(), None) {
-            Some(read) => read?,
+        let settings = match &self.settings {
+            Some(file) => {
+                // The clip is this run's; everything else is the file's.
+                let clip = self.run.content.clone().ok_or_else(|| Error::Config("a CLIP is needed".into()))?;
+                RunArgs::<true, true> { content: None, ..self.run.clone() }.alone("--settings", file)?;
+                let read = from_file(Some(file), None).expect("a file was given")?;
+                Settings { content: clip, ..read }
+            }
             None => self.run.settings()?,
         };
         let d = impasto::video::VideoSettings::default();

@@ -158,7 +158,7 @@ impl Observer for CliObserver {
 /// The signal that asked this process to stop (0: none), set by a handler installed once: the
 /// first SIGINT, SIGTERM or SIGHUP stops the run after the current evaluation; a second exits at
 /// once, removing any half-written temporary file first.
-fn interrupt_flag() -> Arc<AtomicI32> {
+pub fn interrupt_flag() -> Arc<AtomicI32> {
     static FLAG: std::sync::OnceLock<Arc<AtomicI32>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicI32::new(0));

@@ -80,6 +80,11 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
     if settings.is_fast_only() && video.passes > 1 {
         bail!("--passes: fast mode paints each frame once, in one pass of its network");
     }
+    if settings.config.time_limit.is_some() {
+        bail!(
+            "--time-limit: a clip's frames would depend on the clock (and a rerun would not paint them again alike); use --iterations and --frame-iterations"
+        );
+    }
     let clip = clip::probe(&settings.content)?;
     let (first, last) = frame_range(a, &clip)?;
     let (width, height) = clip::frame_size(&clip, settings.config.size);
@@ -99,21 +104,45 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
         "settings": serde_json::from_str::<serde_json::Value>(&frame_settings.to_json())?,
         "video": video,
     });
+    // Ctrl-C from here on stops at a frame, or stops ffmpeg and says so.
+    let signal = super::progress::interrupt_flag();
+    let interrupted = || match signal.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        s => Some(128 + s),
+    };
+    // A work directory this run makes and leaves with nothing in it is taken away again.
+    let made = !root.exists();
     let work = WorkDir::open(&root, &serde_json::to_string_pretty(&job)?, first)?;
+    let undo = |e: anyhow::Error| {
+        if made && video.steps(first, last).iter().all(|&(p, k)| !work.pass(p, last).painted(k).exists()) {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        match interrupted() {
+            Some(code) => {
+                errln!("impasto: interrupted; the same command continues where this one stopped");
+                Ok(code)
+            }
+            None => Err(e),
+        }
+    };
     if a.join {
-        work.pass(video.passes).write_joined(first..=last)?;
-        return encode(a, &clip, &work.joined_dir(), (first, last), (width, height), output, &root);
+        if let Err(e) = work.pass(video.passes, last).write_joined(first..=last) {
+            return undo(e.into());
+        }
+        return encode(a, &clip, &work.joined_dir(), (first, last), (width, height), output, &root).or_else(undo);
     }
     if !work.has_frames(first..=last) {
         if !a.quiet {
             errln!("impasto: decoding frames {first}..{last} of {} at {width}x{height}", clip.path.display());
         }
-        clip::extract(&clip, &work.frames_dir(), (width, height), first, count)?;
+        if let Err(e) = clip::extract(&clip, &work.frames_dir(), (width, height), first, count) {
+            return undo(e.into());
+        }
     }
     // A clip that counted more frames than it decodes (with no decoder error) ends earlier.
     let last = (first..=last).take_while(|&k| work.frame(k).is_file()).last().unwrap_or(first);
     let count = last - first + 1;
-    let painted = video.steps(first, last).iter().all(|&(p, k)| work.pass(p).painted(k).is_file());
+    let painted = video.steps(first, last).iter().all(|&(p, k)| work.pass(p, last).painted(k).is_file());
     if !painted {
         let painter = Painter { settings: &frame_settings, video, work: &work, first, last, quiet: a.quiet, output };
         if let Some(code) = painter.paint()? {
@@ -122,7 +151,8 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
     } else if !a.quiet {
         errln!("impasto: all {count} frames are painted in {}; encoding", root.display());
     }
-    encode(a, &clip, &work.pass(video.passes).painted_dir(), (first, last), (width, height), output, &root)
+    encode(a, &clip, &work.pass(video.passes, last).painted_dir(), (first, last), (width, height), output, &root)
+        .or_else(undo)
 }
 
 /// Encodes frames `first..=last` of `dir` with the clip's rate and sound.
@@ -241,11 +271,12 @@ impl Painter<'_> {
     /// early (interrupted), `None` when every step is painted.
     fn paint(&self) -> Result<Option<i32>> {
         let steps = self.video.steps(self.first, self.last);
-        let Some(from) = steps.iter().position(|&(p, k)| !self.work.pass(p).painted(k).is_file()) else {
+        let Some(from) = steps.iter().position(|&(p, k)| !self.work.pass(p, self.last).painted(k).is_file()) else {
             return Ok(None);
         };
         let flow = FlowSettings::default();
-        let (tx, rx) = mpsc::channel::<impasto::Result<usize>>();
+        // At most a frame ahead: the flows do not race the painting for the cores.
+        let (tx, rx) = mpsc::sync_channel::<impasto::Result<usize>>(1);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let stop = &stop;
         // The first pass's frames still to paint need their flows (later passes reuse them);
@@ -283,7 +314,7 @@ impl Painter<'_> {
         } else {
             k.checked_sub(1).filter(|&n| n >= self.first)
         };
-        Ok(Some(self.work.pass(pass).hold_in_pass(k, neighbour, self.video, flow)?))
+        Ok(Some(self.work.pass(pass, self.last).hold_in_pass(k, neighbour, self.video, flow)?))
     }
 
     fn paint_steps(
@@ -324,14 +355,14 @@ impl Painter<'_> {
                 let stylizer = Stylizer::new(settings.config.clone())?;
                 let net = match &mut net {
                     Some(net) => &**net,
-                    None => &**net.insert(self.network(&settings, &stylizer, &inputs)?),
+                    None => &**net.insert(self.network(&settings)?),
                 };
                 match self.optimise(&stylizer, net, &inputs, pass, k)? {
                     Ok(image) => image,
                     Err(code) => return Ok(Some(code)),
                 }
             };
-            self.work.pass(pass).save_painted(k, &image)?;
+            self.work.pass(pass, self.last).save_painted(k, &image)?;
             if !self.quiet {
                 let left_steps = steps.len() - from - done - 1;
                 let each = started.elapsed().as_secs_f64() / (done + 1) as f64;
@@ -348,14 +379,15 @@ impl Painter<'_> {
         Ok(None)
     }
 
-    /// The network on its device, chosen for the first frame painted (under `auto`, the GPU
-    /// only if the frame fits it).
-    fn network(&self, settings: &Settings, stylizer: &Stylizer, inputs: &Inputs) -> Result<SharedBackend> {
+    /// The network on its device, chosen for the shot's first frame whichever frame this run
+    /// starts at (under `auto`, the GPU only if that frame fits it: a resumed run chooses as an
+    /// uninterrupted one does).
+    fn network(&self, settings: &Settings) -> Result<SharedBackend> {
         let vgg = super::load_network(settings, self.quiet)?;
+        let first = Settings { content: self.work.frame(self.first), ..self.settings.clone() };
+        let plan_first = |b: &dyn Backend| Stylizer::new(first.config.clone())?.plan(b, &first.load_inputs()?);
         let mut said = None;
-        let (net, _) = device::backend(vgg, settings.network.device, &|b| stylizer.plan(b, inputs), &mut |m| {
-            said = Some(m.to_string())
-        })?;
+        let (net, _) = device::backend(vgg, settings.network.device, &plan_first, &mut |m| said = Some(m.to_string()))?;
         if let (Some(line), false) = (said, self.quiet) {
             errln!("impasto: {line}");
         }

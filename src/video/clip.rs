@@ -123,11 +123,18 @@ struct Probe {
 #[derive(Deserialize)]
 struct ProbeStream {
     codec_type: Option<String>,
+    disposition: Option<ProbeDisposition>,
     width: Option<u64>,
     height: Option<u64>,
     r_frame_rate: Option<String>,
     avg_frame_rate: Option<String>,
     nb_read_packets: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProbeDisposition {
+    #[serde(default)]
+    attached_pic: u8,
 }
 
 #[derive(Deserialize)]
@@ -150,7 +157,7 @@ pub fn probe(path: &Path) -> Result<Clip> {
             "error".as_ref(),
             "-count_packets".as_ref(),
             "-show_entries".as_ref(),
-            "stream=codec_type,width,height,r_frame_rate,avg_frame_rate,nb_read_packets:format=format_name".as_ref(),
+            "stream=codec_type,width,height,r_frame_rate,avg_frame_rate,nb_read_packets:stream_disposition=attached_pic:format=format_name".as_ref(),
             "-of".as_ref(),
             "json".as_ref(),
             path.as_os_str(),
@@ -159,6 +166,10 @@ pub fn probe(path: &Path) -> Result<Clip> {
     if !out.status.success() {
         return Err(bad(format!("is not a video ffmpeg can read ({})", last_line(&out.stderr, path))));
     }
+    // Read to the end with errors ("File ended prematurely"): frames are missing.
+    if !out.stderr.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(format!("is truncated or damaged ({})", last_line(&out.stderr, path))));
+    }
     let probe: Probe =
         serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("ffprobe's answer is not understood: {e}")))?;
     let format = probe.format.and_then(|f| f.format_name).unwrap_or_default();
@@ -166,10 +177,13 @@ pub fn probe(path: &Path) -> Result<Clip> {
         return Err(bad("is a still image, not a video (impasto stylize paints it)".into()));
     }
     let audio = probe.streams.iter().any(|s| s.codec_type.as_deref() == Some("audio"));
+    // A sound file's cover art is a "video" stream of one picture: not a clip.
     let video = probe
         .streams
         .iter()
-        .find(|s| s.codec_type.as_deref() == Some("video"))
+        .find(|s| {
+            s.codec_type.as_deref() == Some("video") && s.disposition.as_ref().is_none_or(|d| d.attached_pic == 0)
+        })
         .ok_or_else(|| bad("has no video stream".into()))?;
     let (width, height) = match (video.width, video.height) {
         (Some(w), Some(h)) if w > 0 && h > 0 => (w as usize, h as usize),
@@ -185,7 +199,8 @@ pub fn probe(path: &Path) -> Result<Clip> {
     if frames > MAX_FRAMES {
         return Err(bad(format!("has {frames} frames; at most {MAX_FRAMES} (cut it into shots)")));
     }
-    let rate = [&video.r_frame_rate, &video.avg_frame_rate]
+    // The average rate: a variable-rate clip (a phone's) has its real rate there.
+    let rate = [&video.avg_frame_rate, &video.r_frame_rate]
         .into_iter()
         .find_map(|r| r.as_deref().and_then(Rate::parse))
         .ok_or_else(|| bad("its video stream has no frame rate".into()))?;
@@ -279,8 +294,8 @@ pub fn encode(
     output: &Path,
 ) -> Result<bool> {
     let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("mp4").to_ascii_lowercase();
-    let name = output.file_stem().map_or("clip".into(), |s| s.to_string_lossy().into_owned());
-    let scratch = parent(output).join(format!(".{name}.partial.{ext}"));
+    // A name of this call's own, ending in the extension that tells ffmpeg the container.
+    let scratch = PathBuf::from(format!("{}.{ext}", crate::image_io::temp_path(parent(output)).display()));
     let pattern = dir.join("%06d.png");
     let (rate_text, start_number) = (rate.to_string(), first.to_string());
     let length = format!("{:.9}", count as f64 * f64::from(rate.den) / f64::from(rate.num));

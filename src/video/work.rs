@@ -77,8 +77,11 @@ impl VideoSettings {
                 format!("must be a finite number >= 0, got {}", self.temporal_weight),
             ));
         }
-        if self.temporal_frames.is_empty() {
-            return Err(Error::setting("video.temporal_frames", "needs at least one distance (1: the previous frame)"));
+        if !self.temporal_frames.contains(&1) {
+            return Err(Error::setting(
+                "video.temporal_frames",
+                "needs 1, the previous frame (each frame starts from it; 2, 4... add long-term terms)",
+            ));
         }
         for (i, &d) in self.temporal_frames.iter().enumerate() {
             if !(1..=MAX_TEMPORAL_DISTANCE).contains(&d) {
@@ -129,6 +132,8 @@ impl VideoSettings {
 pub struct WorkDir {
     root: PathBuf,
     first: usize,
+    /// The shot's last frame: a later pass runs back from it, so its frames depend on it.
+    last: Option<usize>,
     pass: usize,
 }
 
@@ -148,7 +153,7 @@ impl WorkDir {
     /// painted frames would not be this job's.
     pub fn open(root: &Path, job: &str, first: usize) -> Result<WorkDir> {
         let io = |path: &Path, e: std::io::Error| Error::Output { path: path.into(), message: e.to_string() };
-        let work = WorkDir { root: root.into(), first: first.max(1), pass: 1 };
+        let work = WorkDir { root: root.into(), first: first.max(1), last: None, pass: 1 };
         for dir in [root.join("frames"), root.join("flows"), work.painted_dir()] {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         }
@@ -179,25 +184,22 @@ impl WorkDir {
         self.root.join("frames")
     }
 
-    /// The same work directory seen from pass `pass` (from 1) of its shot.
-    pub fn pass(&self, pass: usize) -> WorkDir {
-        WorkDir { pass: pass.max(1), ..self.clone() }
+    /// The same work directory seen from pass `pass` (from 1) of its shot, which ends at frame
+    /// `last` (the first pass's frames do not depend on where the shot ends; a later pass's,
+    /// which runs back from it, do).
+    pub fn pass(&self, pass: usize, last: usize) -> WorkDir {
+        WorkDir { pass: pass.max(1), last: Some(last), ..self.clone() }
     }
 
-    /// The same work directory seen from the shot that starts at `first`, in the same pass.
-    fn shot(&self, first: usize) -> WorkDir {
-        WorkDir { first, ..self.clone() }
-    }
-
-    /// The directory of the shot's painted frames in this pass (`painted`, `painted-000040`,
-    /// `painted-pass2`, `painted-000040-pass2`).
+    /// The directory of the shot's painted frames in this pass (`painted`, `painted-000040`;
+    /// for a later pass `painted-pass2-to-000120`, `painted-000040-pass2-to-000120`).
     pub fn painted_dir(&self) -> PathBuf {
         let mut name = match self.first {
             1 => "painted".to_string(),
             k => format!("painted-{k:06}"),
         };
         if self.pass > 1 {
-            name.push_str(&format!("-pass{}", self.pass));
+            name.push_str(&format!("-pass{}-to-{:06}", self.pass, self.last.unwrap_or(0)));
         }
         self.root.join(name)
     }
@@ -233,54 +235,72 @@ impl WorkDir {
     /// The shots painted here in this pass, each as its first frame and the last of the frames
     /// painted from it without a gap, in order of their first frame.
     pub fn shots(&self) -> Vec<(usize, usize)> {
-        let suffix = if self.pass > 1 { format!("-pass{}", self.pass) } else { String::new() };
-        let mut shots: Vec<(usize, usize)> = std::fs::read_dir(&self.root)
+        self.shot_views().into_iter().map(|(shot, last)| (shot.first, last)).collect()
+    }
+
+    /// Each shot painted here in this pass, as a view of it, with the last frame painted from
+    /// its first without a gap.
+    fn shot_views(&self) -> Vec<(WorkDir, usize)> {
+        let marker = format!("-pass{}-to-", self.pass);
+        let mut shots: Vec<(WorkDir, usize)> = std::fs::read_dir(&self.root)
             .into_iter()
             .flatten()
             .filter_map(|e| {
                 let name = e.ok()?.file_name().into_string().ok()?;
-                let name = name.strip_suffix(suffix.as_str())?;
-                let first = match name {
+                // A later pass's directory names the shot's end: `painted-000040-pass2-to-000120`.
+                let (base, end) = match self.pass {
+                    1 => (name.as_str(), None),
+                    _ => name.split_once(marker.as_str()).map(|(b, e)| (b, e.parse::<usize>().ok()))?,
+                };
+                if (self.pass > 1 && end.is_none()) || base.contains("-pass") {
+                    return None;
+                }
+                let first = match base {
                     "painted" => 1,
                     n => n.strip_prefix("painted-")?.parse().ok().filter(|&k: &usize| k > 1)?,
                 };
-                let shot = self.shot(first);
+                let shot = WorkDir { first, last: end, ..self.clone() };
                 let last = (first..).take_while(|&k| shot.painted(k).is_file()).last()?;
-                Some((first, last))
+                Some((shot, last))
             })
             .collect();
-        shots.sort_unstable();
+        shots.sort_unstable_by_key(|(shot, last)| (shot.first, *last));
         shots
     }
 
     /// Frame `k` of the clip the painted shots make together: the frame of the one shot that
     /// covers it, or, where shots overlap, a cross-fade from the earlier shot's frames to the
-    /// later one's across the overlap (a shot that ends within an earlier one is left out) (so that a long clip painted as overlapping shots, one
-    /// per task of a cluster, does not jump where they meet). An error names a frame no shot
-    /// covers.
+    /// later one's across the overlap, so that a long clip painted as overlapping shots (one
+    /// per task of a cluster) does not jump where they meet; a shot that ends within an
+    /// earlier one is left out. An error names a frame no shot covers.
     pub fn joined(&self, k: usize) -> Result<Image> {
-        let covering: Vec<(usize, usize)> = self.shots().into_iter().filter(|&(a, b)| (a..=b).contains(&k)).collect();
-        let painted = |first: usize| image_io::load(self.shot(first).painted(k));
-        let Some(&(first, mut end)) = covering.first() else {
+        self.joined_of(&self.shot_views(), k)
+    }
+
+    /// [`WorkDir::joined`] from the shots, listed once.
+    fn joined_of(&self, shots: &[(WorkDir, usize)], k: usize) -> Result<Image> {
+        let mut covering = shots.iter().filter(|(shot, last)| (shot.first..=*last).contains(&k));
+        let Some((shot, mut end)) = covering.next().map(|(s, l)| (s, *l)) else {
             return Err(Error::Config(format!(
                 "frame {k} is in no painted shot in {}: paint it first (--frames)",
                 self.root.display()
             )));
         };
-        let mut image = painted(first)?;
-        // A shot within the ones before it (ending no later) adds nothing.
-        for &(a, b) in covering[1..].iter() {
-            if b <= end {
+        let mut image = image_io::load(shot.painted(k))?;
+        for (next_shot, last) in covering {
+            // A shot within the ones before it (ending no later) adds nothing.
+            if *last <= end {
                 continue;
             }
-            let next = painted(a)?;
+            let next = image_io::load(next_shot.painted(k))?;
             if (next.width, next.height) != (image.width, image.height) {
-                return Err(Error::image(&self.shot(a).painted(k), "is not the size of the other shots' frames"));
+                return Err(Error::image(&next_shot.painted(k), "is not the size of the other shots' frames"));
             }
             // The later shot's share rises from 0 before the overlap to 1 after it.
+            let a = next_shot.first;
             let w = (k - a + 1) as f32 / (end - a + 2) as f32;
             image.data.iter_mut().zip(&next.data).for_each(|(x, y)| *x += w * (y - *x));
-            end = b;
+            end = *last;
         }
         Ok(image)
     }
@@ -293,14 +313,14 @@ impl WorkDir {
     /// Writes the joined frames of `range` into [`WorkDir::joined_dir`]; an error names the
     /// first frame no shot covers, before any is written.
     pub fn write_joined(&self, range: std::ops::RangeInclusive<usize>) -> Result<()> {
-        let shots = self.shots();
-        if let Some(k) = range.clone().find(|k| !shots.iter().any(|(a, b)| (a..=b).contains(&k))) {
-            return self.joined(k).map(|_| ());
+        let shots = self.shot_views();
+        if let Some(k) = range.clone().find(|&k| !shots.iter().any(|(shot, last)| (shot.first..=*last).contains(&k))) {
+            return self.joined_of(&shots, k).map(|_| ());
         }
         let dir = self.joined_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::Output { path: dir.clone(), message: e.to_string() })?;
         for k in range {
-            let bytes = image_io::encode(&self.joined(k)?, image_io::OutputFormat::Png)?;
+            let bytes = image_io::encode(&self.joined_of(&shots, k)?, image_io::OutputFormat::Png)?;
             image_io::write_atomically(&frame_path(&dir, k), &bytes)?;
         }
         Ok(())
@@ -383,7 +403,7 @@ impl WorkDir {
         video: &VideoSettings,
         settings: &FlowSettings,
     ) -> Result<FrameHold> {
-        let before = self.pass(self.pass - 1);
+        let before = WorkDir { pass: self.pass - 1, ..self.clone() };
         let mut start = image_io::load(before.painted(k))?;
         let Some(n) = neighbour else {
             return Ok(FrameHold { start, targets: Vec::new() });

@@ -192,9 +192,11 @@ fn later_passes_alternate_and_blend_the_warped_neighbour_into_the_last_pass() {
     for k in 1..=4 {
         work.save_painted(k, &pan_frame(k, w, h)).unwrap();
     }
-    let two = work.pass(2);
-    assert!(two.painted_dir().ends_with("painted-pass2"));
-    assert!(WorkDir::open(&work.root, "job", 3).unwrap().pass(2).painted_dir().ends_with("painted-000003-pass2"));
+    let two = work.pass(2, 4);
+    assert!(two.painted_dir().ends_with("painted-pass2-to-000004"));
+    let other_end = WorkDir::open(&work.root, "job", 3).unwrap().pass(2, 9);
+    assert!(other_end.painted_dir().ends_with("painted-000003-pass2-to-000009"));
+    assert_ne!(work.pass(2, 5).painted_dir(), two.painted_dir(), "a later pass depends on where the shot ends");
     // Pass 2 runs backward: frame 4 first (no neighbour), then 3 next to the new 4.
     let flow = FlowSettings::default();
     let first = two.hold_in_pass(4, None, &video, &flow).unwrap();
