@@ -721,3 +721,52 @@ fn fast_mode_paints_each_frame_as_stylize_paints_it() {
         assert_eq!(painted, image_io::load(&alone).unwrap(), "frame {k}");
     }
 }
+
+#[test]
+fn a_clip_is_painted_like_a_picture_from_its_settings() {
+    if !ffmpeg_here() {
+        return;
+    }
+    let d = tempdir();
+    let clip = test_clip(d.path(), 3);
+    let weights = tiny_network(d.path());
+    let style = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/starry_night.jpg");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tubingen.jpg");
+    let picture = d.path().join("picture.png");
+    let args = [
+        "stylize",
+        s(&photo),
+        s(&style),
+        "-o",
+        s(&picture),
+        "--weights",
+        s(&weights),
+        "--size",
+        "40",
+        "--iterations",
+        "3",
+        "--init",
+        "content",
+        "--style-weight",
+        "2e4",
+    ];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    let out = d.path().join("like.mp4");
+    let args = ["video", s(&clip), "--settings", s(&picture), "-o", s(&out), "--frame-iterations", "2"];
+    let o = impasto(&args);
+    assert!(o.status.success(), "{}", describe(&args, &o));
+    // The picture's size and style weight, on the clip's frames.
+    assert!(
+        streams(&out).iter().any(|l| l.contains("width=40") && l.contains("nb_read_packets=3")),
+        "{:?}",
+        streams(&out)
+    );
+    let job = std::fs::read_to_string(d.path().join("like.mp4.impasto/job.json")).unwrap();
+    assert!(job.contains("20000") && job.contains("clip.mp4"), "{job}");
+    // Styles or options beside --settings are refused.
+    let args = ["video", s(&clip), s(&style), "--settings", s(&picture), "-o", s(&out)];
+    let o = impasto(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&args, &o));
+    assert!(stderr(&o).contains("cannot be combined with --settings"), "{}", stderr(&o));
+}
