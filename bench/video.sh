@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERATIONS=${ITERATIONS:-150}
 FRAME_ITERATIONS=${FRAME_ITERATIONS:-75}
-CLIPS=${CLIPS:-"bikes:48:256 carphone_pristine:16:176 bigbuckbunny:16:256"}
+CLIPS=${CLIPS:-"bikes:48:256 carphone_pristine:16:176 bigbuckbunny:8:192"}
 STYLE=${STYLE:-examples/starry_night.jpg}
 OUT=${OUT:-bench/out/video}
 mkdir -p "$OUT/clips"
@@ -50,9 +50,12 @@ for spec in $CLIPS; do
 done
 target/release/examples/consistency "$STYLE" "${dirs[@]}"
 IFS=: read -r first FRAMES SIZE <<< "${CLIPS%% *}"
+# The first clip's first 32 frames (bikes: its first shot): a strip of every sixth, and GIFs.
+ffmpeg -v error -y -framerate 25 -i "$OUT/$first-temporal/frames/%06d.png" \
+  -vf "select='lt(n\,32)*not(mod(n\,6))',scale=160:-2,tile=6x1" -frames:v 1 -update 1 "$OUT/${first}_input.png"
 for mode in temporal independent; do
   ffmpeg -v error -y -framerate 25 -i "$OUT/$first-$mode/painted/%06d.png" \
-    -vf "select='not(mod(n\,8))',scale=160:-2,tile=6x1" -frames:v 1 "$OUT/$first-$mode-strip.png"
+    -vf "select='lt(n\,32)*not(mod(n\,6))',scale=160:-2,tile=6x1" -frames:v 1 -update 1 "$OUT/${first}_$mode.png"
+  ffmpeg -v error -y -framerate 25 -i "$OUT/$first-$mode/painted/%06d.png" -frames:v 32 \
+    -vf "scale=192:-2,split[a][b];[a]palettegen[p];[b][p]paletteuse" "$OUT/${first}_$mode.gif"
 done
-ffmpeg -v error -y -framerate 25 -i "$OUT/$first-temporal/painted/%06d.png" \
-  -vf "split[a][b];[a]palettegen[p];[b][p]paletteuse" "$OUT/$first-temporal.gif"

@@ -2,7 +2,8 @@
 //! the warping error between consecutive painted frames on the reliable pixels (E_warp, Lai et
 //! al. 2018, with the flow of the input clip's own frames) and the mean style loss per frame
 //! (the still-picture objective's style term at the frames' size: consistency must not come from
-//! washing the style out). Prints one Markdown row per directory.
+//! washing the style out) and content loss per frame (nor from losing the clip's own picture).
+//! Prints one Markdown row per directory.
 //!
 //!     cargo run --release --example consistency -- STYLE WORK_DIR [WORK_DIR...]
 
@@ -29,15 +30,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let net = Vgg::default_network()?;
     let style = Image::open(style)?;
-    println!("| work directory | frames | size | E_warp | style loss/frame |");
-    println!("|---|---|---|---|---|");
+    println!("| work directory | frames | size | E_warp | style loss/frame | content loss/frame |");
+    println!("|---|---|---|---|---|---|");
     for dir in dirs {
         let dir = Path::new(dir);
         let painted = frames(&dir.join("painted"));
         if painted.len() < 2 {
             return Err(format!("{}: fewer than two painted frames", dir.display()).into());
         }
-        let (mut e_warp, mut style_loss) = (0.0, 0.0);
+        let (mut e_warp, mut style_loss, mut content_loss) = (0.0, 0.0, 0.0);
         let mut previous: Option<(Image, Image)> = None;
         for path in &painted {
             let out = Image::open(path)?;
@@ -49,20 +50,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 e_warp += warping_error(&out, before_out, &backward, &reliability(&backward, &forward));
             }
             let size = out.width.max(out.height);
-            style_loss += Stylizer::new(StyleConfig::default().size(size).scales(Scales::Off))?
-                .score(&net, &Inputs::new(input.clone(), [style.clone()]), &out)?
-                .style;
+            let terms = Stylizer::new(StyleConfig::default().size(size).scales(Scales::Off))?.score(
+                &net,
+                &Inputs::new(input.clone(), [style.clone()]),
+                &out,
+            )?;
+            style_loss += terms.style;
+            content_loss += terms.content;
             previous = Some((input, out));
         }
         let n = painted.len();
         let first = Image::open(&painted[0])?;
         println!(
-            "| {} | {n} | {}x{} | {:.5} | {:.4e} |",
+            "| {} | {n} | {}x{} | {:.5} | {:.4e} | {:.4e} |",
             dir.display(),
             first.width,
             first.height,
             e_warp / (n - 1) as f64,
-            style_loss / n as f64
+            style_loss / n as f64,
+            content_loss / n as f64
         );
     }
     Ok(())

@@ -563,7 +563,7 @@ pub struct VideoArgs {
     #[arg(long, value_name = "D,D...", value_delimiter = ',', allow_negative_numbers = true)]
     pub temporal_frames: Option<Vec<i64>>,
     /// Iterations of each frame after the first, which starts from its warped predecessor
-    /// (the first has --iterations) [default: 150].
+    /// (the first has --iterations) [default: 75].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub frame_iterations: Option<i64>,
     /// Passes over the clip (Ruder et al.'s multi-pass method, for strong camera motion): after

@@ -62,7 +62,7 @@ impl Default for VideoSettings {
         VideoSettings {
             temporal_weight: DEFAULT_TEMPORAL_WEIGHT,
             temporal_frames: vec![1],
-            frame_iterations: 150,
+            frame_iterations: 75,
             passes: 1,
         }
     }
