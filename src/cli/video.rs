@@ -114,7 +114,8 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
     let made = !root.exists();
     let work = WorkDir::open(&root, &serde_json::to_string_pretty(&job)?, first)?;
     let undo = |e: anyhow::Error| {
-        if made && video.steps(first, last).iter().all(|&(p, k)| !work.pass(p, last).painted(k).exists()) {
+        // Made here, so painted here if at all, in order: nothing painted if not the first step.
+        if made && work.first_unpainted(&video.steps(first, last), last) == Some(0) {
             let _ = std::fs::remove_dir_all(&root);
         }
         match interrupted() {
@@ -142,10 +143,10 @@ fn run(a: &VideoArgs, settings: &Settings, video: &VideoSettings) -> Result<i32>
     // A clip that counted more frames than it decodes (with no decoder error) ends earlier.
     let last = (first..=last).take_while(|&k| work.frame(k).is_file()).last().unwrap_or(first);
     let count = last - first + 1;
-    let painted = video.steps(first, last).iter().all(|&(p, k)| work.pass(p, last).painted(k).is_file());
-    if !painted {
+    let steps = video.steps(first, last);
+    if let Some(from) = work.first_unpainted(&steps, last) {
         let painter = Painter { settings: &frame_settings, video, work: &work, first, last, quiet: a.quiet, output };
-        if let Some(code) = painter.paint()? {
+        if let Some(code) = painter.paint(&steps, from)? {
             return Ok(code);
         }
     } else if !a.quiet {
@@ -266,14 +267,10 @@ struct Painter<'a> {
 }
 
 impl Painter<'_> {
-    /// Paints the shot's steps (each pass's frames) from the first not painted, the first
-    /// pass's flows a frame ahead on their own thread. Returns the exit code when the run stops
-    /// early (interrupted), `None` when every step is painted.
-    fn paint(&self) -> Result<Option<i32>> {
-        let steps = self.video.steps(self.first, self.last);
-        let Some(from) = steps.iter().position(|&(p, k)| !self.work.pass(p, self.last).painted(k).is_file()) else {
-            return Ok(None);
-        };
+    /// Paints the shot's `steps` (each pass's frames) from index `from`, the first not painted,
+    /// the first pass's flows a frame ahead on their own thread. Returns the exit code when the
+    /// run stops early (interrupted), `None` when every step is painted.
+    fn paint(&self, steps: &[(usize, usize)], from: usize) -> Result<Option<i32>> {
         let flow = FlowSettings::default();
         // At most a frame ahead: the flows do not race the painting for the cores.
         let (tx, rx) = mpsc::sync_channel::<impasto::Result<usize>>(1);
@@ -296,7 +293,7 @@ impl Painter<'_> {
                     }
                 }
             });
-            let result = self.paint_steps(&steps, from, &rx, &flow);
+            let result = self.paint_steps(steps, from, &rx, &flow);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             drop(rx);
             result

@@ -219,9 +219,10 @@ impl WorkDir {
         range.into_iter().all(|k| self.frame(k).is_file())
     }
 
-    /// The first frame of `range` not painted yet, if any.
-    pub fn first_unpainted(&self, range: std::ops::RangeInclusive<usize>) -> Option<usize> {
-        range.into_iter().find(|&k| !self.painted(k).is_file())
+    /// Where in `steps` (a shot's [`VideoSettings::steps`], the shot ending at `last`) the
+    /// painting stands: the index of the first step not painted yet, if any.
+    pub fn first_unpainted(&self, steps: &[(usize, usize)], last: usize) -> Option<usize> {
+        steps.iter().position(|&(p, k)| !self.pass(p, last).painted(k).is_file())
     }
 
     /// Writes painted frame `k` (under a scratch name, renamed when complete).

@@ -144,7 +144,8 @@ fn a_frame_is_held_to_the_warped_previous_one_and_far_frames_to_what_it_misses()
     let shot = WorkDir::open(&work.root, "job", 3).unwrap();
     assert_ne!(shot.painted(3), work.painted(3));
     assert!(shot.hold(3, &video, &flow).unwrap().is_none(), "a shot's first frame starts afresh");
-    assert_eq!(shot.first_unpainted(3..=4), Some(3));
+    assert_eq!(shot.first_unpainted(&video.steps(3, 4), 4), Some(0), "frame 3 of the shot from 3 is not painted");
+    assert_eq!(work.first_unpainted(&VideoSettings::default().steps(1, 4), 4), None);
     let err = shot.hold(4, &video, &flow).unwrap_err().to_string();
     assert!(err.contains(&shot.painted(3).display().to_string()), "{err}");
     std::fs::remove_dir_all(&work.root).unwrap();
